@@ -1,0 +1,1 @@
+//! kpbuild's BuildKit frontend.
