@@ -1,1 +1,6 @@
-//! Pure logic of kpbuild, with no BuildKit and no I/O beyond reading and writing files.
+//! Pure logic of kpbuild, with no BuildKit and no I/O beyond reading and writing files:
+//! the bundle spec, kubespray variable rendering, list generation, the module plan, and the
+//! writers that are pure data transforms.
+
+pub mod kubespray;
+pub mod vars;

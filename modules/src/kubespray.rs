@@ -1,0 +1,503 @@
+//! Lists derived from kubespray's own variables: the files, images and checksums an offline
+//! bundle must hold, for one architecture, as kubespray's `contrib/offline/generate_list.sh`
+//! renders them with Ansible — and the minimal set for one cluster configuration.
+//!
+//! - files: every `*download_url` variable of the download defaults, rendered;
+//! - images: `repo:tag` of every `downloads` entry that has both, plus the four images kubeadm
+//!   pulls itself (`kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kube-proxy`);
+//! - checksums: the pin of every `downloads` entry that is a file;
+//! - enabled: the `downloads` entries whose `enabled` condition holds, as files and images.
+//!
+//! Two deliberate differences from the generator, both in what the deploy side really asks for:
+//! the kube-* tags are `v` + `kube_version` without doubling a `v` that old kubespray versions
+//! already carry (the generator writes `vv1.20.7` for kubespray 2.16), and the host facts
+//! (`ansible_architecture`) follow `--arch` instead of the machine the generator ran on
+//! (pass `-e ansible_architecture=x86_64` to reproduce a generator run on an x86_64 host).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use minijinja::Value;
+use minijinja::value::ValueKind;
+
+use crate::vars::{EvalError, Evaluator, LoadError, Origin, Precedence, VarSet};
+
+/// Target CPU architecture, in kubespray's `image_arch` naming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+    Arm,
+    Ppc64le,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 4] = [Arch::Amd64, Arch::Arm64, Arch::Arm, Arch::Ppc64le];
+
+    /// kubespray's `image_arch` (and OCI's architecture).
+    pub fn image_arch(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+            Arch::Arm => "arm",
+            Arch::Ppc64le => "ppc64le",
+        }
+    }
+
+    /// The `ansible_architecture` fact of a host of this architecture (`uname -m`).
+    pub fn ansible_architecture(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+            Arch::Arm => "armv7l",
+            Arch::Ppc64le => "ppc64le",
+        }
+    }
+
+    /// From `amd64`, `arm64`, `linux/arm64`, `x86_64`, `aarch64`, …
+    pub fn parse(s: &str) -> Option<Arch> {
+        let s = s.strip_prefix("linux/").unwrap_or(s);
+        let s = s.split('/').next().unwrap_or(s);
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.image_arch() == s || a.ansible_architecture() == s)
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.image_arch())
+    }
+}
+
+/// Errors producing lists.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{context}: {source}")]
+    Eval { context: String, source: Box<EvalError> },
+    #[error(
+        "{dir}: no `downloads` variable in the kubespray defaults; is this a kubespray checkout?"
+    )]
+    NoDownloads { dir: PathBuf },
+    #[error("{origin}: `downloads.{entry}` is not a mapping")]
+    BadEntry { entry: String, origin: Origin },
+    #[error(
+        "{origin}: `downloads.{entry}`: checksum `{value}` is neither a sha256 hex digest nor `<algorithm>:<hex>`"
+    )]
+    BadChecksum {
+        entry: String,
+        value: String,
+        origin: Origin,
+    },
+}
+
+/// A content pin of a downloaded file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pin {
+    /// `sha256`, `sha512`, …
+    pub algorithm: String,
+    pub hex: String,
+}
+
+impl Pin {
+    /// Reads kubespray's forms: bare sha256 hex, or `sha256:<hex>` / `sha512:<hex>`.
+    pub fn parse(s: &str) -> Option<Pin> {
+        let s = s.trim();
+        let (algorithm, hex) = match s.split_once(':') {
+            Some((a, h)) => (a.to_ascii_lowercase(), h),
+            None if s.len() == 64 => ("sha256".to_string(), s),
+            None => return None,
+        };
+        let want = match algorithm.as_str() {
+            "sha256" => 64,
+            "sha512" => 128,
+            "sha384" => 96,
+            "sha1" => 40,
+            "md5" => 32,
+            _ => return None,
+        };
+        (hex.len() == want && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Pin {
+            algorithm,
+            hex: hex.to_ascii_lowercase(),
+        })
+    }
+}
+
+impl fmt::Display for Pin {
+    /// sha256 as bare hex (kubespray's and the generator's form), others as `algorithm:hex`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.algorithm == "sha256" {
+            f.write_str(&self.hex)
+        } else {
+            write!(f, "{}:{}", self.algorithm, self.hex)
+        }
+    }
+}
+
+/// A file download: URL and pin (when kubespray pins one).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileItem {
+    pub url: String,
+    pub pin: Option<Pin>,
+}
+
+/// One item of an `--enabled-only` list.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Item {
+    File(String),
+    Image(String),
+}
+
+impl fmt::Display for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Item::File(u) => write!(f, "file {u}"),
+            Item::Image(i) => write!(f, "image {i}"),
+        }
+    }
+}
+
+/// The images kubeadm pulls itself, which `downloads` does not list.
+pub const KUBEADM_IMAGES: [&str; 4] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+];
+
+/// A kubespray checkout's variables rendered for one architecture.
+#[derive(Debug, Clone)]
+pub struct Kubespray {
+    dir: PathBuf,
+    eval: Evaluator,
+    /// Top-level names of the download defaults ending in `download_url`, in file order.
+    download_url_vars: Vec<String>,
+}
+
+impl Kubespray {
+    /// Loads `dir` for `arch`, with `-e` style extra variables.
+    pub fn load(dir: &Path, arch: Arch, extra: &[String]) -> Result<Kubespray, ListError> {
+        let mut vars = VarSet::new();
+        vars.add_kubespray(dir)?;
+        Self::from_vars(dir, vars, arch, extra)
+    }
+
+    /// Builds from already loaded variables (extra sources, a spec's vars, …).
+    pub fn from_vars(
+        dir: &Path,
+        mut vars: VarSet,
+        arch: Arch,
+        extra: &[String],
+    ) -> Result<Kubespray, ListError> {
+        for (name, value) in host_facts(arch) {
+            vars.set(
+                name,
+                value,
+                Origin::described("host facts for --arch"),
+                Precedence::Facts,
+            );
+        }
+        vars.set(
+            "image_arch",
+            Value::from(arch.image_arch()),
+            Origin::described("--arch"),
+            Precedence::ExtraVars,
+        );
+        for arg in extra {
+            vars.add_extra_arg(arg)?;
+        }
+        let download_url_vars = vars
+            .files()
+            .iter()
+            .filter(|(path, _)| is_download_defaults(path))
+            .flat_map(|(_, names)| {
+                names
+                    .iter()
+                    .filter(|n| n.ends_with("download_url"))
+                    .cloned()
+            })
+            .fold(Vec::new(), |mut acc: Vec<String>, n| {
+                if !acc.contains(&n) {
+                    acc.push(n);
+                }
+                acc
+            });
+        if !vars.contains("downloads") {
+            return Err(ListError::NoDownloads {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok(Kubespray {
+            dir: dir.to_path_buf(),
+            eval: Evaluator::new(vars),
+            download_url_vars,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn evaluator(&self) -> &Evaluator {
+        &self.eval
+    }
+
+    fn var(&self, name: &str, context: &str) -> Result<Value, ListError> {
+        self.eval.var(name).map_err(|source| ListError::Eval {
+            context: context.to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    /// What `generate_list.sh` writes to `files.list`: every `*download_url` variable.
+    pub fn files(&self) -> Result<Vec<String>, ListError> {
+        let mut out = BTreeSet::new();
+        for name in &self.download_url_vars {
+            out.insert(self.var(name, "files list")?.to_string());
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// What `generate_list.sh` writes to `images.list`: `repo:tag` of every `downloads` entry
+    /// that has both, plus the kubeadm images.
+    pub fn images(&self) -> Result<Vec<String>, ListError> {
+        let mut out: BTreeSet<String> = self.kubeadm_images()?.into_iter().collect();
+        for entry in self.entries()? {
+            if entry.has("repo") && entry.has("tag") {
+                out.insert(self.image_of(&entry)?);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// The pin and URL of every `downloads` entry that is a file (`file` true).
+    pub fn checksums(&self) -> Result<Vec<FileItem>, ListError> {
+        let mut out = BTreeSet::new();
+        for entry in self.entries()? {
+            if self.flag(&entry, "file")? {
+                out.insert(self.file_of(&entry)?);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Only the `downloads` entries whose `enabled` condition is true, plus the kubeadm images.
+    pub fn enabled(&self) -> Result<Vec<Item>, ListError> {
+        Ok(self
+            .enabled_detailed()?
+            .into_iter()
+            .map(|(item, _)| item)
+            .collect())
+    }
+
+    /// [`Self::enabled`] with each file's pin.
+    pub fn enabled_detailed(&self) -> Result<Vec<(Item, Option<Pin>)>, ListError> {
+        let mut out = BTreeSet::new();
+        for image in self.kubeadm_images()? {
+            out.insert((Item::Image(image), None));
+        }
+        for entry in self.entries()? {
+            if !self.flag(&entry, "enabled")? {
+                continue;
+            }
+            if self.flag(&entry, "file")? {
+                let file = self.file_of(&entry)?;
+                out.insert((Item::File(file.url), file.pin));
+            }
+            if self.flag(&entry, "container")? {
+                out.insert((Item::Image(self.image_of(&entry)?), None));
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// `kube_image_repo/<name>:v<kube_version>` for the four images kubeadm pulls.
+    pub fn kubeadm_images(&self) -> Result<Vec<String>, ListError> {
+        let repo = self.var("kube_image_repo", "kubeadm images")?.to_string();
+        let version = self.var("kube_version", "kubeadm images")?.to_string();
+        let tag = format!("v{}", version.strip_prefix('v').unwrap_or(&version));
+        Ok(KUBEADM_IMAGES
+            .iter()
+            .map(|n| format!("{repo}/{n}:{tag}"))
+            .collect())
+    }
+
+    fn entries(&self) -> Result<Vec<Entry>, ListError> {
+        let def = self.eval.vars().get("downloads").expect("checked at load");
+        let defaults = self
+            .eval
+            .vars()
+            .get("download_defaults")
+            .map(|d| d.value.clone());
+        let mut out = Vec::new();
+        let raw = &def.value;
+        if raw.kind() != ValueKind::Map {
+            return Err(ListError::BadEntry {
+                entry: String::new(),
+                origin: def.origin.clone(),
+            });
+        }
+        for key in raw.try_iter().expect("map iterates") {
+            let fields = raw.get_item(&key).unwrap_or_default();
+            let name = key.to_string();
+            if fields.kind() != ValueKind::Map {
+                return Err(ListError::BadEntry {
+                    entry: name,
+                    origin: def.origin.clone(),
+                });
+            }
+            out.push(Entry {
+                name,
+                fields,
+                defaults: defaults.clone(),
+                origin: def.origin.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn field(&self, entry: &Entry, field: &str) -> Result<Value, ListError> {
+        let label = format!("downloads.{}.{field}", entry.name);
+        let raw = match entry.fields.get_attr(field) {
+            Ok(v) if !v.is_undefined() => v,
+            _ => match &entry.defaults {
+                Some(d) => d.get_attr(field).unwrap_or_default(),
+                None => Value::UNDEFINED,
+            },
+        };
+        if raw.is_undefined() {
+            return Ok(Value::from(()));
+        }
+        self.eval
+            .render(&raw, &label, &entry.origin)
+            .map_err(|source| ListError::Eval {
+                context: format!(
+                    "{}: list entry `downloads.{}`",
+                    self.dir.display(),
+                    entry.name
+                ),
+                source: Box::new(source),
+            })
+    }
+
+    /// A boolean field with Ansible's `when` reading: `true`, `"True"`, `"yes"`, `1` are true.
+    fn flag(&self, entry: &Entry, field: &str) -> Result<bool, ListError> {
+        Ok(truthy(&self.field(entry, field)?))
+    }
+
+    fn image_of(&self, entry: &Entry) -> Result<String, ListError> {
+        let repo = self.field(entry, "repo")?;
+        let tag = self.field(entry, "tag")?;
+        Ok(format!("{repo}:{tag}"))
+    }
+
+    fn file_of(&self, entry: &Entry) -> Result<FileItem, ListError> {
+        let url = self.field(entry, "url")?.to_string();
+        let mut raw = self.field(entry, "checksum")?;
+        if raw.is_none() || raw.as_str() == Some("") {
+            raw = self.field(entry, "sha256")?;
+        }
+        let text = raw.to_string();
+        let pin = if raw.is_none() || text.is_empty() || text == "None" {
+            None
+        } else {
+            Some(Pin::parse(&text).ok_or_else(|| ListError::BadChecksum {
+                entry: entry.name.clone(),
+                value: text.clone(),
+                origin: entry.origin.clone(),
+            })?)
+        };
+        Ok(FileItem { url, pin })
+    }
+}
+
+struct Entry {
+    name: String,
+    fields: Value,
+    defaults: Option<Value>,
+    origin: Origin,
+}
+
+impl Entry {
+    fn has(&self, field: &str) -> bool {
+        self.fields.get_attr(field).is_ok_and(|v| !v.is_undefined())
+    }
+}
+
+/// Ansible's reading of a rendered condition.
+pub fn truthy(v: &Value) -> bool {
+    match v.as_str() {
+        Some(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => true,
+            "false" | "no" | "off" | "0" | "" | "none" => false,
+            _ => true,
+        },
+        None => v.is_true(),
+    }
+}
+
+/// Files that hold kubespray's download defaults: the `download` role's defaults (2021) or
+/// `kubespray_defaults/defaults/main/download.yml` (recent).
+fn is_download_defaults(path: &Path) -> bool {
+    let s = path.to_string_lossy().replace('\\', "/");
+    s.contains("roles/download/defaults/") || s.ends_with("defaults/main/download.yml")
+}
+
+/// Facts of a host of `arch` that the download variables read.
+fn host_facts(arch: Arch) -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "ansible_architecture",
+            Value::from(arch.ansible_architecture()),
+        ),
+        ("ansible_machine", Value::from(arch.ansible_architecture())),
+        ("ansible_system", Value::from("Linux")),
+        ("inventory_hostname", Value::from("localhost")),
+        (
+            "groups",
+            Value::from_pairs([
+                ("all", Value::from(Vec::<Value>::new())),
+                ("ungrouped", Value::from(Vec::<Value>::new())),
+            ]),
+        ),
+        ("omit", Value::from("__omit_place_holder__")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins() {
+        let h = "a".repeat(64);
+        assert_eq!(Pin::parse(&h).unwrap().to_string(), h);
+        assert_eq!(Pin::parse(&format!("sha256:{h}")).unwrap().to_string(), h);
+        let h512 = "b".repeat(128);
+        assert_eq!(
+            Pin::parse(&format!("sha512:{h512}")).unwrap().to_string(),
+            format!("sha512:{h512}")
+        );
+        assert!(Pin::parse("sha256:abc").is_none());
+        assert!(Pin::parse("nonsense").is_none());
+    }
+
+    #[test]
+    fn arch_names() {
+        assert_eq!(Arch::parse("linux/arm64"), Some(Arch::Arm64));
+        assert_eq!(Arch::parse("x86_64"), Some(Arch::Amd64));
+        assert_eq!(Arch::parse("riscv64"), None);
+    }
+
+    #[test]
+    fn conditions_read_like_ansible() {
+        assert!(truthy(&Value::from("True")));
+        assert!(!truthy(&Value::from("false")));
+        assert!(!truthy(&Value::from(false)));
+        assert!(truthy(&Value::from(1)));
+        assert!(!truthy(&Value::from(())));
+    }
+}

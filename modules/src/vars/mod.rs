@@ -1,0 +1,444 @@
+//! Ansible variables: loading kubespray's role defaults and vars, and evaluating them lazily.
+//!
+//! [`VarSet`] holds raw (unrendered) values, each with the file and line it came from, merged with
+//! Ansible's precedence: role defaults < facts < role vars < extra vars (`-e`).
+//! [`Evaluator`] renders them on demand with an Ansible-compatible Jinja engine (see [`ansible`]).
+
+pub mod ansible;
+mod eval;
+pub mod version;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use minijinja::Value;
+use serde_saphyr::Spanned;
+
+pub use eval::{EvalError, Evaluator, UndefinedChainLink};
+
+/// Where a variable's raw value comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// File path as given to the loader, or a description such as `-e` or `--arch`.
+    pub file: Arc<str>,
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub column: usize,
+}
+
+impl Origin {
+    pub fn described(what: &str) -> Self {
+        Origin {
+            file: what.into(),
+            line: 0,
+            column: 0,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.file)
+        } else {
+            write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        }
+    }
+}
+
+/// Ansible's variable precedence levels that kpbuild models, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Precedence {
+    RoleDefaults,
+    Facts,
+    RoleVars,
+    ExtraVars,
+}
+
+/// One variable's raw value.
+#[derive(Clone, Debug)]
+pub struct VarDef {
+    pub value: Value,
+    pub origin: Origin,
+    pub precedence: Precedence,
+}
+
+/// Errors while loading variable files.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: YAML error: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error(
+        "{dir}: not a kubespray checkout: found neither roles/kubespray_defaults/defaults/main/ \
+         (kubespray >= 2.24) nor roles/download/defaults/main.yml (2021 layout). \
+         Point --kubespray (or `vars.kubespray` in the spec) at the root of a kubespray checkout"
+    )]
+    NotKubespray { dir: PathBuf },
+    #[error(
+        "extra var `{arg}` is not of the form name=value (or @file.yml); example: -e kube_network_plugin=cilium"
+    )]
+    BadExtraVar { arg: String },
+    #[error(
+        "extra var name `{name}` is not a valid variable name (letters, digits and `_`, not starting with a digit)"
+    )]
+    BadVarName { name: String },
+}
+
+/// The kubespray variable-file layout that was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `roles/kubespray_defaults/{defaults,vars}/main/*.yml` (kubespray 2.24 and later).
+    Recent,
+    /// `roles/download/defaults/main.yml` + `roles/kubespray-defaults/{defaults,vars}/main.y*ml`.
+    Legacy2021,
+}
+
+/// A set of raw variables merged by precedence.
+#[derive(Clone, Debug, Default)]
+pub struct VarSet {
+    defs: IndexMap<String, VarDef>,
+    /// Each loaded file with the top-level names it defines, in load order.
+    files: Vec<(PathBuf, Vec<String>)>,
+}
+
+impl VarSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loads a kubespray checkout's defaults and vars, in either layout.
+    pub fn load_kubespray(dir: &Path) -> Result<(VarSet, Layout), LoadError> {
+        let mut set = VarSet::new();
+        let layout = set.add_kubespray(dir)?;
+        Ok((set, layout))
+    }
+
+    /// Adds a kubespray checkout's defaults and vars to this set.
+    pub fn add_kubespray(&mut self, dir: &Path) -> Result<Layout, LoadError> {
+        let roles = dir.join("roles");
+        let recent = roles.join("kubespray_defaults");
+        let legacy = roles.join("kubespray-defaults");
+        let layout = if recent.join("defaults/main").is_dir()
+            || recent.join("defaults/main.yml").is_file()
+        {
+            Layout::Recent
+        } else if roles.join("download/defaults/main.yml").is_file() {
+            Layout::Legacy2021
+        } else {
+            return Err(LoadError::NotKubespray {
+                dir: dir.to_path_buf(),
+            });
+        };
+        // Role defaults are one level: the roles load in play order (kubespray_defaults, then
+        // download), a later file winning over an earlier one, as Ansible does.
+        let defaults_role = if layout == Layout::Recent {
+            &recent
+        } else {
+            &legacy
+        };
+        for file in role_files(defaults_role, "defaults")? {
+            self.load_file(&file, Precedence::RoleDefaults)?;
+        }
+        for file in role_files(&roles.join("download"), "defaults")? {
+            self.load_file(&file, Precedence::RoleDefaults)?;
+        }
+        for file in role_files(defaults_role, "vars")? {
+            self.load_file(&file, Precedence::RoleVars)?;
+        }
+        Ok(layout)
+    }
+
+    /// Loads one YAML file of top-level variables at the given precedence.
+    pub fn load_file(&mut self, path: &Path, precedence: Precedence) -> Result<(), LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load_str(&text, path, precedence)
+    }
+
+    /// Loads YAML text of top-level variables; `path` is used in origins and errors.
+    pub fn load_str(
+        &mut self,
+        text: &str,
+        path: &Path,
+        precedence: Precedence,
+    ) -> Result<(), LoadError> {
+        let file: Arc<str> = path.display().to_string().into();
+        let map = parse_var_file(text).map_err(|message| LoadError::Yaml {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        let mut names = Vec::with_capacity(map.len());
+        for (name, value) in map {
+            names.push(name.value.clone());
+            let origin = Origin {
+                file: file.clone(),
+                line: name.referenced.line() as usize,
+                column: name.referenced.column() as usize,
+            };
+            self.set(name.value, value, origin, precedence);
+        }
+        self.files.push((path.to_path_buf(), names));
+        Ok(())
+    }
+
+    /// Sets a variable unless one of higher precedence is already set.
+    pub fn set(
+        &mut self,
+        name: impl Into<String>,
+        value: Value,
+        origin: Origin,
+        precedence: Precedence,
+    ) {
+        let name = name.into();
+        match self.defs.get(&name) {
+            Some(existing) if existing.precedence > precedence => {}
+            _ => {
+                self.defs.insert(
+                    name,
+                    VarDef {
+                        value,
+                        origin,
+                        precedence,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Parses and sets one `-e` argument: `name=value` (value read as a YAML scalar, so
+    /// `true`, `3` and `v1.2` keep their types) or `@file.yml` (a YAML mapping).
+    pub fn add_extra_arg(&mut self, arg: &str) -> Result<(), LoadError> {
+        if let Some(path) = arg.strip_prefix('@') {
+            return self.load_file(Path::new(path), Precedence::ExtraVars);
+        }
+        let Some((name, raw)) = arg.split_once('=') else {
+            return Err(LoadError::BadExtraVar {
+                arg: arg.to_string(),
+            });
+        };
+        let name = name.trim();
+        if !is_var_name(name) {
+            return Err(LoadError::BadVarName {
+                name: name.to_string(),
+            });
+        }
+        let value = parse_scalar(raw);
+        self.set(
+            name,
+            value,
+            Origin::described(&format!("-e {arg}")),
+            Precedence::ExtraVars,
+        );
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&VarDef> {
+        self.defs.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.defs.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.defs.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.defs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.defs.is_empty()
+    }
+
+    /// The files loaded, in load order, each with the top-level names it defines.
+    pub fn files(&self) -> &[(PathBuf, Vec<String>)] {
+        &self.files
+    }
+}
+
+/// The YAML files of a role's `defaults` or `vars`: `main.yml`/`main.yaml`, or every
+/// `*.yml`/`*.yaml` in `main/`, sorted by name (Ansible's order).
+fn role_files(role: &Path, kind: &str) -> Result<Vec<PathBuf>, LoadError> {
+    let base = role.join(kind);
+    let mut out = Vec::new();
+    for name in ["main.yml", "main.yaml"] {
+        let p = base.join(name);
+        if p.is_file() {
+            out.push(p);
+        }
+    }
+    let dir = base.join("main");
+    if dir.is_dir() {
+        let entries = std::fs::read_dir(&dir).map_err(|source| LoadError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+            })
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
+    Ok(out)
+}
+
+/// YAML options matching Ansible's loader (PyYAML, YAML 1.1) where it matters for variables:
+/// `0755` is octal, `yes`/`no` are booleans; duplicate keys: the last one wins.
+fn ansible_yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        legacy_octal_numbers: true,
+        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::LastWins,
+        budget: serde_saphyr::budget! {
+            max_depth: 200,
+            max_events: 5_000_000,
+        },
+    }
+}
+
+fn parse_var_file(text: &str) -> Result<IndexMap<Spanned<String>, Value>, String> {
+    if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
+    {
+        return Ok(IndexMap::new());
+    }
+    serde_saphyr::from_str_with_options(text, ansible_yaml_options()).map_err(|e| e.to_string())
+}
+
+/// Reads a YAML scalar the way a `-e name=value` user means it.
+pub fn parse_scalar(raw: &str) -> Value {
+    if raw.is_empty() {
+        return Value::from("");
+    }
+    match serde_saphyr::from_str_with_options::<Value>(raw, ansible_yaml_options()) {
+        Ok(v) if !v.is_none() || matches!(raw.trim(), "null" | "~" | "None") => v,
+        _ => Value::from(raw),
+    }
+}
+
+pub(crate) fn is_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_keeps_the_highest() {
+        let mut set = VarSet::new();
+        set.set(
+            "a",
+            Value::from(1),
+            Origin::described("d"),
+            Precedence::RoleDefaults,
+        );
+        set.set(
+            "a",
+            Value::from(2),
+            Origin::described("x"),
+            Precedence::ExtraVars,
+        );
+        set.set(
+            "a",
+            Value::from(3),
+            Origin::described("v"),
+            Precedence::RoleVars,
+        );
+        assert_eq!(set.get("a").unwrap().value, Value::from(2));
+        set.set(
+            "b",
+            Value::from(1),
+            Origin::described("d"),
+            Precedence::RoleDefaults,
+        );
+        set.set(
+            "b",
+            Value::from(2),
+            Origin::described("d2"),
+            Precedence::RoleDefaults,
+        );
+        assert_eq!(
+            set.get("b").unwrap().value,
+            Value::from(2),
+            "later file at one level wins"
+        );
+    }
+
+    #[test]
+    fn extra_args_are_typed_scalars() {
+        let mut set = VarSet::new();
+        set.add_extra_arg("x=true").unwrap();
+        set.add_extra_arg("y=3").unwrap();
+        set.add_extra_arg("z=cilium").unwrap();
+        set.add_extra_arg("w=").unwrap();
+        assert_eq!(set.get("x").unwrap().value, Value::from(true));
+        assert_eq!(set.get("y").unwrap().value, Value::from(3));
+        assert_eq!(set.get("z").unwrap().value, Value::from("cilium"));
+        assert_eq!(set.get("w").unwrap().value, Value::from(""));
+        assert!(matches!(
+            set.add_extra_arg("novalue"),
+            Err(LoadError::BadExtraVar { .. })
+        ));
+        assert!(matches!(
+            set.add_extra_arg("9x=1"),
+            Err(LoadError::BadVarName { .. })
+        ));
+    }
+
+    #[test]
+    fn yaml_error_names_file_and_line() {
+        let mut set = VarSet::new();
+        let err = set
+            .load_str(
+                "a: 1\nb: [unclosed\nc: 2\n",
+                Path::new("roles/x/defaults/main.yml"),
+                Precedence::RoleDefaults,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("roles/x/defaults/main.yml"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn origins_carry_lines_and_order_is_kept() {
+        let mut set = VarSet::new();
+        set.load_str(
+            "---\n# c\nfirst: 1\nsecond:\n  b: 1\n  a: 2\n",
+            Path::new("f.yml"),
+            Precedence::RoleDefaults,
+        )
+        .unwrap();
+        assert_eq!(set.get("first").unwrap().origin.to_string(), "f.yml:3:1");
+        assert_eq!(set.get("second").unwrap().origin.line, 4);
+        let keys: Vec<String> = set
+            .get("second")
+            .unwrap()
+            .value
+            .try_iter()
+            .unwrap()
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(keys, ["b", "a"]);
+    }
+}
