@@ -2,5 +2,7 @@
 //! the bundle spec, kubespray variable rendering, list generation, the module plan, and the
 //! writers that are pure data transforms.
 
+pub mod image_ref;
 pub mod kubespray;
+pub mod registry_layout;
 pub mod vars;
