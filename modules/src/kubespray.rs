@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use minijinja::Value;
 use minijinja::value::ValueKind;
@@ -77,11 +77,14 @@ pub enum ListError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("{context}: {source}")]
-    Eval { context: String, source: Box<EvalError> },
+    Eval {
+        context: String,
+        source: Box<EvalError>,
+    },
     #[error(
         "{dir}: no `downloads` variable in the kubespray defaults; is this a kubespray checkout?"
     )]
-    NoDownloads { dir: PathBuf },
+    NoDownloads { dir: String },
     #[error("{origin}: `downloads.{entry}` is not a mapping")]
     BadEntry { entry: String, origin: Origin },
     #[error(
@@ -171,7 +174,7 @@ pub const KUBEADM_IMAGES: [&str; 4] = [
 /// A kubespray checkout's variables rendered for one architecture.
 #[derive(Debug, Clone)]
 pub struct Kubespray {
-    dir: PathBuf,
+    dir: String,
     eval: Evaluator,
     /// Top-level names of the download defaults ending in `download_url`, in file order.
     download_url_vars: Vec<String>,
@@ -180,14 +183,13 @@ pub struct Kubespray {
 impl Kubespray {
     /// Loads `dir` for `arch`, with `-e` style extra variables.
     pub fn load(dir: &Path, arch: Arch, extra: &[String]) -> Result<Kubespray, ListError> {
-        let mut vars = VarSet::new();
-        vars.add_kubespray(dir)?;
-        Self::from_vars(dir, vars, arch, extra)
+        let (vars, _) = VarSet::load_kubespray(dir)?;
+        Self::from_vars(&dir.display().to_string(), vars, arch, extra)
     }
 
     /// Builds from already loaded variables (extra sources, a spec's vars, …).
     pub fn from_vars(
-        dir: &Path,
+        dir: &str,
         mut vars: VarSet,
         arch: Arch,
         extra: &[String],
@@ -227,17 +229,18 @@ impl Kubespray {
             });
         if !vars.contains("downloads") {
             return Err(ListError::NoDownloads {
-                dir: dir.to_path_buf(),
+                dir: dir.to_string(),
             });
         }
         Ok(Kubespray {
-            dir: dir.to_path_buf(),
+            dir: dir.to_string(),
             eval: Evaluator::new(vars),
             download_url_vars,
         })
     }
 
-    pub fn dir(&self) -> &Path {
+    /// The checkout, as shown to users.
+    pub fn dir(&self) -> &str {
         &self.dir
     }
 
@@ -374,11 +377,7 @@ impl Kubespray {
         self.eval
             .render(&raw, &label, &entry.origin)
             .map_err(|source| ListError::Eval {
-                context: format!(
-                    "{}: list entry `downloads.{}`",
-                    self.dir.display(),
-                    entry.name
-                ),
+                context: format!("{}: list entry `downloads.{}`", self.dir, entry.name),
                 source: Box::new(source),
             })
     }

@@ -4,5 +4,9 @@
 
 pub mod image_ref;
 pub mod kubespray;
+pub mod packages;
+pub mod plan;
 pub mod registry_layout;
+pub mod source;
+pub mod spec;
 pub mod vars;

@@ -16,6 +16,8 @@ use indexmap::IndexMap;
 use minijinja::Value;
 use serde_saphyr::Spanned;
 
+use crate::source::{FileSource, LocalDir, join};
+
 pub use eval::{EvalError, Evaluator, UndefinedChainLink};
 
 /// Where a variable's raw value comes from.
@@ -71,17 +73,17 @@ pub struct VarDef {
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
     Read {
-        path: PathBuf,
+        path: String,
         source: std::io::Error,
     },
     #[error("{path}: YAML error: {message}")]
-    Yaml { path: PathBuf, message: String },
+    Yaml { path: String, message: String },
     #[error(
         "{dir}: not a kubespray checkout: found neither roles/kubespray_defaults/defaults/main/ \
          (kubespray >= 2.24) nor roles/download/defaults/main.yml (2021 layout). \
          Point --kubespray (or `vars.kubespray` in the spec) at the root of a kubespray checkout"
     )]
-    NotKubespray { dir: PathBuf },
+    NotKubespray { dir: String },
     #[error(
         "extra var `{arg}` is not of the form name=value (or @file.yml); example: -e kube_network_plugin=cilium"
     )]
@@ -117,24 +119,24 @@ impl VarSet {
     /// Loads a kubespray checkout's defaults and vars, in either layout.
     pub fn load_kubespray(dir: &Path) -> Result<(VarSet, Layout), LoadError> {
         let mut set = VarSet::new();
-        let layout = set.add_kubespray(dir)?;
+        let layout = set.add_kubespray(&LocalDir::new(dir), "")?;
         Ok((set, layout))
     }
 
-    /// Adds a kubespray checkout's defaults and vars to this set.
-    pub fn add_kubespray(&mut self, dir: &Path) -> Result<Layout, LoadError> {
-        let roles = dir.join("roles");
-        let recent = roles.join("kubespray_defaults");
-        let legacy = roles.join("kubespray-defaults");
-        let layout = if recent.join("defaults/main").is_dir()
-            || recent.join("defaults/main.yml").is_file()
+    /// Adds the defaults and vars of the kubespray checkout at `dir` of `src` to this set.
+    pub fn add_kubespray(&mut self, src: &dyn FileSource, dir: &str) -> Result<Layout, LoadError> {
+        let roles = join(dir, "roles");
+        let recent = join(&roles, "kubespray_defaults");
+        let legacy = join(&roles, "kubespray-defaults");
+        let layout = if src.is_dir(&join(&recent, "defaults/main"))
+            || src.is_file(&join(&recent, "defaults/main.yml"))
         {
             Layout::Recent
-        } else if roles.join("download/defaults/main.yml").is_file() {
+        } else if src.is_file(&join(&roles, "download/defaults/main.yml")) {
             Layout::Legacy2021
         } else {
             return Err(LoadError::NotKubespray {
-                dir: dir.to_path_buf(),
+                dir: src.display(dir),
             });
         };
         // Role defaults are one level: the roles load in play order (kubespray_defaults, then
@@ -144,22 +146,37 @@ impl VarSet {
         } else {
             &legacy
         };
-        for file in role_files(defaults_role, "defaults")? {
-            self.load_file(&file, Precedence::RoleDefaults)?;
+        for file in role_files(src, defaults_role, "defaults")? {
+            self.load_source_file(src, &file, Precedence::RoleDefaults)?;
         }
-        for file in role_files(&roles.join("download"), "defaults")? {
-            self.load_file(&file, Precedence::RoleDefaults)?;
+        for file in role_files(src, &join(&roles, "download"), "defaults")? {
+            self.load_source_file(src, &file, Precedence::RoleDefaults)?;
         }
-        for file in role_files(defaults_role, "vars")? {
-            self.load_file(&file, Precedence::RoleVars)?;
+        for file in role_files(src, defaults_role, "vars")? {
+            self.load_source_file(src, &file, Precedence::RoleVars)?;
         }
         Ok(layout)
+    }
+
+    /// Loads one variable file of `src` at the given precedence.
+    pub fn load_source_file(
+        &mut self,
+        src: &dyn FileSource,
+        path: &str,
+        precedence: Precedence,
+    ) -> Result<(), LoadError> {
+        let shown = src.display(path);
+        let text = src.read_to_string(path).map_err(|source| LoadError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        self.load_str(&text, Path::new(&shown), precedence)
     }
 
     /// Loads one YAML file of top-level variables at the given precedence.
     pub fn load_file(&mut self, path: &Path, precedence: Precedence) -> Result<(), LoadError> {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
+            path: path.display().to_string(),
             source,
         })?;
         self.load_str(&text, path, precedence)
@@ -174,7 +191,7 @@ impl VarSet {
     ) -> Result<(), LoadError> {
         let file: Arc<str> = path.display().to_string().into();
         let map = parse_var_file(text).map_err(|message| LoadError::Yaml {
-            path: path.to_path_buf(),
+            path: path.display().to_string(),
             message,
         })?;
         let mut names = Vec::with_capacity(map.len());
@@ -270,30 +287,27 @@ impl VarSet {
 
 /// The YAML files of a role's `defaults` or `vars`: `main.yml`/`main.yaml`, or every
 /// `*.yml`/`*.yaml` in `main/`, sorted by name (Ansible's order).
-fn role_files(role: &Path, kind: &str) -> Result<Vec<PathBuf>, LoadError> {
-    let base = role.join(kind);
+fn role_files(src: &dyn FileSource, role: &str, kind: &str) -> Result<Vec<String>, LoadError> {
+    let base = join(role, kind);
     let mut out = Vec::new();
     for name in ["main.yml", "main.yaml"] {
-        let p = base.join(name);
-        if p.is_file() {
+        let p = join(&base, name);
+        if src.is_file(&p) {
             out.push(p);
         }
     }
-    let dir = base.join("main");
-    if dir.is_dir() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| LoadError::Read {
-            path: dir.clone(),
+    let dir = join(&base, "main");
+    if src.is_dir(&dir) {
+        let names = src.list_dir(&dir).map_err(|source| LoadError::Read {
+            path: src.display(&dir),
             source,
         })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
-            })
-            .collect();
-        files.sort();
-        out.extend(files);
+        for name in names {
+            let p = join(&dir, &name);
+            if (name.ends_with(".yml") || name.ends_with(".yaml")) && src.is_file(&p) {
+                out.push(p);
+            }
+        }
     }
     Ok(out)
 }

@@ -1,0 +1,761 @@
+//! The bundle spec: `Dockerfile.bundle`.
+//!
+//! The file's first line is `# syntax=<kpbuild frontend image>` (so `docker build` hands it to
+//! kpbuild's frontend); the rest is one YAML document: bundle name and version, platforms,
+//! where variables come from, URL and registry mirrors, and the modules with their options.
+//! Parsing is typed (serde), unknown keys are rejected, and every error carries
+//! `file:line:column`, the offending lines and a hint. See the README for the full format.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::kubespray::Arch;
+
+/// A target platform: `linux/<arch>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    pub arch: Arch,
+}
+
+impl Platform {
+    pub fn parse(s: &str) -> Option<Platform> {
+        let rest = s.strip_prefix("linux/")?;
+        if rest.contains('/') && rest != "arm/v7" && rest != "arm64/v8" {
+            return None;
+        }
+        Arch::parse(rest).map(|arch| Platform { arch })
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "linux/{}", self.arch)
+    }
+}
+
+impl Serialize for Platform {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Platform {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Platform::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown platform `{s}`; use linux/amd64, linux/arm64, linux/arm or linux/ppc64le"
+            ))
+        })
+    }
+}
+
+/// The whole spec.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Spec {
+    /// Bundle name, e.g. `kubeplay`; names the module images and the output file.
+    pub name: String,
+    /// Bundle version, e.g. `v0.1.0`.
+    pub version: String,
+    /// Target platforms; default `[linux/amd64]`.
+    #[serde(default = "default_platforms")]
+    pub platforms: Vec<Platform>,
+    /// Where the Ansible variables come from.
+    #[serde(default)]
+    pub vars: VarsSpec,
+    /// URL prefix mirrors for file downloads: content from `to`, paths from `from`.
+    #[serde(default)]
+    pub mirrors: Vec<UrlMirror>,
+    /// Registry mirrors for images: fetch from `to`, store under the upstream name.
+    #[serde(default)]
+    pub registry_mirrors: Vec<RegistryMirror>,
+    /// Modules by name, in build order of the bundle.
+    pub modules: IndexMap<String, Module>,
+}
+
+fn default_platforms() -> Vec<Platform> {
+    vec![Platform { arch: Arch::Amd64 }]
+}
+
+/// Variable sources.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VarsSpec {
+    /// A kubespray checkout in the build context (either variable layout).
+    pub kubespray: Option<String>,
+    /// More variable files in the build context, at extra-vars precedence, in order.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Extra variables, like `-e name=value` (highest precedence).
+    #[serde(default)]
+    pub extra: IndexMap<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UrlMirror {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryMirror {
+    /// Upstream registry host (and optional path prefix), e.g. `quay.io`.
+    pub from: String,
+    /// Mirror, e.g. `127.0.0.1:5000/quay.io`.
+    pub to: String,
+}
+
+/// Which generated list a module takes from kubespray.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListSelection {
+    /// Everything kubespray can download (`generate_list.sh`'s lists).
+    All,
+    /// Only what the configured cluster enables (`kpbuild lists --enabled-only`).
+    #[default]
+    Enabled,
+    /// Nothing generated: only the module's `extra` entries.
+    None,
+}
+
+/// A value that is either the same for every architecture or given per architecture.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PerArch<T> {
+    Same(T),
+    ByArch(IndexMap<String, T>),
+}
+
+impl<T> PerArch<T> {
+    pub fn for_arch(&self, arch: Arch) -> Option<&T> {
+        match self {
+            PerArch::Same(v) => Some(v),
+            PerArch::ByArch(m) => m.get(arch.image_arch()),
+        }
+    }
+}
+
+/// A file beside the generated ones.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExtraFile {
+    /// URL; `{arch}` is replaced by the platform's architecture.
+    pub url: String,
+    /// sha256 pin, one for all architectures or per architecture.
+    pub sha256: Option<PerArch<String>>,
+    /// Only for these architectures (default: all platforms of the bundle).
+    #[serde(default)]
+    pub archs: Vec<String>,
+}
+
+/// The modules. `kind` selects the variant.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Module {
+    Files(FilesModule),
+    Images(ImagesModule),
+    OsPackages(OsPackagesModule),
+    Dockerfile(DockerfileModule),
+    Compose(ComposeModule),
+}
+
+impl Module {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Module::Files(_) => "files",
+            Module::Images(_) => "images",
+            Module::OsPackages(_) => "os-packages",
+            Module::Dockerfile(_) => "dockerfile",
+            Module::Compose(_) => "compose",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FilesModule {
+    #[serde(default)]
+    pub from_kubespray: ListSelection,
+    #[serde(default)]
+    pub extra: Vec<ExtraFile>,
+    /// URLs (exact, after rendering) to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImagesModule {
+    #[serde(default)]
+    pub from_kubespray: ListSelection,
+    /// Image references beside the generated ones (`{arch}` allowed).
+    #[serde(default)]
+    pub extra: Vec<String>,
+    /// Image references to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Stored-name mapping file in kubeplay's `images_origin.yaml` form (build context path).
+    pub map: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OsPackagesModule {
+    /// The package groups file in the build context (kubeplay's `packages.yaml` format).
+    pub groups_file: String,
+    pub distros: Vec<Distro>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackageManager {
+    Apt,
+    Dnf,
+    Yum,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Distro {
+    /// Short name, e.g. `debian12`.
+    pub name: String,
+    /// Base image, e.g. `debian:bookworm`.
+    pub image: String,
+    pub manager: PackageManager,
+    /// Groups of the groups file, dotted for nested ones (`kubespray.common`).
+    pub groups: Vec<String>,
+    /// Packages beside the groups.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Packages that may be missing on this distro: skipped and recorded, not fatal.
+    #[serde(default)]
+    pub optional: Vec<String>,
+    /// Extra repositories (apt source lines or yum `.repo` URLs).
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Path in the bundle under `resources/nginx/`, e.g. `debian/{arch}/bookworm`.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DockerfileModule {
+    /// Build context directory inside the bundle's build context.
+    pub context: String,
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: String,
+    #[serde(default)]
+    pub build_args: IndexMap<String, String>,
+    /// Where the image archive goes in the bundle; `{version}` allowed.
+    pub archive: String,
+    /// Name and tag of the image inside the archive.
+    pub image: String,
+}
+
+fn default_dockerfile() -> String {
+    "Dockerfile".into()
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ComposeModule {
+    /// The nginx image to ship (loadable archive under `resources/images/`).
+    pub nginx_image: String,
+    /// The registry image to ship.
+    pub registry_image: String,
+    /// Installer files (`install.sh`, `library/`, config samples) in the build context.
+    pub installer: Option<String>,
+}
+
+/// Errors reading a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}\n{snippet}  hint: {hint}")]
+    Syntax {
+        file: String,
+        line: u64,
+        column: u64,
+        message: String,
+        snippet: String,
+        hint: String,
+    },
+    #[error("{file}:{line}:{column}: {message}\n  hint: {hint}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+        hint: String,
+    },
+}
+
+impl SpecError {
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            SpecError::Syntax { line, .. } => Some(*line),
+            SpecError::Invalid { line, .. } => Some(*line as u64),
+            SpecError::Read { .. } => None,
+        }
+    }
+}
+
+/// A parsed spec with the file it came from (for positions in later errors).
+#[derive(Clone, Debug)]
+pub struct SpecFile {
+    pub path: PathBuf,
+    pub source: String,
+    pub frontend: String,
+    pub spec: Spec,
+}
+
+impl SpecFile {
+    pub fn read(path: &Path) -> Result<SpecFile, SpecError> {
+        let source = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&source, &path.display().to_string())
+    }
+
+    /// Parses spec text; `name` is used in error positions.
+    pub fn parse(source: &str, name: &str) -> Result<SpecFile, SpecError> {
+        let first = source.lines().next().unwrap_or("");
+        let frontend = first
+            .strip_prefix('#')
+            .map(str::trim_start)
+            .and_then(|l| l.strip_prefix("syntax="))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| SpecError::Invalid {
+                file: name.to_string(),
+                line: 1,
+                column: 1,
+                message: "the first line must be `# syntax=<kpbuild frontend image>`".into(),
+                hint: "start the file with e.g. `# syntax=kpbuild/frontend:dev`, so that \
+                       `docker build -f Dockerfile.bundle` runs kpbuild's frontend"
+                    .into(),
+            })?;
+        let options = serde_saphyr::options! {
+            duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::Error,
+            budget: serde_saphyr::budget! {
+                max_depth: 64,
+                max_events: 1_000_000,
+                max_aliases: 1_000,
+            },
+        };
+        let spec: Spec = serde_saphyr::from_str_with_options(source, options)
+            .map_err(|e| yaml_error(&e, source, name))?;
+        let file = SpecFile {
+            path: PathBuf::from(name),
+            source: source.to_string(),
+            frontend,
+            spec,
+        };
+        file.validate()?;
+        Ok(file)
+    }
+
+    /// The 1-based line and column of the first line matching `key:` under the top-level
+    /// block `section` (or of the section itself).
+    pub fn position_of(&self, section: &str, key: Option<&str>) -> (usize, usize) {
+        find_key(&self.source, section, key)
+    }
+
+    fn invalid(&self, section: &str, key: Option<&str>, message: String, hint: &str) -> SpecError {
+        let (line, column) = self.position_of(section, key);
+        SpecError::Invalid {
+            file: self.path.display().to_string(),
+            line,
+            column,
+            message,
+            hint: hint.to_string(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), SpecError> {
+        let s = &self.spec;
+        if !is_name(&s.name) {
+            return Err(self.invalid(
+                "name",
+                None,
+                format!("bundle name `{}` is not a valid name", s.name),
+                "use lowercase letters, digits, `.`, `_` and `-`, e.g. `kubeplay`",
+            ));
+        }
+        if s.version.is_empty() || s.version.contains(['/', ' ', ':']) {
+            return Err(self.invalid(
+                "version",
+                None,
+                format!(
+                    "bundle version `{}` is not usable in file and image names",
+                    s.version
+                ),
+                "use e.g. `v0.1.0`",
+            ));
+        }
+        if s.platforms.is_empty() {
+            return Err(self.invalid(
+                "platforms",
+                None,
+                "no platforms".into(),
+                "list at least one, e.g. [linux/amd64]",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for p in &s.platforms {
+            if !seen.insert(*p) {
+                return Err(self.invalid(
+                    "platforms",
+                    None,
+                    format!("platform {p} is listed twice"),
+                    "list each once",
+                ));
+            }
+        }
+        if s.modules.is_empty() {
+            return Err(self.invalid(
+                "modules",
+                None,
+                "no modules".into(),
+                "add at least one module, e.g. `files: {kind: files}`",
+            ));
+        }
+        for (i, m) in s.mirrors.iter().enumerate() {
+            for (what, u) in [("from", &m.from), ("to", &m.to)] {
+                if url::Url::parse(u).is_err() {
+                    let _ = i;
+                    return Err(self.invalid(
+                        "mirrors",
+                        Some(what),
+                        format!("mirror `{what}: {u}` is not a URL"),
+                        "write full URL prefixes, e.g. from: https://dl.k8s.io, to: http://127.0.0.1:8081/dl.k8s.io",
+                    ));
+                }
+            }
+        }
+        for (name, module) in &s.modules {
+            if !is_name(name) {
+                return Err(self.invalid(
+                    "modules",
+                    Some(name),
+                    format!("module name `{name}` is not a valid name"),
+                    "use lowercase letters, digits, `.`, `_` and `-`",
+                ));
+            }
+            match module {
+                Module::Files(f) => {
+                    for e in &f.extra {
+                        let url = e.url.replace("{arch}", "amd64");
+                        if let Err(err) = crate::plan::bundle_path_of_url(&url) {
+                            return Err(self.invalid(
+                                "modules",
+                                Some("url"),
+                                format!("module `{name}`: file URL `{}`: {err}", e.url),
+                                "give a full http(s) URL of a file",
+                            ));
+                        }
+                    }
+                    if f.from_kubespray != ListSelection::None && s.vars.kubespray.is_none() {
+                        return Err(self.invalid(
+                            "modules",
+                            Some(name),
+                            format!("module `{name}` takes files from kubespray, but `vars.kubespray` is not set"),
+                            "set `vars: {kubespray: <dir in the build context>}` or `from-kubespray: none`",
+                        ));
+                    }
+                }
+                Module::Images(i) => {
+                    if i.from_kubespray != ListSelection::None && s.vars.kubespray.is_none() {
+                        return Err(self.invalid(
+                            "modules",
+                            Some(name),
+                            format!("module `{name}` takes images from kubespray, but `vars.kubespray` is not set"),
+                            "set `vars: {kubespray: <dir in the build context>}` or `from-kubespray: none`",
+                        ));
+                    }
+                }
+                Module::OsPackages(o) => {
+                    let mut names = BTreeSet::new();
+                    for d in &o.distros {
+                        if !names.insert(&d.name) {
+                            return Err(self.invalid(
+                                "modules",
+                                Some(&d.name),
+                                format!("distro `{}` is listed twice in module `{name}`", d.name),
+                                "give each distro a unique name",
+                            ));
+                        }
+                        if d.groups.is_empty() && d.packages.is_empty() {
+                            return Err(self.invalid(
+                                "modules",
+                                Some(&d.name),
+                                format!("distro `{}` selects no groups and no packages", d.name),
+                                "add `groups: [common, apt]` or `packages: [...]`",
+                            ));
+                        }
+                        if !is_relative_clean(&d.path.replace("{arch}", "amd64")) {
+                            return Err(self.invalid(
+                                "modules",
+                                Some("path"),
+                                format!(
+                                    "distro `{}`: path `{}` must be relative without `..`",
+                                    d.name, d.path
+                                ),
+                                "e.g. `debian/{arch}/bookworm`",
+                            ));
+                        }
+                    }
+                }
+                Module::Dockerfile(d) => {
+                    if !is_relative_clean(&d.archive.replace("{version}", &s.version)) {
+                        return Err(self.invalid(
+                            "modules",
+                            Some("archive"),
+                            format!("module `{name}`: archive `{}` must be a relative path without `..`", d.archive),
+                            "e.g. `resources/images/kubespray-{version}.tar`",
+                        ));
+                    }
+                }
+                Module::Compose(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// A relative path without `..`, empty or absolute components.
+pub fn is_relative_clean(p: &str) -> bool {
+    !p.is_empty()
+        && !p.starts_with('/')
+        && p.split('/').all(|c| !c.is_empty() && c != ".." && c != ".")
+}
+
+fn find_key(source: &str, section: &str, key: Option<&str>) -> (usize, usize) {
+    let mut in_section = false;
+    let mut section_pos = (1, 1);
+    for (i, line) in source.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if !line.starts_with([' ', '\t', '#', '-']) && !line.is_empty() {
+            in_section = line.starts_with(&format!("{section}:"));
+            if in_section {
+                section_pos = (i + 1, 1);
+                if key.is_none() {
+                    return section_pos;
+                }
+            }
+            continue;
+        }
+        if in_section && let Some(k) = key {
+            let t = trimmed.trim_start_matches("- ");
+            if t.starts_with(&format!("{k}:")) || t.contains(&format!(" {k}")) && t.ends_with(':') {
+                return (i + 1, line.len() - t.len() + 1);
+            }
+        }
+    }
+    section_pos
+}
+
+fn yaml_error(e: &serde_saphyr::Error, source: &str, name: &str) -> SpecError {
+    let loc = e.location();
+    let (mut line, mut column) = loc.map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let core = e.without_snippet().to_string();
+    let message = strip_location_prefix(&core);
+    // Unknown fields inside a module are reported at the module's start; point at the field.
+    if let Some(field) = backticked_after(&message, "unknown field ")
+        && let Some((l, c)) = find_field_after(source, line as usize, &field)
+    {
+        line = l as u64;
+        column = c as u64;
+    }
+    let hint = if message.contains("unknown variant") && message.contains("files, images") {
+        "module `kind` is one of: files, images, os-packages, dockerfile, compose".to_string()
+    } else if message.contains("unknown field") {
+        "check the key's spelling; the README lists every key of Dockerfile.bundle".to_string()
+    } else if message.contains("missing field") {
+        "add the missing key; the README lists the required keys".to_string()
+    } else if message.contains("duplicate") {
+        "each key may appear once".to_string()
+    } else {
+        "Dockerfile.bundle is YAML after its `# syntax=` line; check indentation and quoting"
+            .to_string()
+    };
+    SpecError::Syntax {
+        file: name.to_string(),
+        line,
+        column,
+        message,
+        snippet: snippet(source, line as usize),
+        hint,
+    }
+}
+
+fn strip_location_prefix(s: &str) -> String {
+    let s = s.strip_prefix("error: ").unwrap_or(s);
+    let re = regex::Regex::new(r"^line \d+ column \d+: ").expect("static regex");
+    re.replace(s, "").trim().to_string()
+}
+
+fn backticked_after(msg: &str, prefix: &str) -> Option<String> {
+    let rest = &msg[msg.find(prefix)? + prefix.len()..];
+    let rest = rest.strip_prefix('`')?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// The first `field:` key at or after `line` (1-based), with its column.
+fn find_field_after(source: &str, line: usize, field: &str) -> Option<(usize, usize)> {
+    source
+        .lines()
+        .enumerate()
+        .skip(line.saturating_sub(1))
+        .find_map(|(i, l)| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&format!("{field}:"))
+                .then(|| (i + 1, l.len() - t.len() + 1))
+        })
+}
+
+fn snippet(source: &str, line: usize) -> String {
+    if line == 0 {
+        return String::new();
+    }
+    let mut out = String::new();
+    for (i, l) in source.lines().enumerate() {
+        let n = i + 1;
+        if n + 2 >= line && n <= line + 1 {
+            out.push_str(&format!(
+                "  {n:>4} {} {l}\n",
+                if n == line { '>' } else { '|' }
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "# syntax=kpbuild/frontend:dev
+name: kubeplay
+version: v0.1.0
+platforms: [linux/amd64, linux/arm64]
+vars:
+  kubespray: kubespray
+  extra:
+    kube_network_plugin: calico
+mirrors:
+  - from: https://dl.k8s.io
+    to: http://127.0.0.1:8081/dl.k8s.io
+modules:
+  files:
+    kind: files
+    extra:
+      - url: https://get.helm.sh/helm-v3.16.4-linux-{arch}.tar.gz
+        sha256:
+          amd64: fc307327959aa38ed8f9f7e66d45492bb022a66c3e5da6063958254b9767d179
+  images:
+    kind: images
+    from-kubespray: all
+    extra: [docker.io/library/registry:2.8.1]
+";
+
+    #[test]
+    fn parses_a_good_spec() {
+        let f = SpecFile::parse(GOOD, "Dockerfile.bundle").unwrap();
+        assert_eq!(f.frontend, "kpbuild/frontend:dev");
+        assert_eq!(f.spec.platforms.len(), 2);
+        assert_eq!(f.spec.modules.len(), 2);
+        assert!(
+            matches!(f.spec.modules["images"], Module::Images(ref i) if i.from_kubespray == ListSelection::All)
+        );
+    }
+
+    fn err(text: &str) -> String {
+        SpecFile::parse(text, "Dockerfile.bundle")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn unknown_module_kind_names_line_and_kinds() {
+        let e = err(&GOOD.replace("kind: images", "kind: imagez"));
+        assert!(e.starts_with("Dockerfile.bundle:20:"), "{e}");
+        assert!(e.contains("imagez") && e.contains("os-packages"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_points_at_the_key() {
+        let e = err(&GOOD.replace(
+            "    from-kubespray: all",
+            "    from-kubespray: all\n    exclud: []",
+        ));
+        assert!(
+            e.starts_with("Dockerfile.bundle:22:5: unknown field `exclud`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_position_and_snippet() {
+        let e = err(&GOOD.replace(
+            "platforms: [linux/amd64, linux/arm64]",
+            "platforms: [linux/amd64",
+        ));
+        assert!(e.starts_with("Dockerfile.bundle:"), "{e}");
+        assert!(e.contains("hint:"), "{e}");
+    }
+
+    #[test]
+    fn missing_syntax_line_is_explained() {
+        let e = err(GOOD.trim_start_matches("# syntax=kpbuild/frontend:dev\n"));
+        assert!(
+            e.starts_with("Dockerfile.bundle:1:1:") && e.contains("# syntax="),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_platform_and_values() {
+        assert!(
+            err(&GOOD.replace("linux/arm64]", "linux/riscv64]"))
+                .contains("unknown platform `linux/riscv64`")
+        );
+        let e = err(&GOOD.replace("kubespray: kubespray\n", "files: []\n"));
+        assert!(
+            e.contains("vars.kubespray") && e.starts_with("Dockerfile.bundle:13:"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("https://get.helm.sh/helm", "ftp:/x/../helm"));
+        assert!(
+            e.starts_with("Dockerfile.bundle:16:9: module `files`: file URL `ftp:/x/../helm"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let e = err(&GOOD.replace("version: v0.1.0\n", "version: v0.1.0\nversion: v2\n"));
+        assert!(e.contains("duplicate"), "{e}");
+    }
+}
