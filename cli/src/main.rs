@@ -1,1 +1,67 @@
-fn main() {}
+//! `kpbuild`: builds offline Kubernetes installer bundles with BuildKit.
+//!
+//! Each subcommand lives in its own module; this file only parses the command line and
+//! renders errors.
+
+mod lists;
+mod plan_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kpbuild",
+    version,
+    about = "Build offline Kubernetes installer bundles with BuildKit"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the files, images or checksums a bundle needs, rendered from kubespray's variables.
+    Lists(lists::Args),
+    /// Print the plan of a Dockerfile.bundle (every module's work per platform) as JSON.
+    Plan(plan_cmd::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lists(args) => lists::run(args),
+        Command::Plan(args) => plan_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes lines to stdout; a closed pipe (`kpbuild lists … | head`) is not an error.
+pub(crate) fn print_lines<I: IntoIterator<Item = String>>(lines: I) -> anyhow::Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for line in lines {
+        if let Err(e) = writeln!(out, "{line}") {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}

@@ -76,8 +76,13 @@ pub enum LoadError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: YAML error: {message}")]
-    Yaml { path: String, message: String },
+    #[error("{path}:{line}:{column}: YAML error: {message}")]
+    Yaml {
+        path: String,
+        line: u64,
+        column: u64,
+        message: String,
+    },
     #[error(
         "{dir}: not a kubespray checkout: found neither roles/kubespray_defaults/defaults/main/ \
          (kubespray >= 2.24) nor roles/download/defaults/main.yml (2021 layout). \
@@ -190,8 +195,10 @@ impl VarSet {
         precedence: Precedence,
     ) -> Result<(), LoadError> {
         let file: Arc<str> = path.display().to_string().into();
-        let map = parse_var_file(text).map_err(|message| LoadError::Yaml {
+        let map = parse_var_file(text).map_err(|(line, column, message)| LoadError::Yaml {
             path: path.display().to_string(),
+            line,
+            column,
             message,
         })?;
         let mut names = Vec::with_capacity(map.len());
@@ -325,7 +332,10 @@ fn ansible_yaml_options() -> serde_saphyr::Options {
     }
 }
 
-fn parse_var_file(text: &str) -> Result<IndexMap<Spanned<String>, Value>, String> {
+/// A YAML error: line, column (0 when unknown) and the message with the offending lines.
+type YamlFailure = (u64, u64, String);
+
+fn parse_var_file(text: &str) -> Result<IndexMap<Spanned<String>, Value>, YamlFailure> {
     if text.trim().is_empty()
         || text
             .lines()
@@ -333,7 +343,19 @@ fn parse_var_file(text: &str) -> Result<IndexMap<Spanned<String>, Value>, String
     {
         return Ok(IndexMap::new());
     }
-    serde_saphyr::from_str_with_options(text, ansible_yaml_options()).map_err(|e| e.to_string())
+    serde_saphyr::from_str_with_options(text, ansible_yaml_options()).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        let text = e.to_string();
+        let text = text.strip_prefix("error: ").unwrap_or(&text);
+        let message = match text.split_once(": ") {
+            Some((loc, rest)) if loc.starts_with("line ") => rest.to_string(),
+            _ => text.to_string(),
+        };
+        (line, column, message)
+    })
 }
 
 /// Reads a YAML scalar the way a `-e name=value` user means it.
@@ -430,8 +452,10 @@ mod tests {
             )
             .unwrap_err()
             .to_string();
-        assert!(err.contains("roles/x/defaults/main.yml"), "{err}");
-        assert!(err.contains("line"), "{err}");
+        assert!(
+            err.starts_with("roles/x/defaults/main.yml:3:2: YAML error:"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,0 +1,57 @@
+//! `kpbuild plan`: what every module will do, per platform, as JSON.
+
+use std::path::{Path, PathBuf};
+
+use kpbuild_modules::plan::{PlanOptions, plan};
+use kpbuild_modules::source::LocalDir;
+use kpbuild_modules::spec::{Platform, SpecFile};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The bundle spec.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "Dockerfile.bundle"
+    )]
+    spec: PathBuf,
+    /// Build context the spec's paths are relative to (default: the spec's directory).
+    #[arg(long, value_name = "DIR")]
+    context: Option<PathBuf>,
+    /// Only these platforms (comma-separated or repeated), e.g. linux/arm64.
+    #[arg(long, value_delimiter = ',', value_parser = parse_platform)]
+    platform: Vec<Platform>,
+    /// Only these modules (default: all).
+    #[arg(long)]
+    target: Vec<String>,
+    /// Extra variable: NAME=VALUE or @FILE.yml.
+    #[arg(short = 'e', long = "extra-vars", value_name = "NAME=VALUE")]
+    extra: Vec<String>,
+}
+
+pub(crate) fn parse_platform(s: &str) -> Result<Platform, String> {
+    Platform::parse(s)
+        .ok_or_else(|| format!("unknown platform `{s}`; use linux/amd64, linux/arm64, …"))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let spec = SpecFile::read(&args.spec)?;
+    let context = args
+        .context
+        .clone()
+        .or_else(|| {
+            args.spec
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| PathBuf::from("."));
+    let opts = PlanOptions {
+        extra_vars: args.extra,
+        platforms: args.platform,
+        targets: args.target,
+    };
+    let plan = plan(&spec, &LocalDir::new(context), &opts)?;
+    crate::print_lines([serde_json::to_string_pretty(&plan)?])
+}
