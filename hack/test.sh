@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, unit and integration tests, then the end-to-end stages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d ../shared/testdata ] || { echo "test: ../shared/testdata is missing (kubespray's variable files)" >&2; exit 1; }
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -q -- -D warnings
+step "cargo test"
+cargo test --workspace -q
+echo "test: all passed"
