@@ -5,6 +5,7 @@
 
 mod lists;
 mod plan_cmd;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -27,13 +28,24 @@ enum Command {
     Lists(lists::Args),
     /// Print the plan of a Dockerfile.bundle (every module's work per platform) as JSON.
     Plan(plan_cmd::Args),
+    /// Run as a BuildKit frontend (the frontend image's entrypoint; stdio is BuildKit's gRPC).
+    #[command(hide = true)]
+    Frontend,
+    /// Jobs run inside BuildKit exec ops.
+    #[command(hide = true, subcommand)]
+    Worker(worker::Worker),
 }
+
+/// Where the kpbuild binary is in the frontend image (`FROM scratch`, `COPY kpbuild /kpbuild`).
+const FRONTEND_BINARY: &str = "/kpbuild";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lists(args) => lists::run(args),
         Command::Plan(args) => plan_cmd::run(args),
+        Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),
+        Command::Worker(w) => worker::run(w),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

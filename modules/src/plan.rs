@@ -622,6 +622,30 @@ pub fn load_vars(spec_file: &SpecFile, ctx: &dyn FileSource) -> Result<VarSet, L
     Ok(vars)
 }
 
+/// The paths of the build context that planning reads (directories and files): what the
+/// frontend must fetch from the context before it can plan.
+pub fn context_inputs(spec: &crate::spec::Spec) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(dir) = &spec.vars.kubespray {
+        for role in ["kubespray_defaults", "kubespray-defaults", "download"] {
+            for kind in ["defaults", "vars"] {
+                out.push(crate::source::join(dir, &format!("roles/{role}/{kind}")));
+            }
+        }
+    }
+    out.extend(spec.vars.files.iter().cloned());
+    for module in spec.modules.values() {
+        match module {
+            Module::Images(i) => out.extend(i.map.iter().cloned()),
+            Module::OsPackages(o) => out.push(o.groups_file.clone()),
+            _ => {}
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The architectures of a plan, in order.
 pub fn archs(plan: &Plan) -> Vec<Arch> {
     plan.platforms.iter().map(|p| p.platform.arch).collect()

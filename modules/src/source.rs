@@ -75,3 +75,138 @@ pub fn join(base: &str, rel: &str) -> String {
         format!("{base}/{rel}")
     }
 }
+
+/// Files held in memory (what the frontend read from the build context).
+#[derive(Clone, Debug, Default)]
+pub struct MemSource {
+    /// Path → content, for files.
+    files: std::collections::BTreeMap<String, String>,
+    /// Directory paths (every ancestor of a file is one too).
+    dirs: std::collections::BTreeSet<String>,
+    /// Shown before paths in messages (e.g. `build context`).
+    label: String,
+}
+
+impl MemSource {
+    pub fn new(label: impl Into<String>) -> Self {
+        let mut dirs = std::collections::BTreeSet::new();
+        dirs.insert(String::new());
+        MemSource {
+            files: Default::default(),
+            dirs,
+            label: label.into(),
+        }
+    }
+
+    /// Adds a file (and its parent directories).
+    pub fn insert(&mut self, path: &str, content: String) {
+        let path = normalize(path);
+        let mut parent = path.as_str();
+        while let Some((p, _)) = parent.rsplit_once('/') {
+            self.dirs.insert(p.to_string());
+            parent = p;
+        }
+        self.files.insert(path, content);
+    }
+
+    /// Adds an empty directory.
+    pub fn insert_dir(&mut self, path: &str) {
+        let path = normalize(path);
+        let mut p = path.as_str();
+        loop {
+            self.dirs.insert(p.to_string());
+            match p.rsplit_once('/') {
+                Some((parent, _)) => p = parent,
+                None => break,
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+fn normalize(path: &str) -> String {
+    path.trim_start_matches("./").trim_matches('/').to_string()
+}
+
+impl FileSource for MemSource {
+    fn read_to_string(&self, path: &str) -> io::Result<String> {
+        self.files.get(&normalize(path)).cloned().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found", self.display(path)),
+            )
+        })
+    }
+
+    fn is_file(&self, path: &str) -> bool {
+        self.files.contains_key(&normalize(path))
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        self.dirs.contains(&normalize(path))
+    }
+
+    fn list_dir(&self, path: &str) -> io::Result<Vec<String>> {
+        let dir = normalize(path);
+        if !self.dirs.contains(&dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found", self.display(path)),
+            ));
+        }
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut names: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for p in self.files.keys().chain(self.dirs.iter()) {
+            if let Some(rest) = p.strip_prefix(&prefix)
+                && !rest.is_empty()
+                && p != &dir
+            {
+                names.insert(rest.split('/').next().unwrap_or(rest).to_string());
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn display(&self, path: &str) -> String {
+        if self.label.is_empty() {
+            normalize(path)
+        } else {
+            format!("{}:{}", self.label, normalize(path))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_source_behaves_like_a_tree() {
+        let mut m = MemSource::new("");
+        m.insert("ks/roles/a/defaults/main.yml", "a: 1".into());
+        m.insert("ks/roles/b/x.yml", "b: 1".into());
+        m.insert_dir("ks/empty");
+        assert!(
+            m.is_dir("ks")
+                && m.is_dir("ks/roles/a/defaults")
+                && m.is_dir("ks/empty")
+                && m.is_dir("")
+        );
+        assert!(m.is_file("ks/roles/a/defaults/main.yml") && !m.is_file("ks/roles"));
+        assert_eq!(m.list_dir("ks").unwrap(), ["empty", "roles"]);
+        assert_eq!(m.list_dir("ks/roles").unwrap(), ["a", "b"]);
+        assert_eq!(m.read_to_string("./ks/roles/b/x.yml").unwrap(), "b: 1");
+        assert!(m.read_to_string("nope").is_err());
+    }
+}

@@ -612,8 +612,10 @@ fn yaml_error(e: &serde_saphyr::Error, source: &str, name: &str) -> SpecError {
 
 fn strip_location_prefix(s: &str) -> String {
     let s = s.strip_prefix("error: ").unwrap_or(s);
-    let re = regex::Regex::new(r"^line \d+ column \d+: ").expect("static regex");
-    re.replace(s, "").trim().to_string()
+    let head = regex::Regex::new(r"^line \d+ column \d+: ").expect("static regex");
+    let tail = regex::Regex::new(r" at line \d+, column \d+$").expect("static regex");
+    let s = head.replace(s, "");
+    tail.replace(s.trim(), "").trim().to_string()
 }
 
 fn backticked_after(msg: &str, prefix: &str) -> Option<String> {
@@ -714,6 +716,7 @@ modules:
             e.starts_with("Dockerfile.bundle:22:5: unknown field `exclud`"),
             "{e}"
         );
+        assert!(!e.contains(" at line "), "the position is given once: {e}");
     }
 
     #[test]

@@ -1,0 +1,329 @@
+//! The LLBBridge (gateway) client, spoken over the frontend process's stdin/stdout.
+//!
+//! BuildKit starts the frontend image's entrypoint with the gRPC stream on stdio, options in
+//! `BUILDKIT_FRONTEND_OPT_<n>` variables and the session in `BUILDKIT_SESSION_ID`. Nothing
+//! else may be written to stdout; stderr goes to the daemon's log.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use bollard_buildkit_proto::google::rpc::Status;
+use bollard_buildkit_proto::moby::buildkit::v1::frontend as fe;
+use bollard_buildkit_proto::pb;
+use fe::llb_bridge_client::LlbBridgeClient;
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Errors talking to BuildKit.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot connect to BuildKit over stdio: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("BuildKit: {call}: {message}")]
+    Call { call: &'static str, message: String },
+}
+
+impl GatewayError {
+    fn call(call: &'static str, status: tonic::Status) -> Self {
+        GatewayError::Call {
+            call,
+            message: status.message().to_string(),
+        }
+    }
+
+    /// The message BuildKit returned.
+    pub fn message(&self) -> String {
+        match self {
+            GatewayError::Call { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What BuildKit told the frontend about itself and the build.
+#[derive(Clone, Debug, Default)]
+pub struct BuildInfo {
+    /// Frontend options (`filename`, `target`, `platform`, `build-arg:*`, `source`, …).
+    pub opts: BTreeMap<String, String>,
+    pub session_id: String,
+    /// LLB capabilities the daemon supports (`mergeop`, `exec.meta.network`, …).
+    pub llb_caps: BTreeSet<String>,
+    /// Gateway API capabilities (`proto.refarray`, `readdir`, …).
+    pub api_caps: BTreeSet<String>,
+    /// The default platform of the worker (`linux/amd64`).
+    pub worker_platform: Option<(String, String)>,
+}
+
+impl BuildInfo {
+    /// Reads the options BuildKit passes in the environment.
+    pub fn from_env() -> BuildInfo {
+        let mut opts = BTreeMap::new();
+        for (k, v) in std::env::vars() {
+            if k.starts_with("BUILDKIT_FRONTEND_OPT_")
+                && let Some((key, value)) = v.split_once('=')
+            {
+                opts.insert(key.to_string(), value.to_string());
+            }
+        }
+        let session_id = std::env::var("BUILDKIT_SESSION_ID").unwrap_or_default();
+        let worker_platform = std::env::var("BUILDKIT_WORKERS")
+            .ok()
+            .and_then(|w| first_worker_platform(&w));
+        BuildInfo {
+            opts,
+            session_id,
+            worker_platform,
+            ..Default::default()
+        }
+    }
+
+    pub fn has_llb_cap(&self, cap: &str) -> bool {
+        self.llb_caps.contains(cap)
+    }
+}
+
+/// `(os, architecture)` of the first platform of the first worker in `BUILDKIT_WORKERS`.
+fn first_worker_platform(json: &str) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let p = v.get(0)?.get("platforms")?.get(0)?;
+    let os = p.get("os").or_else(|| p.get("OS"))?.as_str()?.to_string();
+    let arch = p
+        .get("architecture")
+        .or_else(|| p.get("Architecture"))?
+        .as_str()?
+        .to_string();
+    Some((os, arch))
+}
+
+/// A connected gateway client.
+pub struct Gateway {
+    client: LlbBridgeClient<Channel>,
+    pub info: BuildInfo,
+}
+
+impl Gateway {
+    /// Connects over stdio and pings for capabilities.
+    pub async fn connect(mut info: BuildInfo) -> Result<Gateway, GatewayError> {
+        let io = Mutex::new(Some(tokio::io::join(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+        )));
+        let channel = Endpoint::from_static("http://buildkit.invalid")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let taken = io.lock().expect("stdio lock").take();
+                async move {
+                    taken.map(TokioIo::new).ok_or_else(|| {
+                        std::io::Error::other("the stdio stream can be connected only once")
+                    })
+                }
+            }))
+            .await?;
+        let mut client = LlbBridgeClient::new(channel).max_decoding_message_size(64 << 20);
+        let pong = client
+            .ping(fe::PingRequest {})
+            .await
+            .map_err(|s| GatewayError::call("Ping", s))?
+            .into_inner();
+        info.llb_caps = pong.llb_caps.iter().map(|c| c.id.clone()).collect();
+        info.api_caps = pong
+            .frontend_api_caps
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        Ok(Gateway { client, info })
+    }
+
+    /// Solves a definition and returns the result's ref id.
+    pub async fn solve(&mut self, definition: pb::Definition) -> Result<String, GatewayError> {
+        let req = fe::SolveRequest {
+            definition: Some(definition),
+            allow_result_return: true,
+            allow_result_array_ref: self.info.api_caps.contains("proto.refarray"),
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .solve(req)
+            .await
+            .map_err(|s| GatewayError::call("Solve", s))?
+            .into_inner();
+        #[allow(deprecated)]
+        let legacy = resp.r#ref.clone();
+        let id = match resp.result.and_then(|r| r.result) {
+            Some(fe::result::Result::Ref(r)) => r.id,
+            Some(fe::result::Result::RefDeprecated(id)) => id,
+            _ => legacy,
+        };
+        Ok(id)
+    }
+
+    /// Reads a whole file of a solved ref.
+    pub async fn read_file(&mut self, ref_id: &str, path: &str) -> Result<Vec<u8>, GatewayError> {
+        let req = fe::ReadFileRequest {
+            r#ref: ref_id.to_string(),
+            file_path: path.to_string(),
+            ..Default::default()
+        };
+        Ok(self
+            .client
+            .read_file(req)
+            .await
+            .map_err(|s| GatewayError::call("ReadFile", s))?
+            .into_inner()
+            .data)
+    }
+
+    /// Lists a directory of a solved ref.
+    pub async fn read_dir(
+        &mut self,
+        ref_id: &str,
+        path: &str,
+    ) -> Result<Vec<bollard_buildkit_proto::fsutil::types::Stat>, GatewayError> {
+        let req = fe::ReadDirRequest {
+            r#ref: ref_id.to_string(),
+            dir_path: path.to_string(),
+            ..Default::default()
+        };
+        Ok(self
+            .client
+            .read_dir(req)
+            .await
+            .map_err(|s| GatewayError::call("ReadDir", s))?
+            .into_inner()
+            .entries)
+    }
+
+    /// Resolves an image reference to its (root) manifest digest and the platform's config.
+    pub async fn resolve_image(
+        &mut self,
+        reference: &str,
+        platform: &pb::Platform,
+    ) -> Result<(String, Vec<u8>), GatewayError> {
+        let req = fe::ResolveImageConfigRequest {
+            r#ref: reference.to_string(),
+            platform: Some(platform.clone()),
+            resolve_mode: "default".into(),
+            log_name: format!("resolve {reference}"),
+            session_id: self.info.session_id.clone(),
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .resolve_image_config(req)
+            .await
+            .map_err(|s| GatewayError::call("ResolveImageConfig", s))?
+            .into_inner();
+        Ok((resp.digest, resp.config))
+    }
+
+    /// Returns a single ref (or none, for an empty result) with metadata.
+    pub async fn return_ref(
+        &mut self,
+        ref_id: Option<String>,
+        metadata: HashMap<String, Vec<u8>>,
+    ) -> Result<(), GatewayError> {
+        let result = fe::Result {
+            metadata,
+            result: Some(if self.info.api_caps.contains("proto.refarray") {
+                fe::result::Result::Ref(fe::Ref {
+                    id: ref_id.unwrap_or_default(),
+                    def: None,
+                })
+            } else {
+                fe::result::Result::RefDeprecated(ref_id.unwrap_or_default())
+            }),
+            ..Default::default()
+        };
+        self.do_return(fe::ReturnRequest {
+            result: Some(result),
+            error: None,
+        })
+        .await
+    }
+
+    /// Returns one ref per platform (`refs.platforms` metadata), for multi-platform exporters.
+    pub async fn return_refs(
+        &mut self,
+        refs: Vec<(String, String)>,
+        mut metadata: HashMap<String, Vec<u8>>,
+    ) -> Result<(), GatewayError> {
+        let platforms: Vec<serde_json::Value> = refs
+            .iter()
+            .map(|(id, platform)| {
+                let (os, rest) = platform.split_once('/').unwrap_or(("linux", platform));
+                serde_json::json!({"id": id, "platform": {"os": os, "architecture": rest}})
+            })
+            .collect();
+        metadata.insert(
+            "refs.platforms".into(),
+            serde_json::to_vec(&serde_json::json!({ "platforms": platforms })).expect("json"),
+        );
+        let result = if self.info.api_caps.contains("proto.refarray") {
+            fe::result::Result::Refs(fe::RefMap {
+                refs: refs
+                    .into_iter()
+                    .map(|(id, ref_id)| {
+                        (
+                            id,
+                            fe::Ref {
+                                id: ref_id,
+                                def: None,
+                            },
+                        )
+                    })
+                    .collect(),
+            })
+        } else {
+            fe::result::Result::RefsDeprecated(fe::RefMapDeprecated {
+                refs: refs.into_iter().collect(),
+            })
+        };
+        let result = fe::Result {
+            metadata,
+            result: Some(result),
+            ..Default::default()
+        };
+        self.do_return(fe::ReturnRequest {
+            result: Some(result),
+            error: None,
+        })
+        .await
+    }
+
+    /// Ends the build with an error the user will read.
+    pub async fn return_error(&mut self, message: &str) -> Result<(), GatewayError> {
+        let status = Status {
+            code: 2,
+            message: message.to_string(),
+            details: vec![],
+        };
+        self.do_return(fe::ReturnRequest {
+            result: None,
+            error: Some(status),
+        })
+        .await
+    }
+
+    async fn do_return(&mut self, req: fe::ReturnRequest) -> Result<(), GatewayError> {
+        self.client
+            .r#return(req)
+            .await
+            .map_err(|s| GatewayError::call("Return", s))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_platform_from_env_json() {
+        let json = r#"[{"id":"x","labels":{},"platforms":[{"architecture":"amd64","os":"linux"},{"architecture":"386","os":"linux"}]}]"#;
+        assert_eq!(
+            first_worker_platform(json),
+            Some(("linux".into(), "amd64".into()))
+        );
+        assert_eq!(first_worker_platform("nonsense"), None);
+    }
+}

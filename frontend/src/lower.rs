@@ -1,0 +1,490 @@
+//! Lowering a module plan into LLB: one state per module and platform, laid out as in the
+//! bundle (`resources/nginx/files/…`, `resources/registry/docker/registry/v2/…`), and the bundle
+//! state that merges them.
+
+use std::collections::BTreeMap;
+
+use kpbuild_modules::image_ref::ImageRef;
+use kpbuild_modules::plan::{FileWork, ImageWork, PlatformPlan, Work};
+
+use crate::llb::{self, CopyOptions, Exec, FileOp, Network, Platform, State};
+
+/// Where the files module puts downloads, in the bundle.
+pub const NGINX_ROOT: &str = "resources/nginx";
+/// Where the images module puts the registry storage tree, in the bundle.
+pub const REGISTRY_ROOT: &str = "resources/registry";
+
+/// What lowering needs beyond the plan.
+#[derive(Clone, Debug)]
+pub struct LowerEnv {
+    /// The frontend image (the `source` option): exec ops run the kpbuild binary from it.
+    pub tool_image: String,
+    /// Path of the kpbuild binary inside `tool_image`.
+    pub tool_binary: String,
+    /// The worker's own platform: exec ops run the (native) kpbuild binary on it, whatever the
+    /// bundle's target platform.
+    pub worker_platform: Platform,
+    /// `MergeOp` is available (BuildKit ≥ 0.10); otherwise trees are merged with copies.
+    pub merge_op: bool,
+    /// Resolved manifest digests by image source reference: pins each sync op to what the tag
+    /// pointed at while planning.
+    pub digests: BTreeMap<String, String>,
+    /// Registry mirrors as `SRC=DST` (passed to the sync engine).
+    pub registry_mirrors: Vec<String>,
+}
+
+/// Errors lowering a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    #[error("image {0} has no resolved digest (internal: resolve images before lowering)")]
+    Unresolved(String),
+    #[error("module `{module}` ({kind}) is not supported by this frontend yet")]
+    Unsupported { module: String, kind: &'static str },
+}
+
+/// The state of each module of one platform's plan, in plan order.
+pub fn lower_platform(
+    plan: &PlatformPlan,
+    env: &LowerEnv,
+) -> Result<Vec<(String, State)>, LowerError> {
+    let arch = plan.platform.arch.image_arch();
+    let mut out = Vec::new();
+    for m in &plan.modules {
+        let state = match &m.work {
+            Work::Files { files } => files_module(&m.name, arch, files, env),
+            Work::Images { images } => images_module(&m.name, arch, images, env)?,
+            Work::OsPackages { .. } => {
+                return Err(LowerError::Unsupported {
+                    module: m.name.clone(),
+                    kind: "os-packages",
+                });
+            }
+            Work::Dockerfile(_) => {
+                return Err(LowerError::Unsupported {
+                    module: m.name.clone(),
+                    kind: "dockerfile",
+                });
+            }
+            Work::Compose(_) => {
+                return Err(LowerError::Unsupported {
+                    module: m.name.clone(),
+                    kind: "compose",
+                });
+            }
+        };
+        out.push((m.name.clone(), state));
+    }
+    Ok(out)
+}
+
+/// One directory tree from several: a `MergeOp` where available, else copies in order.
+pub fn merge_trees(states: Vec<State>, name: &str, env: &LowerEnv) -> State {
+    if states.len() == 1 {
+        return states.into_iter().next().expect("one state");
+    }
+    if env.merge_op {
+        return llb::merge(states).named(name);
+    }
+    let mut op = FileOp::on(None).named(name);
+    for s in &states {
+        op = op.copy(
+            s,
+            "/",
+            "/",
+            CopyOptions {
+                contents_only: true,
+                create_parents: true,
+                ..Default::default()
+            },
+        );
+    }
+    op.result()
+}
+
+fn file_name(work: &FileWork) -> String {
+    work.path.rsplit('/').next().unwrap_or("file").to_string()
+}
+
+/// One HTTP source per file, pinned to its sha256 where known; laid out by URL.
+fn files_module(module: &str, arch: &str, files: &[FileWork], env: &LowerEnv) -> State {
+    let mut op = FileOp::on(None).named(format!(
+        "{module} [linux/{arch}]: lay out {} files",
+        files.len()
+    ));
+    if files.is_empty() {
+        return FileOp::on(None)
+            .mkdir(&format!("/{NGINX_ROOT}/files"), 0o755, true)
+            .result();
+    }
+    for f in files {
+        let name = file_name(f);
+        let dest = format!("/{NGINX_ROOT}/{}", f.path);
+        let sha256 = f
+            .pin
+            .as_ref()
+            .filter(|p| p.algorithm == "sha256")
+            .map(|p| p.hex.as_str());
+        let source =
+            llb::http(&f.fetch_url, sha256, Some(&name)).named(format!("download {}", f.url));
+        let (from, src) = match &f.pin {
+            Some(p) if p.algorithm != "sha256" => {
+                // BuildKit pins HTTP sources with sha256 only: verify other digests in an op.
+                let checked = Exec::new(
+                    llb::image(&env.tool_image, &env.worker_platform),
+                    [
+                        env.tool_binary.as_str(),
+                        "worker",
+                        "check-file",
+                        "--algorithm",
+                        p.algorithm.as_str(),
+                        "--hex",
+                        p.hex.as_str(),
+                        &format!("/in/{name}"),
+                        &format!("/out/{name}"),
+                    ],
+                )
+                .readonly_root()
+                .platform(&env.worker_platform)
+                .mount_readonly("/in", source, "")
+                .mount_scratch("/out")
+                .network(Network::None)
+                .named(format!("verify {} ({})", f.url, p.algorithm))
+                .run();
+                (checked.mount("/out"), format!("/{name}"))
+            }
+            _ => (source, format!("/{name}")),
+        };
+        op = op.copy(
+            &from,
+            &src,
+            &dest,
+            CopyOptions {
+                create_parents: true,
+                mode: Some(0o644),
+                ..Default::default()
+            },
+        );
+    }
+    op.result()
+}
+
+/// Whether a registry host is on this machine (then the op needs the host's network).
+pub fn is_loopback_registry(host: &str) -> bool {
+    let h = host
+        .rsplit_once(':')
+        .map(|(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+        .unwrap_or(host);
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost" || h == "::1" || h.starts_with("127.")
+}
+
+/// One exec op per image running the sync engine into a registry-tree fragment; the fragments
+/// merged into one tree (blobs shared between images are the same files, stored once).
+fn images_module(
+    module: &str,
+    arch: &str,
+    images: &[ImageWork],
+    env: &LowerEnv,
+) -> Result<State, LowerError> {
+    let tool = llb::image(&env.tool_image, &env.worker_platform);
+    let mut fragments = Vec::new();
+    for img in images {
+        let digest = env
+            .digests
+            .get(&img.source)
+            .ok_or_else(|| LowerError::Unresolved(img.source.clone()))?;
+        let pinned = format!("{}@{digest}", img.source);
+        let mut args: Vec<String> = vec![
+            env.tool_binary.clone(),
+            "sync-images".into(),
+            "--dest".into(),
+            format!("/out/{REGISTRY_ROOT}"),
+            "--platform".into(),
+            format!("linux/{arch}"),
+        ];
+        for m in &env.registry_mirrors {
+            args.push("--mirror".into());
+            args.push(m.clone());
+        }
+        let default_stored = ImageRef::parse(&img.source)
+            .map(|r| r.repository)
+            .unwrap_or_default();
+        let stored_repo = img
+            .stored
+            .split([':', '@'])
+            .next()
+            .unwrap_or(&img.stored)
+            .to_string();
+        let map = (stored_repo != default_stored).then(|| {
+            let src = img.source.split([':', '@']).next().unwrap_or(&img.source);
+            FileOp::on(None)
+                .mkfile(
+                    "/map.yaml",
+                    0o644,
+                    format!("- src: {src}\n  dest: {stored_repo}\n"),
+                )
+                .result()
+        });
+        if map.is_some() {
+            args.push("--map".into());
+            args.push("/map/map.yaml".into());
+        }
+        args.push(pinned);
+        let fetch_host = img.fetch.split('/').next().unwrap_or("");
+        let network = if is_loopback_registry(fetch_host) {
+            Network::Host
+        } else {
+            Network::Default
+        };
+        let mut exec = Exec::new(tool.clone(), args)
+            .readonly_root()
+            .platform(&env.worker_platform);
+        if let Some(m) = map {
+            exec = exec.mount_readonly("/map", m, "");
+        }
+        let r = exec
+            .mount_scratch("/out")
+            .network(network)
+            .named(format!(
+                "{module} [linux/{arch}]: sync {} as {}",
+                img.source, img.stored
+            ))
+            .run();
+        fragments.push(r.mount("/out"));
+    }
+    if fragments.is_empty() {
+        return Ok(FileOp::on(None)
+            .mkdir(&format!("/{REGISTRY_ROOT}/docker/registry/v2"), 0o755, true)
+            .result());
+    }
+    Ok(merge_trees(
+        fragments,
+        &format!(
+            "{module} [linux/{arch}]: merge {} registry trees",
+            images.len()
+        ),
+        env,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard_buildkit_proto::pb;
+    use kpbuild_modules::kubespray::Arch;
+    use kpbuild_modules::plan::{ModulePlan, PinWork};
+    use kpbuild_modules::spec::Platform as SpecPlatform;
+
+    fn env() -> LowerEnv {
+        let mut digests = BTreeMap::new();
+        digests.insert(
+            "quay.io/calico/node:v3".to_string(),
+            format!("sha256:{}", "c".repeat(64)),
+        );
+        LowerEnv {
+            tool_image: "kpbuild/frontend:dev".into(),
+            tool_binary: "/kpbuild".into(),
+            worker_platform: Platform::linux("amd64"),
+            merge_op: false,
+            digests,
+            registry_mirrors: vec!["quay.io=127.0.0.1:5000/quay.io".into()],
+        }
+    }
+
+    fn plan() -> PlatformPlan {
+        PlatformPlan {
+            platform: SpecPlatform { arch: Arch::Arm64 },
+            modules: vec![
+                ModulePlan {
+                    name: "files".into(),
+                    work: Work::Files {
+                        files: vec![
+                            FileWork {
+                                url: "https://dl.k8s.io/a/kubelet".into(),
+                                fetch_url: "http://127.0.0.1:8081/dl.k8s.io/a/kubelet".into(),
+                                path: "files/dl.k8s.io/a/kubelet".into(),
+                                pin: Some(PinWork {
+                                    algorithm: "sha256".into(),
+                                    hex: "a".repeat(64),
+                                }),
+                            },
+                            FileWork {
+                                url: "https://x.io/runsc".into(),
+                                fetch_url: "https://x.io/runsc".into(),
+                                path: "files/x.io/runsc".into(),
+                                pin: Some(PinWork {
+                                    algorithm: "sha512".into(),
+                                    hex: "b".repeat(128),
+                                }),
+                            },
+                        ],
+                    },
+                },
+                ModulePlan {
+                    name: "images".into(),
+                    work: Work::Images {
+                        images: vec![ImageWork {
+                            source: "quay.io/calico/node:v3".into(),
+                            fetch: "127.0.0.1:5000/quay.io/calico/node".into(),
+                            stored: "calico/node:v3".into(),
+                        }],
+                    },
+                },
+            ],
+        }
+    }
+
+    fn ops(state: &State) -> Vec<pb::Op> {
+        llb::decode(&llb::marshal(state).unwrap().definition)
+            .into_iter()
+            .map(|(_, op)| op)
+            .collect()
+    }
+
+    #[test]
+    fn files_are_pinned_http_sources_laid_out_by_url() {
+        let modules = lower_platform(&plan(), &env()).unwrap();
+        let ops = ops(&modules[0].1);
+        let http: Vec<&pb::SourceOp> = ops
+            .iter()
+            .filter_map(|o| {
+                if let Some(pb::op::Op::Source(s)) = &o.op {
+                    Some(s)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let kubelet = http
+            .iter()
+            .find(|s| s.identifier.ends_with("/kubelet"))
+            .unwrap();
+        assert_eq!(
+            kubelet.identifier,
+            "http://127.0.0.1:8081/dl.k8s.io/a/kubelet"
+        );
+        assert_eq!(
+            kubelet.attrs["http.checksum"],
+            format!("sha256:{}", "a".repeat(64))
+        );
+        let runsc = http
+            .iter()
+            .find(|s| s.identifier.ends_with("/runsc"))
+            .unwrap();
+        assert!(
+            !runsc.attrs.contains_key("http.checksum"),
+            "sha512 is verified by an op instead"
+        );
+        let exec = ops
+            .iter()
+            .find_map(|o| {
+                if let Some(pb::op::Op::Exec(e)) = &o.op {
+                    Some(e)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        let args = &exec.meta.as_ref().unwrap().args;
+        assert_eq!(
+            &args[1..5],
+            ["worker", "check-file", "--algorithm", "sha512"]
+        );
+        let file = ops
+            .iter()
+            .find_map(|o| {
+                if let Some(pb::op::Op::File(f)) = &o.op {
+                    Some(f)
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        let dests: Vec<String> = file
+            .actions
+            .iter()
+            .filter_map(|a| {
+                if let Some(pb::file_action::Action::Copy(c)) = &a.action {
+                    Some(c.dest.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(
+            dests,
+            [
+                "/resources/nginx/files/dl.k8s.io/a/kubelet",
+                "/resources/nginx/files/x.io/runsc"
+            ]
+        );
+    }
+
+    #[test]
+    fn images_run_the_engine_pinned_to_the_resolved_digest() {
+        let modules = lower_platform(&plan(), &env()).unwrap();
+        let ops = ops(&modules[1].1);
+        let exec = ops
+            .iter()
+            .find_map(|o| {
+                if let Some(pb::op::Op::Exec(e)) = &o.op {
+                    Some(e.clone())
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        let args = exec.meta.unwrap().args;
+        assert_eq!(args[0], "/kpbuild");
+        assert!(args.windows(2).any(|w| w == ["--platform", "linux/arm64"]));
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--mirror", "quay.io=127.0.0.1:5000/quay.io"])
+        );
+        assert_eq!(
+            args.last().unwrap(),
+            &format!("quay.io/calico/node:v3@sha256:{}", "c".repeat(64))
+        );
+        assert_eq!(
+            exec.network,
+            pb::NetMode::Host as i32,
+            "the fetch registry is on loopback"
+        );
+        let platform = ops
+            .iter()
+            .find(|o| matches!(o.op, Some(pb::op::Op::Exec(_))))
+            .unwrap()
+            .platform
+            .clone()
+            .unwrap();
+        assert_eq!(
+            platform.architecture, "amd64",
+            "the engine runs natively on the worker"
+        );
+    }
+
+    #[test]
+    fn unresolved_images_are_refused() {
+        let mut e = env();
+        e.digests.clear();
+        assert!(matches!(
+            lower_platform(&plan(), &e),
+            Err(LowerError::Unresolved(_))
+        ));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback_registry("127.0.0.1:5000"));
+        assert!(is_loopback_registry("localhost"));
+        assert!(is_loopback_registry("[::1]:5000"));
+        assert!(!is_loopback_registry("quay.io"));
+        assert!(!is_loopback_registry("registry.local:5000"));
+    }
+}

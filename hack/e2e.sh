@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# End-to-end proofs through a real BuildKit (Docker 20.10's) and real servers.
+#
+#   hack/e2e.sh [STAGE…]      stages: files (default: all stages)
+#
+# Each stage starts from a clean target/e2e/STAGE/, leaves its outputs there, and fails (exit
+# non-zero) unless every check passed. Needs hack/setup.sh's packages; starts what it needs
+# (the private dockerd, the frontend image, fixture servers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TESTDATA=$ROOT/../shared/testdata
+STAGES=("$@")
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(files)
+DOCKER=/usr/bin/docker
+export DOCKER_BUILDKIT=1
+
+log() { printf '\n== e2e: %s\n' "$*" >&2; }
+fail() { printf 'e2e FAILED: %s\n' "$*" >&2; exit 1; }
+
+DOCKER_HOST=$(hack/dockerd.sh)
+export DOCKER_HOST
+log "frontend image"
+hack/frontend-image.sh >/dev/null
+cargo build -q -p kpbuild
+KPB=$ROOT/target/debug/kpbuild
+
+# Builds CONTEXT's Dockerfile.bundle for one target and platform into OUT (type=local).
+bundle_build() { # CONTEXT TARGET ARCH OUT
+  rm -rf "$4"
+  $DOCKER build --network host --progress plain -f "$1/Dockerfile.bundle" --target "$2" \
+    --platform "linux/$3" -o "type=local,dest=$4" "$1" > "$4.log" 2>&1 \
+    || { tail -30 "$4.log" >&2; fail "docker build --target $2 --platform linux/$3 (log: $4.log)"; }
+}
+
+stage_files() {
+  local out=$ROOT/target/e2e/files ctx
+  rm -rf "$out" && mkdir -p "$out"
+  ctx=$out/context
+  mkdir -p "$ctx"
+  cp -r "$TESTDATA/kubespray/v2.28.1" "$ctx/kubespray"
+  cp hack/e2e/Dockerfile.bundle "$ctx/"
+  cargo run -q -p kpbuild-modules --example files_fixture -- \
+    "$ctx/kubespray" "$out/srv" "$ctx/checksums-e2e.yml" amd64 arm64
+  hack/files-server.sh "$out/srv" 8081 >/dev/null
+  for arch in amd64 arm64; do
+    log "files: docker build --target files --platform linux/$arch"
+    bundle_build "$ctx" files "$arch" "$out/out-$arch"
+    "$KPB" plan -f "$ctx/Dockerfile.bundle" --context "$ctx" --platform "linux/$arch" --target files \
+      > "$out/plan-$arch.json"
+    python3 - "$out/plan-$arch.json" "$out/out-$arch" <<'PY' || fail "files $arch: see above"
+import hashlib, json, os, sys
+plan, out = json.load(open(sys.argv[1])), sys.argv[2]
+files = plan["platforms"][0]["modules"][0]["work"]["files"]
+root = os.path.join(out, "resources/nginx")
+bad, seen = [], set()
+for f in files:
+    p = os.path.join(root, f["path"])
+    seen.add(os.path.normpath(p))
+    if not os.path.isfile(p):
+        bad.append(f"missing {f['path']}"); continue
+    pin = f["pin"]
+    if pin is None:
+        bad.append(f"unpinned {f['url']}"); continue
+    h = hashlib.new(pin["algorithm"], open(p, "rb").read()).hexdigest()
+    if h != pin["hex"]:
+        bad.append(f"{f['path']}: {pin['algorithm']} {h} != pin {pin['hex']}")
+extra = [os.path.join(d, n) for d, _, ns in os.walk(out) for n in ns if os.path.normpath(os.path.join(d, n)) not in seen]
+bad += [f"unexpected {e}" for e in extra]
+algos = sorted({f["pin"]["algorithm"] for f in files if f["pin"]})
+print(f"files {os.path.basename(out)}: {len(files)} files, pins {algos}, {len(bad)} problems", file=sys.stderr)
+for b in bad: print("  " + b, file=sys.stderr)
+sys.exit(1 if bad or not files else 0)
+PY
+  done
+  # A wrong pin fails the build, naming the download.
+  log "files: a wrong pin fails the build"
+  sed 's/"sha256:[0-9a-f]\{64\}"/"sha256:0000000000000000000000000000000000000000000000000000000000000000"/' \
+    "$ctx/checksums-e2e.yml" > "$out/bad-checksums.yml"
+  local bad=$out/bad-context
+  cp -r "$ctx" "$bad" && cp "$out/bad-checksums.yml" "$bad/checksums-e2e.yml"
+  if $DOCKER build --network host -f "$bad/Dockerfile.bundle" --target files --platform linux/amd64 \
+      -o "type=local,dest=$out/bad-out" "$bad" > "$out/bad.log" 2>&1; then
+    fail "a wrong pin did not fail the build"
+  fi
+  grep -q "digest mismatch" "$out/bad.log" || { tail "$out/bad.log"; fail "no digest mismatch in $out/bad.log"; }
+  grep -q "download https://" "$out/bad.log" || fail "the failing download is not named"
+  echo "files: wrong pin refused: $(grep -m1 -o 'digest mismatch[^:]*' "$out/bad.log")" >&2
+}
+
+for s in "${STAGES[@]}"; do
+  case $s in
+    files) stage_files ;;
+    *) fail "unknown stage $s (files)" ;;
+  esac
+done
+echo "e2e: ${STAGES[*]}: all checks passed" >&2

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Build the frontend image: the static kpbuild binary in a `FROM scratch` image whose
+# entrypoint is the BuildKit frontend. Tagged kpbuild/frontend:dev for `# syntax=` (the daemon
+# prefers its local image store, so no registry is needed).
+#
+#   export DOCKER_HOST=$(hack/dockerd.sh); hack/frontend-image.sh [TAG]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TAG=${1:-kpbuild/frontend:dev}
+TARGET=x86_64-unknown-linux-gnu
+# The explicit --target keeps proc-macro crates off the static flags.
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q --target "$TARGET" -p kpbuild
+CTX=target/frontend-image
+rm -rf "$CTX" && mkdir -p "$CTX"
+cp "target/$TARGET/release/kpbuild" "$CTX/kpbuild"
+cat > "$CTX/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY kpbuild /kpbuild
+ENTRYPOINT ["/kpbuild", "frontend"]
+DOCKERFILE
+DOCKER_BUILDKIT=1 /usr/bin/docker build -q -t "$TAG" "$CTX" >/dev/null
+echo "$TAG"
