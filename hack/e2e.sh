@@ -33,6 +33,38 @@ bundle_build() { # CONTEXT TARGET ARCH OUT
     || { tail -30 "$4.log" >&2; fail "docker build --target $2 --platform linux/$3 (log: $4.log)"; }
 }
 
+# Counts the vertices of a plain-progress log matching NAME_RE that ran (were not cached).
+vertices_run() { # LOG NAME_RE
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+log, pat = open(sys.argv[1]).read().splitlines(), re.compile(sys.argv[2])
+names, cached = {}, set()
+for line in log:
+    m = re.match(r"#(\d+) (.*)", line)
+    if not m: continue
+    n, rest = m.groups()
+    if rest == "CACHED": cached.add(n)
+    elif n not in names and not rest.startswith(("sha256:", "DONE", "ERROR", "...")) and not re.match(r"\d+\.\d+ ", rest):
+        names[n] = rest
+print(sum(1 for n, name in names.items() if pat.search(name) and n not in cached))
+PY
+}
+
+# Copies CONTEXT, edits its Dockerfile.bundle with SED, builds, and expects a failure whose
+# output matches MESSAGE_RE (extended regex).
+expect_failure() { # CONTEXT NAME SED MESSAGE_RE
+  local out=$ROOT/target/e2e/$STAGE dir
+  dir=$out/$2-context
+  rm -rf "$dir" && cp -r "$1" "$dir"
+  sed -i -E "$3" "$dir/Dockerfile.bundle"
+  if $DOCKER build --network host -f "$dir/Dockerfile.bundle" --target "$STAGE" --platform linux/amd64 \
+      -o "type=local,dest=$out/$2-out" "$dir" > "$out/$2.log" 2>&1; then
+    fail "$2: the build succeeded"
+  fi
+  grep -Eq "$4" "$out/$2.log" || { tail -15 "$out/$2.log" >&2; fail "$2: no /$4/ in $out/$2.log"; }
+  echo "$2: refused: $(grep -Eo "$4.{0,60}" "$out/$2.log" | head -1)" >&2
+}
+
 stage_files() {
   local out=$ROOT/target/e2e/files ctx
   rm -rf "$out" && mkdir -p "$out"
@@ -73,6 +105,41 @@ for b in bad: print("  " + b, file=sys.stderr)
 sys.exit(1 if bad or not files else 0)
 PY
   done
+  # The same build again: no exec op runs (the sha512 checks are exec ops) and nothing is
+  # downloaded again (pinned sources are not even asked; unpinned ones get a 304).
+  log "files: an identical build runs no op and downloads nothing"
+  local access=$ROOT/target/files-server-8081/access.log before ran gets
+  before=$(wc -l < "$access")
+  bundle_build "$ctx" files amd64 "$out/again-amd64"
+  ran=$(vertices_run "$out/again-amd64.log" '^verify ')
+  [ "$ran" = 0 ] || fail "an identical build ran $ran exec ops again (log: $out/again-amd64.log)"
+  gets=$(tail -n +"$((before + 1))" "$access" | grep -c '"GET [^"]*" 200 ' || true)
+  [ "$gets" = 0 ] || fail "an identical build downloaded $gets files again"
+  diff -r "$out/out-amd64" "$out/again-amd64" >/dev/null || fail "an identical build gave a different tree"
+  echo "files: identical build: exec ops cached, 0 downloads, same tree" >&2
+
+  # Without --platform, one build gives every platform of the spec (multi-platform result).
+  log "files: both platforms in one build"
+  rm -rf "$out/multi"
+  $DOCKER build --network host -f "$ctx/Dockerfile.bundle" --target files -o "type=local,dest=$out/multi" "$ctx" \
+    > "$out/multi.log" 2>&1 || fail "multi-platform build (log: $out/multi.log)"
+  for arch in amd64 arm64; do
+    diff -r "$out/out-$arch" "$out/multi/linux_$arch" >/dev/null || fail "multi-platform linux_$arch differs from the single build"
+  done
+  echo "files: one build, linux_amd64 + linux_arm64, equal to the single-platform trees" >&2
+
+  # An unreachable mirror fails the build naming the URL. (A pinned file already in BuildKit's
+  # cache is found by its checksum whatever the URL, so the probe is a file never fetched.)
+  log "files: an unreachable mirror fails naming the URL"
+  expect_failure "$ctx" unreachable \
+    's#^    from-kubespray: all#    from-kubespray: all\n    extra:\n      - url: https://tools.example/e2e/never-fetched-'"$RANDOM$RANDOM"'\n        sha256: '"$(printf 'e%063d' 7)"'#; s#^mirrors:#mirrors:\n  - from: https://tools.example\n    to: http://127.0.0.1:8099/tools.example#' \
+    'http://127.0.0.1:8099/tools.example/e2e/never-fetched-[0-9]+.*connection refused'
+
+  # A spec error fails the build naming the position.
+  log "files: a spec error fails naming file:line:column"
+  expect_failure "$ctx" specerror 's#^    from-kubespray: all#    from-kubespray: all\n    exclud: []#' \
+    'Dockerfile.bundle:[0-9]+:5: unknown field `exclud`'
+
   # A wrong pin fails the build, naming the download.
   log "files: a wrong pin fails the build"
   sed 's/"sha256:[0-9a-f]\{64\}"/"sha256:0000000000000000000000000000000000000000000000000000000000000000"/' \
@@ -88,10 +155,10 @@ PY
   echo "files: wrong pin refused: $(grep -m1 -o 'digest mismatch[^:]*' "$out/bad.log")" >&2
 }
 
-for s in "${STAGES[@]}"; do
-  case $s in
+for STAGE in "${STAGES[@]}"; do
+  case $STAGE in
     files) stage_files ;;
-    *) fail "unknown stage $s (files)" ;;
+    *) fail "unknown stage $STAGE (files)" ;;
   esac
 done
 echo "e2e: ${STAGES[*]}: all checks passed" >&2

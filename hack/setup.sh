@@ -5,7 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # package:command pairs; a package is installed when its command is missing.
-PACKAGES=()
+PACKAGES=(
+  docker.io:dockerd          # Docker Engine 20.10 with BuildKit v0.8 (the private daemon)
+  nginx-light:nginx          # the loopback file server of the files fixtures
+  docker-registry:docker-registry   # distribution 2.8, the registry:2 server (fixtures, checks)
+  skopeo:skopeo              # the client that pulls what we produce
+  apache2-utils:htpasswd     # basic-auth fixture registry
+  debootstrap:debootstrap    # base images (no registry to pull them from)
+  curl:curl
+  python3:python3            # e2e checks
+)
 need=()
 for pkg_cmd in "${PACKAGES[@]}"; do
   pkg=${pkg_cmd%%:*}; cmd=${pkg_cmd##*:}
@@ -18,4 +27,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (https://rustup.rs)" >&2; exit 1; }
 cargo fetch -q
+# Services: the private Docker daemon (fixture servers start with the e2e stages that use them).
+# Debian's packages may have started their own nginx/registry on default ports: not ours, harmless.
+hack/dockerd.sh >/dev/null
 echo "setup: ready"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, unit and integration tests, then the end-to-end stages.
+# The test command: formatting, lints, unit and integration tests, then the end-to-end stages
+# (real BuildKit, real servers; hack/setup.sh must have run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d ../shared/testdata ] || { echo "test: ../shared/testdata is missing (kubespray's variable files)" >&2; exit 1; }
@@ -11,4 +12,6 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings
 step "cargo test"
 cargo test --workspace -q
+step "end-to-end stages (hack/e2e.sh)"
+hack/e2e.sh
 echo "test: all passed"

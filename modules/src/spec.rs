@@ -125,8 +125,9 @@ pub enum ListSelection {
     None,
 }
 
-/// A value that is either the same for every architecture or given per architecture.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+/// A value that is either the same for every architecture or given per architecture
+/// (`{amd64: …, arm64: …}`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum PerArch<T> {
     Same(T),
@@ -139,6 +140,47 @@ impl<T> PerArch<T> {
             PerArch::Same(v) => Some(v),
             PerArch::ByArch(m) => m.get(arch.image_arch()),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for PerArch<String> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PerArch<String>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, or a mapping of architecture (amd64, arm64, …) to string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(PerArch::Same(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "`{v}` was read as a number; quote it: \"{v}\""
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "`{v}` was read as a number; quote it: \"{v}\""
+                )))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = IndexMap::new();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    if Arch::parse(&k).is_none() {
+                        return Err(serde::de::Error::custom(format!(
+                            "`{k}` is not an architecture (amd64, arm64, arm, ppc64le)"
+                        )));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(PerArch::ByArch(out))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -754,6 +796,17 @@ modules:
             e.starts_with("Dockerfile.bundle:16:9: module `files`: file URL `ftp:/x/../helm"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn per_arch_values_are_explained() {
+        let e = err(&GOOD.replace("          amd64: fc30", "          amd65: fc30"));
+        assert!(e.contains("`amd65` is not an architecture"), "{e}");
+        let e = err(&GOOD.replace(
+            "        sha256:\n          amd64: fc307327959aa38ed8f9f7e66d45492bb022a66c3e5da6063958254b9767d179",
+            "        sha256: 1234",
+        ));
+        assert!(e.contains("quote it"), "{e}");
     }
 
     #[test]
