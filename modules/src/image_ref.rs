@@ -165,9 +165,8 @@ fn valid_registry(host: &str) -> bool {
             None => (host, None),
         }
     };
-    if let Some(p) = port
-        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
+    let bad_port = |p: &str| p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit());
+    if port.is_some_and(bad_port) {
         return false;
     }
     !h.is_empty()
