@@ -594,7 +594,7 @@ async fn main() {
             (d, index, mt, kind, image.platforms.join(","), all_ids)
         };
         for (i, tag) in image.tags.iter().enumerate() {
-            p.manifest(image.repo, tag, &top_mt, &top_bytes).await;
+            p.manifest(image.repo, tag, top_mt, &top_bytes).await;
             let reference = format!("{registry}/{}:{tag}", image.repo);
             // Exercise the tag+digest form once: alpine's first tag is pinned in the list.
             if image.repo == "library/alpine" && i == 0 {
