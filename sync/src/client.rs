@@ -265,7 +265,13 @@ impl RegistryClient {
         if insecure {
             // https without verification first, once; then plain http.
             let base = format!("https://{host}");
-            if let Ok(resp) = self.insecure.get(format!("{base}/v2/")).send().await {
+            let probe = self
+                .insecure
+                .get(format!("{base}/v2/"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            if let Ok(resp) = probe {
                 found = Some((base, self.insecure.clone(), resp));
             }
         }
