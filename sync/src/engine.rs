@@ -313,6 +313,8 @@ impl Ctx {
         let d = desc.digest.clone();
         let size = desc.size;
         let path = self.store.layout().blob_data(&d);
+        // One slot per blob, for the intact check (hashing) and the transfer alike.
+        let _slot = self.blob_slots.acquire().await.expect("semaphore closed");
         let me = self.clone();
         let d2 = d.clone();
         let intact = tokio::task::spawn_blocking(move || me.store.blob_intact(&d2, Some(size)))
@@ -326,7 +328,6 @@ impl Ctx {
             self.progress.blob_done(&d, size, true);
             return Ok(BlobDone);
         }
-        let _slot = self.blob_slots.acquire().await.expect("semaphore closed");
         let policy = self.client.retry_policy();
         let mut w = self.store.blob_writer(&d).map_err(io_err(path.clone()))?;
         let mut attempt = 0u32;
