@@ -543,13 +543,14 @@ pub async fn sync_images(
         .collect();
     check_collisions(planned.iter().map(|p| (&p.source, p.name.as_str())))?;
     for p in &planned {
-        kpbuild_modules::image_ref::validate_repository(&p.name, &p.name)?;
+        kpbuild_modules::image_ref::validate_repository(&p.name, &p.name)
+            .map_err(SyncError::Name)?;
     }
     progress.planned(planned.len());
 
-    let store = Store::open(&opts.dest).map_err(|source| SyncError::Dest {
+    let store = Store::open(&opts.dest).map_err(|error| SyncError::Dest {
         path: opts.dest.clone(),
-        source,
+        error,
     })?;
     let mut client_cfg = opts.client.clone();
     let jobs = opts.jobs.max(1);

@@ -149,14 +149,15 @@ impl std::fmt::Display for ImageFailure {
 pub enum SyncError {
     #[error(transparent)]
     Collision(#[from] CollisionError),
-    #[error("cannot prepare the destination {path}: {source}")]
+    // The I/O error is part of the message, not a `source`, so that a renderer printing the
+    // chain does not print it twice.
+    #[error("cannot prepare the destination {path}: {error}")]
     Dest {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
     #[error("invalid stored name: {0}")]
-    Name(#[from] kpbuild_modules::image_ref::RefError),
+    Name(kpbuild_modules::image_ref::RefError),
 }
