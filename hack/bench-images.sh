@@ -37,6 +37,9 @@ mkdir -p "$W"
 
 cargo build --quiet --release -p kpbuild
 KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
+started_fixture=false
+[ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true
+trap '$started_fixture && [ -z "${KPBUILD_KEEP_FIXTURE:-}" ] && hack/registry-fixture.sh stop' EXIT
 hack/registry-fixture.sh
 LIST=$FIX/main.list
 NREFS=$(grep -c . "$LIST")

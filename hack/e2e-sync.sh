@@ -31,11 +31,18 @@ check() { # DESCRIPTION COMMAND...
 set -e
 cargo build --quiet --release -p kpbuild
 KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
+# Stop the fixture at the end only if this run started it.
+started_fixture=false
+[ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true
+cleanup() {
+  registry_stop e2e-serve
+  if $started_fixture && [ -z "${KPBUILD_KEEP_FIXTURE:-}" ]; then hack/registry-fixture.sh stop; fi
+}
+trap cleanup EXIT
 hack/registry-fixture.sh
 set +e
 rm -rf "$OUT"
 mkdir -p "$OUT"
-trap 'registry_stop e2e-serve' EXIT
 
 kp() { # NAME ARGS... : run kpbuild sync-images, stdout/stderr to $OUT/NAME.{out,err}
   local name=$1; shift
@@ -43,6 +50,11 @@ kp() { # NAME ARGS... : run kpbuild sync-images, stdout/stderr to $OUT/NAME.{out
 }
 err_has() { grep -qF -- "$2" "$OUT/$1.err"; }
 log_mark() { wc -l < "$FIXLOG"; }
+log_settle() { # the access log line is written just after the response: wait until quiet
+  local a b
+  b=$(stat -c %s "$FIXLOG")
+  while :; do sleep 0.3; a=$b; b=$(stat -c %s "$FIXLOG"); [ "$a" = "$b" ] && break; done
+}
 blob_gets_since() { # MARK DIGEST : GET requests for that blob in the fixture's access log since MARK
   tail -n +"$(($1 + 1))" "$FIXLOG" | grep -c "\"GET /v2/[^ ]*/blobs/$2 HTTP" || true
 }
@@ -101,7 +113,7 @@ debian=$(awk -F'\t' '$1=="debian-amd64"{print $2}' "$FIX/main.layers.tsv" | head
 mark=$(log_mark)
 check "shared: sync library/nginx:1.25 and a/b/c:v1" \
   kp shared --dest "$OUT/tree-shared" --platform linux/amd64 "$UP/library/nginx:1.25" "$UP/a/b/c:v1"
-sleep 0.2
+log_settle
 for d in "$nginx_bin" "$debian"; do
   c=$(blob_gets_since "$mark" "$d")
   check "shared: layer $d fetched once (fixture saw $c GETs)" [ "$c" = 1 ]
@@ -115,7 +127,7 @@ done
 mark=$(log_mark)
 kp shared-a --dest "$OUT/tree-shared-a" --platform linux/amd64 "$UP/library/nginx:1.25"
 kp shared-b --dest "$OUT/tree-shared-b" --platform linux/amd64 "$UP/a/b/c:v1"
-sleep 0.2
+log_settle
 c=$(blob_gets_since "$mark" "$nginx_bin")
 check "shared: the access-log count sees 2 GETs for two separate runs (count can fail)" [ "$c" = 2 ]
 
@@ -124,7 +136,7 @@ check "shared: the access-log count sees 2 GETs for two separate runs (count can
 tree=$OUT/tree-linux-amd64
 mark=$(log_mark)
 check "rerun: sync-images exits 0" kp rerun --dest "$tree" --platform linux/amd64 --list "$FIX/main.list"
-sleep 0.2
+log_settle
 c=$(tail -n +"$((mark + 1))" "$FIXLOG" | grep -c '"GET /v2/[^ ]*/blobs/' || true)
 check "rerun: no blob fetched (fixture saw $c blob GETs)" [ "$c" = 0 ]
 check "rerun: summary says 0 fetched" err_has rerun "(0 fetched,"
