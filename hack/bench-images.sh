@@ -10,7 +10,8 @@
 #                                    written to files, no verification, no layout
 #
 # Prints a table with ratios; also written to target/bench/images.md. The fixture's files are
-# in the page cache for every run (the registry reads them from memory in all columns).
+# in the page cache for every run (the registry reads them from memory in all columns), and
+# dirty pages are flushed before each timed column. One run each: expect some noise.
 #
 #   hack/bench-images.sh [--platform linux/amd64] [--jobs 8]
 set -euo pipefail
@@ -45,12 +46,14 @@ LIST=$FIX/main.list
 NREFS=$(grep -c . "$LIST")
 
 now() { date +%s.%N; }
+settle() { sync; sleep 1; } # flush earlier writes so no column pays for another's writeback
 blob_bytes() { find "$1" -type f -name data -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
 disk_bytes() { du -sb "$1" | cut -f1; }
 # Warm the fixture's files into the page cache so no column pays for the first read.
 find "$FIX/storage" -type f -name data -exec cat {} + > /dev/null
 
 # --- kpbuild sync-images -----------------------------------------------------------------
+settle
 t0=$(now)
 "$KPBUILD" sync-images --dest "$W/kpbuild" --platform "$PLATFORM" --jobs "$JOBS" --list "$LIST" \
   > "$W/kpbuild.out" 2> "$W/kpbuild.err"
@@ -86,6 +89,7 @@ skopeo_pipeline() {
     printf 'sha256:%s' "$mhex" > "$reg/repositories/$name/_manifests/tags/$tag/current/link"
   done < "$LIST"
 }
+settle
 t0=$(now)
 skopeo_pipeline "$W/skopeo" "$W/skopeo-dirs"
 t1=$(now)
@@ -106,6 +110,7 @@ B_SK=$(blob_bytes "$W/skopeo")
 NRAW=$(grep -c '^url' "$W/raw.curl")
 mkdir -p "$W/raw"
 ACCEPT='Accept: application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
+settle
 t0=$(now)
 curl -sS --no-progress-meter --fail --parallel --parallel-max "$JOBS" -H "$ACCEPT" -K "$W/raw.curl"
 t1=$(now)
