@@ -5,6 +5,7 @@
 
 mod lists;
 mod plan_cmd;
+mod sync_images;
 mod worker;
 
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     Lists(lists::Args),
     /// Print the plan of a Dockerfile.bundle (every module's work per platform) as JSON.
     Plan(plan_cmd::Args),
+    /// Fetch images into a registry:2 storage tree (docker/registry/v2/…), every blob once.
+    SyncImages(sync_images::SyncImagesArgs),
     /// Run as a BuildKit frontend (the frontend image's entrypoint; stdio is BuildKit's gRPC).
     #[command(hide = true)]
     Frontend,
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lists(args) => lists::run(args),
         Command::Plan(args) => plan_cmd::run(args),
+        Command::SyncImages(args) => sync_images::run(args),
         Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),
         Command::Worker(w) => worker::run(w),
     };

@@ -165,9 +165,8 @@ fn valid_registry(host: &str) -> bool {
             None => (host, None),
         }
     };
-    if let Some(p) = port
-        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
+    let bad_port = |p: &str| p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit());
+    if port.is_some_and(bad_port) {
         return false;
     }
     !h.is_empty()
@@ -341,12 +340,13 @@ pub struct NameMap {
 pub enum MapError {
     #[error("{file}: not a list of {{src, dest}} entries: {message}")]
     Yaml { file: String, message: String },
-    #[error("{file}: entry {index} (src {src:?}): {source}")]
+    #[error("{file}: entry {index}: {field} {value:?} is not a valid repository name: {reason}")]
     BadName {
         file: String,
         index: usize,
-        src: String,
-        source: RefError,
+        field: &'static str,
+        value: String,
+        reason: RefErrorKind,
     },
     #[error(
         "{file}: entry {index}: {what} {value:?} must name a repository without a tag or digest"
@@ -383,11 +383,16 @@ impl NameMap {
         let mut by_dest: BTreeMap<String, String> = BTreeMap::new();
         for (i, e) in raw.iter().enumerate() {
             let index = i + 1;
-            let bad = |source: RefError| MapError::BadName {
-                file: file.to_string(),
-                index,
-                src: e.src.clone(),
-                source,
+            let bad = |field: &'static str, value: &str| {
+                let file = file.to_string();
+                let value = value.to_string();
+                move |e: RefError| MapError::BadName {
+                    file,
+                    index,
+                    field,
+                    value,
+                    reason: e.kind,
+                }
             };
             if e.src.contains('@') || e.src.rsplit('/').next().is_some_and(|l| l.contains(':')) {
                 return Err(MapError::HasTag {
@@ -405,8 +410,8 @@ impl NameMap {
                     value: e.dest.clone(),
                 });
             }
-            let (reg, path) = normalize_repository(&e.src).map_err(bad)?;
-            validate_repository(&e.dest, &e.dest).map_err(bad)?;
+            let (reg, path) = normalize_repository(&e.src).map_err(bad("src", &e.src))?;
+            validate_repository(&e.dest, &e.dest).map_err(bad("dest", &e.dest))?;
             let src = format!("{reg}/{path}");
             if let Some(prev) = entries.get(&src) {
                 if *prev != e.dest {

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): one run of each way to get the fixture's images for one platform
+# into a registry:2 storage tree, on the same fixture (hack/registry-fixture.sh).
+#
+#   kpbuild sync-images              this project
+#   skopeo pipeline                  kubeplay's: skopeo copy to dir: one image at a time, then
+#                                    hard links into the registry layout (+ link files)
+#   docker pull + docker save        needs a Docker daemon: skipped until the frontend issue's
+#   raw parallel fetch (the limit)   curl --parallel of the same unique blobs and manifests,
+#                                    written to files, no verification, no layout
+#
+# Prints a table with ratios; also written to target/bench/images.md. The fixture's files are
+# in the page cache for every run (the registry reads them from memory in all columns), and
+# dirty pages are flushed before each timed column. One run each: expect some noise.
+#
+#   hack/bench-images.sh [--platform linux/amd64] [--jobs 8]
+set -euo pipefail
+KPBUILD_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$KPBUILD_ROOT"
+# shellcheck source=hack/lib-registry.sh
+. hack/lib-registry.sh
+FIX=${KPBUILD_FIXTURE_DIR:-$KPBUILD_ROOT/target/fixture}
+PORT=${KPBUILD_FIXTURE_PORT:-5710}
+UP=127.0.0.1:$PORT
+PLATFORM=linux/amd64
+JOBS=8
+while [ $# -gt 0 ]; do
+  case $1 in
+    --platform) PLATFORM=$2; shift 2 ;;
+    --jobs) JOBS=$2; shift 2 ;;
+    *) echo "usage: $0 [--platform os/arch] [--jobs N]" >&2; exit 2 ;;
+  esac
+done
+ARCH=${PLATFORM#*/}
+W=$KPBUILD_ROOT/target/bench/images
+rm -rf "$W"
+mkdir -p "$W"
+
+cargo build --quiet --release -p kpbuild
+KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
+started_fixture=false
+[ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true
+trap '$started_fixture && [ -z "${KPBUILD_KEEP_FIXTURE:-}" ] && hack/registry-fixture.sh stop' EXIT
+hack/registry-fixture.sh
+LIST=$FIX/main.list
+NREFS=$(grep -c . "$LIST")
+
+now() { date +%s.%N; }
+settle() { sync; sleep 1; } # flush earlier writes so no column pays for another's writeback
+blob_bytes() { find "$1" -type f -name data -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
+disk_bytes() { du -sb "$1" | cut -f1; }
+# Warm the fixture's files into the page cache so no column pays for the first read.
+find "$FIX/storage" -type f -name data -exec cat {} + > /dev/null
+
+# --- kpbuild sync-images -----------------------------------------------------------------
+settle
+t0=$(now)
+"$KPBUILD" sync-images --dest "$W/kpbuild" --platform "$PLATFORM" --jobs "$JOBS" --list "$LIST" \
+  > "$W/kpbuild.out" 2> "$W/kpbuild.err"
+t1=$(now)
+T_KP=$(echo "$t1 - $t0" | bc -l)
+check_line=$(python3 hack/e2e-expect.py --upstream "$UP" --list "$LIST" --platform "$PLATFORM" --tree "$W/kpbuild" | tail -1)
+UNIQUE=$(echo "$check_line" | sed -n 's/.* unique blobs, \([0-9]*\) unique blob bytes.*/\1/p')
+NUNIQUE=$(echo "$check_line" | sed -n 's/.* refs, \([0-9]*\) unique blobs.*/\1/p')
+B_KP=$(blob_bytes "$W/kpbuild")
+
+# --- kubeplay's skopeo pipeline ----------------------------------------------------------
+skopeo_pipeline() {
+  local reg=$1/docker/registry/v2 dirs=$2 line ref name tag d f hex mhex
+  mkdir -p "$reg/blobs/sha256" "$dirs"
+  while read -r line; do
+    [ -n "$line" ] || continue
+    ref=${line%@*}; name=${ref#*/}; tag=${name##*:}; name=${name%:*}
+    d=$dirs/${name//\//_}_$tag
+    skopeo copy -q --insecure-policy --src-tls-verify=false --override-os linux --override-arch "$ARCH" \
+      "docker://$ref" "dir:$d"
+    for f in "$d"/*; do
+      hex=$(basename "$f")
+      case $hex in manifest.json|version) continue ;; esac
+      mkdir -p "$reg/blobs/sha256/${hex:0:2}/$hex" "$reg/repositories/$name/_layers/sha256/$hex"
+      [ -e "$reg/blobs/sha256/${hex:0:2}/$hex/data" ] || ln "$f" "$reg/blobs/sha256/${hex:0:2}/$hex/data"
+      printf 'sha256:%s' "$hex" > "$reg/repositories/$name/_layers/sha256/$hex/link"
+    done
+    mhex=$(sha256sum "$d/manifest.json" | cut -d' ' -f1)
+    mkdir -p "$reg/blobs/sha256/${mhex:0:2}/$mhex" "$reg/repositories/$name/_manifests/revisions/sha256/$mhex" \
+      "$reg/repositories/$name/_manifests/tags/$tag/current"
+    [ -e "$reg/blobs/sha256/${mhex:0:2}/$mhex/data" ] || ln "$d/manifest.json" "$reg/blobs/sha256/${mhex:0:2}/$mhex/data"
+    printf 'sha256:%s' "$mhex" > "$reg/repositories/$name/_manifests/revisions/sha256/$mhex/link"
+    printf 'sha256:%s' "$mhex" > "$reg/repositories/$name/_manifests/tags/$tag/current/link"
+  done < "$LIST"
+}
+settle
+t0=$(now)
+skopeo_pipeline "$W/skopeo" "$W/skopeo-dirs"
+t1=$(now)
+T_SK=$(echo "$t1 - $t0" | bc -l)
+B_SK=$(blob_bytes "$W/skopeo")
+
+# --- raw parallel fetch of the same unique blobs (the limit) ------------------------------
+# digest -> one repository that has it, from the kpbuild tree's links.
+(cd "$W/kpbuild/docker/registry/v2/repositories" && find . -name link -path '*/_layers/*' -o -name link -path '*/revisions/*') \
+  | awk -v up="$UP" -v out="$W/raw" '
+      { p=$0; sub(/^\.\//,"",p);
+        kind = (p ~ /\/_layers\//) ? "blobs" : "manifests";
+        repo = p; sub(/\/_(layers|manifests)\/.*/, "", repo);
+        n = split(p, parts, "/"); hex = parts[n-1];
+        if (seen[hex]++) next;
+        printf "url = \"http://%s/v2/%s/%s/sha256:%s\"\noutput = \"%s/%s\"\n", up, repo, kind, hex, out, hex }' \
+  > "$W/raw.curl"
+NRAW=$(grep -c '^url' "$W/raw.curl")
+mkdir -p "$W/raw"
+ACCEPT='Accept: application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
+settle
+t0=$(now)
+curl -sS --no-progress-meter --fail --parallel --parallel-max "$JOBS" -H "$ACCEPT" -K "$W/raw.curl"
+t1=$(now)
+T_RAW=$(echo "$t1 - $t0" | bc -l)
+B_RAW=$(find "$W/raw" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+
+# --- table ---------------------------------------------------------------------------------
+ratio() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
+mib() { printf '%.1f' "$(echo "$1 / 1048576" | bc -l)"; }
+{
+  echo "images benchmark: $NREFS refs from $LIST, platform $PLATFORM, --jobs $JOBS, $(nproc) cores"
+  echo "unique blobs (manifests, configs, layers): $NUNIQUE, $UNIQUE bytes ($(mib "$UNIQUE") MiB)"
+  echo
+  echo "| method | time (s) | time / kpbuild | bytes on disk | note |"
+  echo "|---|---:|---:|---:|---|"
+  printf '| kpbuild sync-images | %.2f | 1.00 | %s | sha256 verified while streaming, registry:2 tree |\n' "$T_KP" "$(disk_bytes "$W/kpbuild")"
+  printf '| skopeo pipeline (kubeplay) | %.2f | %s | %s | skopeo copy to dir: one image at a time, hard links into the tree (%s blob bytes in the tree) |\n' "$T_SK" "$(ratio "$T_SK" "$T_KP")" "$(disk_bytes "$W/skopeo-dirs")" "$B_SK"
+  echo "| docker pull + docker save | - | - | - | skipped: needs the daemon from the frontend issue |"
+  printf '| raw parallel fetch (limit) | %.2f | %s | %s | curl --parallel-max %s of the %s unique blobs/manifests, no checks, no layout |\n' "$T_RAW" "$(ratio "$T_RAW" "$T_KP")" "$(disk_bytes "$W/raw")" "$JOBS" "$NRAW"
+  echo
+  sp=$(ratio "$T_SK" "$T_KP"); lim=$(ratio "$T_KP" "$T_RAW")
+  echo "kpbuild is ${sp}x faster than the skopeo pipeline (goal: >= 3x): $( [ "$(echo "$sp >= 3" | bc)" = 1 ] && echo met || echo NOT met)"
+  echo "kpbuild takes ${lim}x the raw fetch (goal: <= 1.3x): $( [ "$(echo "$lim <= 1.3" | bc)" = 1 ] && echo met || echo NOT met)"
+  echo "bytes on disk equal the unique blob bytes: $( [ "$B_KP" = "$UNIQUE" ] && echo "yes ($B_KP)" || echo "NO ($B_KP vs $UNIQUE)")"
+  echo "kpbuild summary: $(tail -1 "$W/kpbuild.err")"
+  echo "(bytes on disk: du -sb, directories included; the skopeo column counts its dir: copies, which hold the blobs the tree links to)"
+} | tee "$KPBUILD_ROOT/target/bench/images.md"

@@ -1,0 +1,354 @@
+//! The client's protocol paths that the fixture registry cannot produce on demand — bearer
+//! token dance, 503 and 429 with `Retry-After`, a connection dropped mid-blob, wrong bytes —
+//! against a small scripted HTTP server on 127.0.0.1 in this process. The real-registry proof
+//! is hack/e2e-sync.sh.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kpbuild_modules::image_ref::ImageRef;
+use kpbuild_modules::registry_layout::{Digest, Layout, OCI_MANIFEST};
+use kpbuild_sync::{
+    ClientConfig, ImageError, PlatformSelection, Progress, RetryEvent, RetryPolicy, SyncOptions,
+    sync_images,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Send only this many body bytes, then close (Content-Length still says the full size).
+    cut_at: Option<usize>,
+}
+
+fn reply(status: u16, body: &[u8]) -> Reply {
+    Reply {
+        status,
+        headers: vec![],
+        body: body.to_vec(),
+        cut_at: None,
+    }
+}
+
+impl Reply {
+    fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+}
+
+struct Req {
+    path: String,
+    authorization: Option<String>,
+}
+
+type Handler = dyn Fn(&Req, usize) -> Reply + Send + Sync;
+
+/// Serves `handler(request, n)` where n counts earlier requests for the same path.
+async fn serve(handler: Arc<Handler>) -> (String, Arc<Mutex<HashMap<String, usize>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let hits2 = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            let hits = hits2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                    if !buf[0].is_ascii_uppercase() {
+                        // Not HTTP (a TLS hello): answer as Go's server does, then close.
+                        let _ = sock.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").await;
+                        return;
+                    }
+                }
+                let text = String::from_utf8_lossy(&buf).to_string();
+                let mut lines = text.split("\r\n");
+                let path = lines
+                    .next()
+                    .and_then(|l| l.split(' ').nth(1))
+                    .unwrap_or("")
+                    .to_string();
+                let authorization = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                    .map(|(_, v)| v.trim().to_string());
+                let key = path.split('?').next().unwrap().to_string();
+                let n = {
+                    let mut h = hits.lock().unwrap();
+                    let c = h.entry(key).or_default();
+                    *c += 1;
+                    *c - 1
+                };
+                let r = handler(
+                    &Req {
+                        path,
+                        authorization,
+                    },
+                    n,
+                );
+                let mut head = format!(
+                    "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    r.status,
+                    r.body.len()
+                );
+                for (k, v) in &r.headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = sock.write_all(head.as_bytes()).await;
+                let body = &r.body[..r.cut_at.unwrap_or(r.body.len())];
+                let _ = sock.write_all(body).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[derive(Default)]
+struct Events {
+    retries: Mutex<Vec<RetryEvent>>,
+}
+impl Progress for Events {
+    fn retry(&self, e: &RetryEvent) {
+        self.retries.lock().unwrap().push(e.clone());
+    }
+}
+
+struct Image {
+    manifest: Vec<u8>,
+    config: Vec<u8>,
+    layer: Vec<u8>,
+}
+
+fn image() -> Image {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let layer: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+        Digest::of_bytes(&config),
+        config.len(),
+        Digest::of_bytes(&layer),
+        layer.len()
+    )
+    .into_bytes();
+    Image {
+        manifest,
+        config,
+        layer,
+    }
+}
+
+fn options(dest: &std::path::Path) -> SyncOptions {
+    SyncOptions {
+        dest: dest.to_path_buf(),
+        platforms: PlatformSelection::Only(vec!["linux/amd64".parse().unwrap()]),
+        jobs: 4,
+        mirrors: vec![],
+        map: None,
+        client: ClientConfig {
+            retry: RetryPolicy {
+                retries: 3,
+                base: Duration::from_millis(5),
+                max: Duration::from_millis(20),
+                max_retry_after: Duration::from_secs(2),
+            },
+            ..ClientConfig::default()
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_retries_retry_after_and_dropped_connection() {
+    let img = Arc::new(image());
+    let cfg_d = Digest::of_bytes(&img.config).to_string();
+    let layer_d = Digest::of_bytes(&img.layer).to_string();
+    let addr_cell: Arc<Mutex<String>> = Arc::default();
+    let addr_for_handler = addr_cell.clone();
+    let i2 = img.clone();
+    let (cfg_d2, layer_d2) = (cfg_d.clone(), layer_d.clone());
+    let handler: Arc<Handler> = Arc::new(move |req: &Req, n: usize| {
+        let (cfg_d, layer_d) = (&cfg_d2, &layer_d2);
+        let addr = addr_for_handler.lock().unwrap().clone();
+        let challenge = format!(r#"Bearer realm="http://{addr}/token",service="scripted""#);
+        if req.path.starts_with("/token?") {
+            assert!(
+                req.path.contains("scope=repository%3Aapp%3Apull"),
+                "{}",
+                req.path
+            );
+            return reply(200, br#"{"token":"T1"}"#);
+        }
+        if req.authorization.as_deref() != Some("Bearer T1") {
+            return reply(401, b"{}").header("WWW-Authenticate", &challenge);
+        }
+        let p = req.path.as_str();
+        if p == "/v2/app/manifests/v1" {
+            return match n {
+                0 => reply(503, b"busy"),
+                1 => reply(429, b"slow down").header("Retry-After", "1"),
+                _ => reply(200, &i2.manifest).header("Content-Type", OCI_MANIFEST),
+            };
+        }
+        if p == format!("/v2/app/blobs/{cfg_d}") {
+            return reply(200, &i2.config);
+        }
+        if p == format!("/v2/app/blobs/{layer_d}") {
+            let mut r = reply(200, &i2.layer);
+            if n == 0 {
+                r.cut_at = Some(1000);
+            }
+            return r;
+        }
+        reply(404, br#"{"errors":[{"code":"NOT_FOUND","message":"no"}]}"#)
+    });
+    let (addr, hits) = serve(handler).await;
+    *addr_cell.lock().unwrap() = addr.clone();
+
+    let dir = tempfile::tempdir().unwrap();
+    let events = Arc::new(Events::default());
+    let r = ImageRef::parse(&format!("{addr}/app:v1")).unwrap();
+    let summary = sync_images(vec![r], options(dir.path()), events.clone())
+        .await
+        .unwrap();
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    assert_eq!(summary.images.len(), 1);
+    assert_eq!(summary.images[0].digest, Digest::of_bytes(&img.manifest));
+
+    let hits = hits.lock().unwrap().clone();
+    assert_eq!(
+        hits.get("/token"),
+        Some(&1),
+        "one token for one scope: {hits:?}"
+    );
+    assert_eq!(
+        hits.get("/v2/app/manifests/v1"),
+        Some(&3),
+        "503, 429, 200: {hits:?}"
+    );
+    assert_eq!(
+        hits.get(&format!("/v2/app/blobs/{layer_d}")),
+        Some(&2),
+        "dropped, then whole"
+    );
+    assert_eq!(hits.get(&format!("/v2/app/blobs/{cfg_d}")), Some(&1));
+
+    let retries = events.retries.lock().unwrap().clone();
+    let reasons: Vec<&str> = retries.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(retries.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].contains("503") && reasons[1].contains("429"),
+        "{reasons:?}"
+    );
+    // The 429's Retry-After (1 s) is the delay used, not the 5 ms backoff.
+    assert_eq!(retries[1].delay, Duration::from_secs(1));
+    assert!(
+        retries[2].reason.contains("connection dropped"),
+        "{reasons:?}"
+    );
+
+    let layout = Layout::new(dir.path());
+    let layer_digest: Digest = layer_d.parse().unwrap();
+    assert_eq!(
+        std::fs::read(layout.blob_data(&layer_digest)).unwrap(),
+        img.layer
+    );
+    assert_eq!(
+        std::fs::read_to_string(layout.tag_current_link("app", "v1")).unwrap(),
+        Digest::of_bytes(&img.manifest).to_string()
+    );
+    assert!(!dir.path().join(".kpbuild-tmp").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_bytes_are_never_stored_and_errors_name_the_digest() {
+    let img = Arc::new(image());
+    let layer_d = Digest::of_bytes(&img.layer);
+    let cfg_d = Digest::of_bytes(&img.config);
+    let i2 = img.clone();
+    let (ld, cd) = (layer_d.to_string(), cfg_d.to_string());
+    let handler: Arc<Handler> = Arc::new(move |req: &Req, _n: usize| {
+        let p = req.path.as_str();
+        if p == "/v2/" {
+            return reply(200, b"{}");
+        }
+        if p == "/v2/app/manifests/v1" {
+            return reply(200, &i2.manifest).header("Content-Type", OCI_MANIFEST);
+        }
+        if p == format!("/v2/app/blobs/{cd}") {
+            return reply(200, &i2.config);
+        }
+        if p == format!("/v2/app/blobs/{ld}") {
+            let mut bad = i2.layer.clone();
+            bad[5000] ^= 0xff; // same length, other bytes
+            return reply(200, &bad);
+        }
+        if p == "/v2/app/manifests/pinned" {
+            // A tag whose Docker-Content-Digest does not match the bytes.
+            return reply(200, &i2.manifest)
+                .header("Content-Type", OCI_MANIFEST)
+                .header("Docker-Content-Digest", &cd);
+        }
+        reply(
+            404,
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        )
+    });
+    let (addr, _hits) = serve(handler).await;
+    let dir = tempfile::tempdir().unwrap();
+    let refs = ["app:v1", "app:missing", "app:pinned"]
+        .iter()
+        .map(|r| ImageRef::parse(&format!("{addr}/{r}")).unwrap())
+        .collect();
+    let summary = sync_images(refs, options(dir.path()), Arc::new(Events::default()))
+        .await
+        .unwrap();
+    assert!(summary.images.is_empty());
+    assert_eq!(summary.failures.len(), 3);
+    let by_image: HashMap<String, String> = summary
+        .failures
+        .iter()
+        .map(|f| (f.image.clone(), f.to_string()))
+        .collect();
+
+    let bad = &by_image[&format!("{addr}/app:v1")];
+    assert!(bad.contains(&format!("blob {layer_d}")), "{bad}");
+    assert!(bad.contains("nothing was stored"), "{bad}");
+    assert!(matches!(
+        &summary.failures.iter().find(|f| f.image.ends_with("app:v1")).unwrap().error,
+        ImageError::Shared(e) if matches!(**e, ImageError::BlobDigestMismatch { .. })
+    ));
+    let missing = &by_image[&format!("{addr}/app:missing")];
+    assert!(
+        missing.contains("not found") && missing.contains("MANIFEST_UNKNOWN"),
+        "{missing}"
+    );
+    let pinned = &by_image[&format!("{addr}/app:pinned")];
+    assert!(
+        pinned.contains("manifest ") && pinned.contains(&cfg_d.to_string()),
+        "{pinned}"
+    );
+
+    let layout = Layout::new(dir.path());
+    assert!(!layout.blob_data(&layer_d).exists(), "wrong bytes stored");
+    assert!(
+        !layout.repository("app").join("_manifests/tags").exists(),
+        "tag written"
+    );
+    assert!(!dir.path().join(".kpbuild-tmp").exists());
+}
