@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end proofs through a real BuildKit (Docker 20.10's) and real servers.
 #
-#   hack/e2e.sh [STAGE…]      stages: files (default: all stages)
+#   hack/e2e.sh [STAGE…]      stages: sync files images (default: all stages)
+#
+#   sync     kpbuild sync-images against fixture registries (hack/e2e-sync.sh)
+#   files    the files module through BuildKit
+#   images   the images module through BuildKit
 #
 # Each stage starts from a clean target/e2e/STAGE/, leaves its outputs there, and fails (exit
 # non-zero) unless every check passed. Needs hack/setup.sh's packages; starts what it needs
@@ -11,7 +15,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 TESTDATA=$ROOT/../shared/testdata
 STAGES=("$@")
-[ ${#STAGES[@]} -gt 0 ] || STAGES=(files)
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images)
 DOCKER=/usr/bin/docker
 export DOCKER_BUILDKIT=1
 
@@ -65,16 +69,24 @@ expect_failure() { # CONTEXT NAME SED MESSAGE_RE
   echo "$2: refused: $(grep -Eo "$4.{0,60}" "$out/$2.log" | head -1)" >&2
 }
 
+# The e2e build context in OUT/context (kubespray's variables, the e2e spec, the re-pinned
+# checksums, the name map), the fixture files in OUT/srv served on 127.0.0.1:8081.
+make_context() { # OUT
+  local out=$1 ctx=$1/context
+  mkdir -p "$ctx"
+  cp -r "$TESTDATA/kubespray/v2.28.1" "$ctx/kubespray"
+  cp hack/e2e/Dockerfile.bundle "$ctx/"
+  printf -- '- src: quay.io/calico/node\n  dest: library/calico-node\n' > "$ctx/images-map.yaml"
+  cargo run -q -p kpbuild-modules --example files_fixture -- \
+    "$ctx/kubespray" "$out/srv" "$ctx/checksums-e2e.yml" amd64 arm64
+  hack/files-server.sh "$out/srv" 8081 >/dev/null
+}
+
 stage_files() {
   local out=$ROOT/target/e2e/files ctx
   rm -rf "$out" && mkdir -p "$out"
   ctx=$out/context
-  mkdir -p "$ctx"
-  cp -r "$TESTDATA/kubespray/v2.28.1" "$ctx/kubespray"
-  cp hack/e2e/Dockerfile.bundle "$ctx/"
-  cargo run -q -p kpbuild-modules --example files_fixture -- \
-    "$ctx/kubespray" "$out/srv" "$ctx/checksums-e2e.yml" amd64 arm64
-  hack/files-server.sh "$out/srv" 8081 >/dev/null
+  make_context "$out"
   for arch in amd64 arm64; do
     log "files: docker build --target files --platform linux/$arch"
     bundle_build "$ctx" files "$arch" "$out/out-$arch"
@@ -155,10 +167,132 @@ PY
   echo "files: wrong pin refused: $(grep -m1 -o 'digest mismatch[^:]*' "$out/bad.log")" >&2
 }
 
+# shellcheck source=hack/lib-registry.sh
+. hack/lib-registry.sh
+IMAGES_PORT=5730     # the fixture registry: synthetic images under upstream names
+SERVE_PORT=5731      # serves a produced tree read-only
+
+stage_images() {
+  local out=$ROOT/target/e2e/images ctx arch
+  rm -rf "$out" && mkdir -p "$out"
+  ctx=$out/context
+  make_context "$out"
+  # The fixture: every image the spec asks for, plus one more for the "add one image" check.
+  log "images: fixture registry on 127.0.0.1:$IMAGES_PORT"
+  for arch in amd64 arm64; do
+    "$KPB" plan -f "$ctx/Dockerfile.bundle" --context "$ctx" --platform "linux/$arch" --target images \
+      > "$out/plan-$arch.json"
+  done
+  python3 - "$out"/plan-*.json > "$out/refs.list" <<'PY'
+import json, sys
+refs = set()
+for f in sys.argv[1:]:
+    for img in json.load(open(f))["platforms"][0]["modules"][0]["work"]["images"]:
+        refs.add(img["source"])
+refs.add("docker.io/library/busybox:1.36-e2e-added")
+print("\n".join(sorted(refs)))
+PY
+  registry_stop e2e-images
+  rm -rf "$out/fixture-storage"
+  registry_start e2e-images "$IMAGES_PORT" "$out/fixture-storage" rw
+  cargo run -q --release -p kpbuild-sync --example fixture-images -- \
+    --registry "127.0.0.1:$IMAGES_PORT" --set refs --refs "$out/refs.list" --out "$out/fixture"
+
+  for arch in amd64 arm64; do
+    log "images: docker build --target images --platform linux/$arch"
+    bundle_build "$ctx" images "$arch" "$out/out-$arch"
+    check_registry_tree "$out/out-$arch/resources/registry" "$out/plan-$arch.json" "$arch" "$out/check-$arch"
+  done
+
+  log "images: an identical build runs no sync op"
+  bundle_build "$ctx" images amd64 "$out/again-amd64"
+  local ran
+  ran=$(vertices_run "$out/again-amd64.log" 'images \[linux/amd64\]: sync ')
+  [ "$ran" = 0 ] || fail "an identical build ran $ran sync ops (log: $out/again-amd64.log)"
+  echo "images: identical build: 0 sync ops ran" >&2
+
+  log "images: adding one image runs exactly one sync op"
+  local added=$out/added-context
+  rm -rf "$added" && cp -r "$ctx" "$added"
+  sed -i 's#^      - docker.io/library/registry:2.8.1#      - docker.io/library/registry:2.8.1\n      - docker.io/library/busybox:1.36-e2e-added#' \
+    "$added/Dockerfile.bundle"
+  bundle_build "$added" images amd64 "$out/added-amd64"
+  ran=$(vertices_run "$out/added-amd64.log" 'images \[linux/amd64\]: sync ')
+  [ "$ran" = 1 ] || fail "adding one image ran $ran sync ops, not 1 (log: $out/added-amd64.log)"
+  [ -s "$out/added-amd64/resources/registry/docker/registry/v2/repositories/library/busybox/_manifests/tags/1.36-e2e-added/current/link" ] \
+    || fail "the added image is not in the tree"
+  echo "images: one image added: exactly 1 sync op ran" >&2
+
+  log "images: a missing image fails naming it"
+  expect_failure "$ctx" missing \
+    's#^      - docker.io/library/registry:2.8.1#      - docker.io/library/registry:2.8.1\n      - docker.io/library/does-not-exist:v0#' \
+    'docker.io/library/does-not-exist:v0'
+
+  log "images: without --network host, the loopback registry is explained"
+  rm -rf "$out/nohost"
+  if $DOCKER build -f "$ctx/Dockerfile.bundle" --target images --platform linux/amd64 \
+      -o "type=local,dest=$out/nohost" "$ctx" > "$out/nohost.log" 2>&1; then
+    fail "a loopback registry worked without --network host"
+  fi
+  grep -q "network.host is not allowed" "$out/nohost.log" || { tail "$out/nohost.log" >&2; fail "no refusal"; }
+  grep -q "use the host's network (docker build --network host" "$out/nohost.log" \
+    || { tail "$out/nohost.log" >&2; fail "no --network host hint"; }
+  echo "images: without --network host: $(grep -o 'network.host is not allowed' "$out/nohost.log" | head -1), hint given" >&2
+}
+
+# Serves TREE read-only with Debian's docker-registry and pulls every image of PLAN for ARCH
+# with skopeo: each tag's manifest digest must equal the fixture's, every blob hash its name.
+check_registry_tree() { # TREE PLAN ARCH WORKDIR
+  local tree=$1 plan=$2 arch=$3 work=$4
+  mkdir -p "$work"
+  registry_start e2e-serve "$SERVE_PORT" "$tree" ro
+  python3 - "$plan" "$arch" "$work" "$IMAGES_PORT" "$SERVE_PORT" "$tree" <<'PY' || { registry_stop e2e-serve; fail "images $arch: see above"; }
+import hashlib, json, os, subprocess, sys
+plan, arch, work, src_port, serve_port, tree = sys.argv[1:]
+images = json.load(open(plan))["platforms"][0]["modules"][0]["work"]["images"]
+def raw(ref):
+    return subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+                          check=True, capture_output=True).stdout
+bad = []
+for i, img in enumerate(images):
+    repo, _, rest = img["fetch"].partition("/")
+    tag = img["source"].rsplit(":", 1)[1]
+    upstream = hashlib.sha256(raw(f"{img['fetch']}:{tag}")).hexdigest()
+    stored = f"127.0.0.1:{serve_port}/{img['stored']}"
+    try:
+        got = hashlib.sha256(raw(stored)).hexdigest()
+    except subprocess.CalledProcessError as e:
+        bad.append(f"{img['stored']}: not served: {e.stderr.decode().strip()}"); continue
+    if got != upstream:
+        bad.append(f"{img['stored']}: manifest sha256:{got} != upstream sha256:{upstream}")
+    dest = os.path.join(work, f"pull-{i}")
+    r = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", "--override-os", "linux",
+                        "--override-arch", arch, f"docker://{stored}", f"dir:{dest}"], capture_output=True)
+    if r.returncode:
+        bad.append(f"{img['stored']}: skopeo copy for linux/{arch} failed: {r.stderr.decode().strip()}")
+blobs = os.path.join(tree, "docker/registry/v2/blobs/sha256")
+n = 0
+for d, _, files in os.walk(blobs):
+    if "data" in files:
+        n += 1
+        name = os.path.basename(d)
+        h = hashlib.sha256(open(os.path.join(d, "data"), "rb").read()).hexdigest()
+        if h != name:
+            bad.append(f"blob {name}: content hashes to {h}")
+print(f"images linux/{arch}: {len(images)} images pulled by skopeo from the produced tree, "
+      f"{n} blobs, {len(bad)} problems", file=sys.stderr)
+for b in bad: print("  " + b, file=sys.stderr)
+sys.exit(1 if bad or not images else 0)
+PY
+  registry_stop e2e-serve
+}
+
 for STAGE in "${STAGES[@]}"; do
   case $STAGE in
     files) stage_files ;;
-    *) fail "unknown stage $STAGE (files)" ;;
+    images) stage_images ;;
+    sync) bash hack/e2e-sync.sh || fail "sync (hack/e2e-sync.sh)" ;;
+    *) fail "unknown stage $STAGE (sync, files, images)" ;;
   esac
 done
 echo "e2e: ${STAGES[*]}: all checks passed" >&2

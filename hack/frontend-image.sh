@@ -13,8 +13,14 @@ RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -q --target "$TA
 CTX=target/frontend-image
 rm -rf "$CTX" && mkdir -p "$CTX"
 cp "target/$TARGET/release/kpbuild" "$CTX/kpbuild"
+# The sync engine verifies registries' TLS against the system roots: ship the host's bundle
+# (Debian's ca-certificates) where rustls looks for it.
+CA=/etc/ssl/certs/ca-certificates.crt
+[ -s "$CA" ] || { echo "frontend-image: $CA missing (apt-get install ca-certificates)" >&2; exit 1; }
+cp "$CA" "$CTX/ca-certificates.crt"
 cat > "$CTX/Dockerfile" <<'DOCKERFILE'
 FROM scratch
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY kpbuild /kpbuild
 ENTRYPOINT ["/kpbuild", "frontend"]
 DOCKERFILE

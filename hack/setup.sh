@@ -13,6 +13,7 @@ PACKAGES=(
   apache2-utils:htpasswd     # basic-auth fixture registry
   debootstrap:debootstrap    # base images (no registry to pull them from)
   curl:curl
+  ca-certificates:update-ca-certificates
   python3:python3            # e2e checks
 )
 need=()

@@ -185,6 +185,44 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
         digests,
         registry_mirrors,
     };
+    // BuildKit refuses host networking before any op runs, with a bare "network.host is not
+    // allowed" that never reaches the frontend; say beforehand, as a vertex in the progress
+    // output, why it is needed.
+    let loopback: std::collections::BTreeSet<String> = plan
+        .platforms
+        .iter()
+        .flat_map(|p| p.modules.iter())
+        .filter_map(|m| {
+            if let Work::Images { images } = &m.work {
+                Some(images)
+            } else {
+                None
+            }
+        })
+        .flatten()
+        .filter_map(|i| {
+            i.fetch
+                .split('/')
+                .next()
+                .filter(|h| lower::is_loopback_registry(h))
+                .map(str::to_string)
+        })
+        .collect();
+    if !loopback.is_empty() {
+        let hosts = loopback.into_iter().collect::<Vec<_>>().join(", ");
+        let note = llb::FileOp::on(None)
+            .mkfile("/note", 0o644, "host network")
+            .named(format!(
+                "note: images come from {hosts} on this machine: the sync ops use the host's network \
+                 (docker build --network host, or kpbuild build)"
+            ))
+            .result();
+        let def = llb::marshal(&note).map_err(|e| e.to_string())?;
+        let id = gw.solve(def.definition).await.map_err(|e| e.message())?;
+        // Solved refs are lazy: reading the file makes the vertex run and show.
+        gw.read_file(&id, "/note").await.map_err(|e| e.message())?;
+    }
+
     let mut results = Vec::new();
     for p in &plan.platforms {
         let modules = lower::lower_platform(p, &env).map_err(|e| e.to_string())?;

@@ -16,6 +16,10 @@
 //!   layers shared between images (`library/nginx` and `a/b/c` share `nginx-bin`).
 //! - `bad`: `bad/corrupt:v1`, whose layer `corrupt-payload` the caller damages on disk, and
 //!   `bad/fine:v1`.
+//! - `refs --refs FILE`: one small amd64 + arm64 image for each `host/path:tag` line of FILE
+//!   (e.g. `kpbuild lists images` output), pushed as `<registry>/host/path:tag` — a registry
+//!   mirror of those names for the frontend's tests. Manifest lists and OCI indexes alternate;
+//!   every image shares one base layer per architecture.
 //!
 //! Every byte is a function of the layer's name: rerunning gives the same digests. Pushing uses
 //! the registry's own upload API, so the registry lays out its storage itself.
@@ -525,6 +529,46 @@ async fn push_image_manifest(
     (d, manifest, mt, ids)
 }
 
+/// Images for the `refs` set: the names of FILE, amd64 + arm64, small, deterministic.
+fn refs_images(file: &str) -> Vec<Image> {
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .enumerate()
+    {
+        let (repo, tag) = line
+            .rsplit_once(':')
+            .filter(|(r, t)| !t.contains('/') && !r.is_empty())
+            .unwrap_or_else(|| panic!("{file}: `{line}` is not host/path:tag"));
+        let layers: &'static [(&'static str, f64)] = Box::leak(
+            vec![
+                ("refs-base-{arch}", 1.5),
+                (leak(format!("{repo}:{tag}-{{arch}}")), 0.25),
+            ]
+            .into_boxed_slice(),
+        );
+        out.push(Image {
+            repo: leak(repo.to_string()),
+            tags: Box::leak(vec![leak(tag.to_string())].into_boxed_slice()),
+            format: if i % 2 == 0 {
+                Format::Docker
+            } else {
+                Format::Oci
+            },
+            platforms: AMD_ARM,
+            single_arch: "amd64",
+            layers,
+        });
+    }
+    out
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -539,10 +583,11 @@ async fn main() {
     let registry = arg("--registry");
     let set = arg("--set");
     let out = arg("--out");
-    let images = match set.as_str() {
+    let images: &[Image] = match set.as_str() {
         "main" => MAIN,
         "bad" => BAD,
-        other => panic!("unknown set {other:?} (main, bad)"),
+        "refs" => Box::leak(refs_images(&arg("--refs")).into_boxed_slice()),
+        other => panic!("unknown set {other:?} (main, bad, refs)"),
     };
     let mut p = Pusher {
         http: reqwest::Client::new(),
