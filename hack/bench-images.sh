@@ -5,7 +5,10 @@
 #   kpbuild sync-images              this project
 #   skopeo pipeline                  kubeplay's: skopeo copy to dir: one image at a time, then
 #                                    hard links into the registry layout (+ link files)
-#   docker pull + docker save        needs a Docker daemon: skipped until the frontend issue's
+#   docker pull + docker save        the private daemon (hack/dockerd.sh): pull each image for
+#                                    the platform, then one `docker save` of all of them
+#   images module through BuildKit   `docker build --target images` of a spec listing the same
+#                                    images: cold (BuildKit cache pruned) and cached (again)
 #   raw parallel fetch (the limit)   curl --parallel of the same unique blobs and manifests,
 #                                    written to files, no verification, no layout
 #
@@ -96,6 +99,50 @@ t1=$(now)
 T_SK=$(echo "$t1 - $t0" | bc -l)
 B_SK=$(blob_bytes "$W/skopeo")
 
+# --- docker pull + docker save, and the images module through BuildKit --------------------
+DOCKER=/usr/bin/docker
+DOCKER_HOST=$(hack/dockerd.sh)
+export DOCKER_HOST DOCKER_BUILDKIT=1
+hack/frontend-image.sh > /dev/null
+mapfile -t REFS < <(grep . "$LIST")
+for r in "${REFS[@]}"; do $DOCKER rmi -f "${r%@*}" >/dev/null 2>&1 || true; done
+settle
+t0=$(now)
+for r in "${REFS[@]}"; do
+  $DOCKER pull -q --platform "$PLATFORM" "${r%@*}" > /dev/null
+done
+plain=(); for r in "${REFS[@]}"; do plain+=("${r%@*}"); done
+$DOCKER save -o "$W/docker-save.tar" "${plain[@]}"
+t1=$(now)
+T_DK=$(echo "$t1 - $t0" | bc -l)
+B_DK=$(stat -c %s "$W/docker-save.tar")
+
+mkdir -p "$W/bk-context"
+{
+  echo "# syntax=kpbuild/frontend:dev"
+  echo "name: bench"
+  echo "version: v0"
+  echo "platforms: [$PLATFORM]"
+  echo "modules:"
+  echo "  images:"
+  echo "    kind: images"
+  echo "    from-kubespray: none"
+  echo "    extra:"
+  for r in "${REFS[@]}"; do echo "      - $r"; done
+} > "$W/bk-context/Dockerfile.bundle"
+bk_build() { # OUT
+  $DOCKER build --network host -q -f "$W/bk-context/Dockerfile.bundle" --target images --platform "$PLATFORM" \
+    -o "type=local,dest=$1" "$W/bk-context" > "$1.log" 2>&1 || { tail -20 "$1.log" >&2; exit 1; }
+}
+$DOCKER builder prune -af > /dev/null
+settle
+t0=$(now); bk_build "$W/bk-cold"; t1=$(now)
+T_BKC=$(echo "$t1 - $t0" | bc -l)
+settle
+t0=$(now); bk_build "$W/bk-cached"; t1=$(now)
+T_BKW=$(echo "$t1 - $t0" | bc -l)
+B_BK=$(blob_bytes "$W/bk-cold/resources/registry")
+
 # --- raw parallel fetch of the same unique blobs (the limit) ------------------------------
 # digest -> one repository that has it, from the kpbuild tree's links.
 (cd "$W/kpbuild/docker/registry/v2/repositories" && find . -name link -path '*/_layers/*' -o -name link -path '*/revisions/*') \
@@ -128,7 +175,9 @@ mib() { printf '%.1f' "$(echo "$1 / 1048576" | bc -l)"; }
   echo "|---|---:|---:|---:|---|"
   printf '| kpbuild sync-images | %.2f | 1.00 | %s | sha256 verified while streaming, registry:2 tree |\n' "$T_KP" "$(disk_bytes "$W/kpbuild")"
   printf '| skopeo pipeline (kubeplay) | %.2f | %s | %s | skopeo copy to dir: one image at a time, hard links into the tree (%s blob bytes in the tree) |\n' "$T_SK" "$(ratio "$T_SK" "$T_KP")" "$(disk_bytes "$W/skopeo-dirs")" "$B_SK"
-  echo "| docker pull + docker save | - | - | - | skipped: needs the daemon from the frontend issue |"
+  printf '| docker pull + docker save | %.2f | %s | %s | pull each image for the platform, one docker save (layers stored again per image in the tar) |\n' "$T_DK" "$(ratio "$T_DK" "$T_KP")" "$B_DK"
+  printf '| images module through BuildKit, cold | %.2f | %s | %s | docker build --target images, BuildKit cache pruned: one sync op per image, trees merged (%s blob bytes) |\n' "$T_BKC" "$(ratio "$T_BKC" "$T_KP")" "$(disk_bytes "$W/bk-cold")" "$B_BK"
+  printf '| images module through BuildKit, cached | %.2f | %s | - | the same build again: tags resolved, every op cached, tree exported |\n' "$T_BKW" "$(ratio "$T_BKW" "$T_KP")"
   printf '| raw parallel fetch (limit) | %.2f | %s | %s | curl --parallel-max %s of the %s unique blobs/manifests, no checks, no layout |\n' "$T_RAW" "$(ratio "$T_RAW" "$T_KP")" "$(disk_bytes "$W/raw")" "$JOBS" "$NRAW"
   echo
   sp=$(ratio "$T_SK" "$T_KP"); lim=$(ratio "$T_KP" "$T_RAW")

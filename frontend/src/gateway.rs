@@ -193,7 +193,9 @@ impl Gateway {
             .entries)
     }
 
-    /// Resolves an image reference to its (root) manifest digest and the platform's config.
+    /// Resolves an image reference to its (root) manifest digest and the platform's config,
+    /// always asking the registry: Docker's image store would answer for images it holds
+    /// locally, without a digest.
     pub async fn resolve_image(
         &mut self,
         reference: &str,
@@ -202,7 +204,7 @@ impl Gateway {
         let req = fe::ResolveImageConfigRequest {
             r#ref: reference.to_string(),
             platform: Some(platform.clone()),
-            resolve_mode: "default".into(),
+            resolve_mode: "pull".into(),
             log_name: format!("resolve {reference}"),
             session_id: self.info.session_id.clone(),
             ..Default::default()

@@ -199,7 +199,9 @@ fn images_module(
             .digests
             .get(&img.source)
             .ok_or_else(|| LowerError::Unresolved(img.source.clone()))?;
-        let pinned = format!("{}@{digest}", img.source);
+        // A reference pinned in the spec keeps its digest; a tag gets the one resolved now.
+        let unpinned = img.source.split('@').next().unwrap_or(&img.source);
+        let pinned = format!("{unpinned}@{digest}");
         let mut args: Vec<String> = vec![
             env.tool_binary.clone(),
             "sync-images".into(),
@@ -466,6 +468,34 @@ mod tests {
         assert_eq!(
             platform.architecture, "amd64",
             "the engine runs natively on the worker"
+        );
+    }
+
+    #[test]
+    fn pinned_references_keep_one_digest() {
+        let mut e = env();
+        let d = format!("sha256:{}", "d".repeat(64));
+        let mut p = plan();
+        let Work::Images { images } = &mut p.modules[1].work else {
+            panic!()
+        };
+        images[0].source = format!("quay.io/calico/node:v3@{d}");
+        e.digests.insert(images[0].source.clone(), d.clone());
+        let modules = lower_platform(&p, &e).unwrap();
+        let ops = ops(&modules[1].1);
+        let exec = ops
+            .iter()
+            .find_map(|o| {
+                if let Some(pb::op::Op::Exec(x)) = &o.op {
+                    Some(x.clone())
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            exec.meta.unwrap().args.last().unwrap(),
+            &format!("quay.io/calico/node:v3@{d}")
         );
     }
 
