@@ -4,6 +4,7 @@
 
 pub mod image_ref;
 pub mod kubespray;
+pub mod ospkg;
 pub mod packages;
 pub mod plan;
 pub mod registry_layout;
