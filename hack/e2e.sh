@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end proofs through a real BuildKit (Docker 20.10's) and real servers.
 #
-#   hack/e2e.sh [STAGE…]      stages: sync files images (default: all stages)
+#   hack/e2e.sh [STAGE…]      stages: sync files images os-packages (default: all stages)
 #
 #   sync     kpbuild sync-images against fixture registries (hack/e2e-sync.sh)
 #   files    the files module through BuildKit
 #   images   the images module through BuildKit
+#   os-packages  the os-packages module through BuildKit (Debian 12, amd64 and arm64)
 #
 # Each stage starts from a clean target/e2e/STAGE/, leaves its outputs there, and fails (exit
 # non-zero) unless every check passed. Needs hack/setup.sh's packages; starts what it needs
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 TESTDATA=$ROOT/../shared/testdata
 STAGES=("$@")
-[ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images)
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images os-packages)
 DOCKER=/usr/bin/docker
 export DOCKER_BUILDKIT=1
 
@@ -77,6 +78,7 @@ make_context() { # OUT
   cp -r "$TESTDATA/kubespray/v2.28.1" "$ctx/kubespray"
   cp hack/e2e/Dockerfile.bundle "$ctx/"
   printf -- '- src: quay.io/calico/node\n  dest: library/calico-node\n' > "$ctx/images-map.yaml"
+  cp "$TESTDATA/os-packages/packages.kubeplay.yaml" "$ctx/"
   cargo run -q -p kpbuild-modules --example files_fixture -- \
     "$ctx/kubespray" "$out/srv" "$ctx/checksums-e2e.yml" amd64 arm64
   hack/files-server.sh "$out/srv" 8081 >/dev/null
@@ -240,6 +242,105 @@ PY
   echo "images: without --network host: $(grep -o 'network.host is not allowed' "$out/nohost.log" | head -1), hint given" >&2
 }
 
+GONE=(aufs-tools netcat python-apt)   # optional in the e2e spec: gone from Debian 12
+
+stage_os_packages() {
+  local out=$ROOT/target/e2e/os-packages ctx arch repo
+  rm -rf "$out" && mkdir -p "$out"
+  ctx=$out/context
+  make_context "$out"
+  log "os-packages: base image debian:bookworm (debootstrap)"
+  hack/base-images.sh debian:bookworm >&2
+  for arch in amd64 arm64; do
+    log "os-packages: docker build --target os-packages --platform linux/$arch"
+    bundle_build "$ctx" os-packages "$arch" "$out/out-$arch"
+    "$KPB" plan -f "$ctx/Dockerfile.bundle" --context "$ctx" --platform "linux/$arch" --target os-packages \
+      > "$out/plan-$arch.json"
+    repo=$out/out-$arch/resources/nginx/debian/$arch/bookworm
+    python3 - "$out/plan-$arch.json" "$repo" "$arch" "$out/list-$arch.txt" "$out/out-$arch" "${GONE[@]}" <<'PY' \
+      || fail "os-packages $arch: repository check (see above)"
+import gzip, hashlib, json, os, sys
+plan, repo, arch, list_out, tree, gone = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sorted(sys.argv[6:])
+distro = json.load(open(plan))["platforms"][0]["modules"][0]["work"]["distros"][0]
+want = [p for p in distro["packages"] if p not in gone]
+bad = []
+rec = json.load(open(os.path.join(repo, "kpbuild-os-packages.json")))
+if rec["skipped"] != gone: bad.append(f"skipped {rec['skipped']} != {gone}")
+if rec["packages"] != want: bad.append(f"record packages differ: {sorted(set(rec['packages']) ^ set(want))}")
+if rec["platform"] != f"linux/{arch}": bad.append(f"record platform {rec['platform']}")
+raw = open(os.path.join(repo, "Packages"), "rb").read()
+if gzip.decompress(open(os.path.join(repo, "Packages.gz"), "rb").read()) != raw: bad.append("Packages.gz != Packages")
+debs = sorted(n for n in os.listdir(repo) if n.endswith(".deb"))
+stanzas = [dict(l.split(": ", 1) for l in b.splitlines() if l[:1] not in (" ", "\t") and ": " in l)
+           for b in raw.decode().strip().split("\n\n")]
+if sorted(s["Filename"].removeprefix("./") for s in stanzas) != debs: bad.append("Packages and the .deb files differ")
+for s in stanzas:
+    data = open(os.path.join(repo, s["Filename"]), "rb").read()
+    if hashlib.sha256(data).hexdigest() != s["SHA256"] or len(data) != int(s["Size"]):
+        bad.append(f"{s['Filename']}: size or SHA256 differs from Packages")
+    if s["Architecture"] not in (arch, "all"): bad.append(f"{s['Filename']}: architecture {s['Architecture']}")
+client = os.path.join(tree, f"resources/nginx/repos/debian12-{arch}.list")
+line = f"deb [trusted=yes] http://{{{{ offline_node }}}}:8080/debian/{arch}/bookworm/ ./"
+if not os.path.isfile(client) or line not in open(client).read(): bad.append(f"client file {client} lacks `{line}`")
+open(list_out, "w").write(" ".join(want) + "\n")
+size = sum(os.path.getsize(os.path.join(repo, d)) for d in debs)
+print(f"os-packages linux/{arch}: {len(want)} packages listed, {len(debs)} .deb files ({size / 1e6:.1f} MB), "
+      f"skipped {rec['skipped']}, {len(bad)} problems", file=sys.stderr)
+for b in bad: print("  " + b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+    completeness "$repo" "$arch" "$out/list-$arch.txt" | tee -a "$out/completeness.txt" >&2 \
+      || fail "os-packages $arch: apt cannot resolve the list from the repository alone"
+  done
+
+  log "os-packages: amd64, a real offline install from the repository alone"
+  # shellcheck disable=SC2016
+  $DOCKER run --rm --network none -v "$out/out-amd64/resources/nginx/debian/amd64/bookworm:/repo:ro" \
+      -v "$out/list-amd64.txt:/list:ro" debian:bookworm sh -euc '
+    rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*
+    echo "deb [trusted=yes] file:/repo ./" > /etc/apt/sources.list.d/offline.list
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(cat /list) > /tmp/install.log 2>&1 || { tail -20 /tmp/install.log; exit 1; }
+    for p in $(cat /list); do dpkg -s "$p" >/dev/null 2>&1 || { echo "not installed: $p"; exit 1; }; done
+    echo "offline apt-get install: $(wc -w < /list) packages installed, no network"
+  ' > "$out/install-amd64.log" 2>&1 || { cat "$out/install-amd64.log" >&2; fail "offline install"; }
+  cat "$out/install-amd64.log" >&2
+
+  log "os-packages: an identical build runs no op"
+  bundle_build "$ctx" os-packages amd64 "$out/again-amd64"
+  local ran
+  ran=$(vertices_run "$out/again-amd64.log" 'os-packages \[linux/amd64\]: debian12')
+  [ "$ran" = 0 ] || fail "an identical build ran the repository op again"
+  echo "os-packages: identical build: 0 ops ran" >&2
+
+  local gone
+  for gone in "${GONE[@]}"; do
+    log "os-packages: $gone, not optional, fails naming it and the distro"
+    expect_failure "$ctx" "required-$gone" "s#^(        optional: \[.*)$gone,? ?#\1#" \
+      "package\(s\) not available on distro debian12 \(debian:bookworm, linux/amd64\): $gone"
+  done
+}
+
+# apt with an EMPTY dpkg status and REPO as its only source, no network, simulates installing
+# every package of LIST for ARCH (APT::Architecture, so arm64 is checked on this amd64 host).
+completeness() { # REPO ARCH LIST
+  # shellcheck disable=SC2016
+  $DOCKER run --rm --network none -v "$1:/repo:ro" -v "$3:/list:ro" -e ARCH="$2" debian:bookworm sh -euc '
+    rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*
+    echo "deb [trusted=yes] file:/repo ./" > /etc/apt/sources.list.d/offline.list
+    : > /tmp/status
+    printf "%s\n" "#clear APT::Architectures;" "APT::Architecture \"$ARCH\";" "APT::Architectures { \"$ARCH\"; };" \
+      "Dir::State::status \"/tmp/status\";" "Dir::State::extended_states \"/tmp/extended_states\";" > /tmp/apt.conf
+    apt-get -c /tmp/apt.conf update -q >/dev/null
+    apt-get -c /tmp/apt.conf -s install $(cat /list) > /tmp/sim.log 2>&1 || { tail -30 /tmp/sim.log >&2; exit 1; }
+    n=$(grep -c "^Inst " /tmp/sim.log)
+    if grep "^Inst " /tmp/sim.log | grep -v "\[$ARCH\]" | grep -v "\[all\]" | grep -q .; then
+      echo "non-$ARCH packages in the simulation" >&2; exit 1
+    fi
+    echo "completeness linux/$ARCH: apt-get -s install of $(wc -w < /list) listed packages from an empty status and the repository alone: $n packages"
+  '
+}
+
 # Serves TREE read-only with Debian's docker-registry and pulls every image of PLAN for ARCH
 # with skopeo: each tag's manifest digest must equal the fixture's, every blob hash its name.
 check_registry_tree() { # TREE PLAN ARCH WORKDIR
@@ -291,8 +392,9 @@ for STAGE in "${STAGES[@]}"; do
   case $STAGE in
     files) stage_files ;;
     images) stage_images ;;
+    os-packages) stage_os_packages ;;
     sync) bash hack/e2e-sync.sh || fail "sync (hack/e2e-sync.sh)" ;;
-    *) fail "unknown stage $STAGE (sync, files, images)" ;;
+    *) fail "unknown stage $STAGE (sync, files, images, os-packages)" ;;
   esac
 done
 echo "e2e: ${STAGES[*]}: all checks passed" >&2

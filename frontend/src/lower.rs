@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use kpbuild_modules::image_ref::ImageRef;
-use kpbuild_modules::plan::{FileWork, ImageWork, PlatformPlan, Work};
+use kpbuild_modules::kubespray::Arch;
+use kpbuild_modules::ospkg::{self, ScriptOptions};
+use kpbuild_modules::plan::{DistroWork, FileWork, ImageWork, PlatformPlan, Work};
 
 use crate::llb::{self, CopyOptions, Exec, FileOp, Network, Platform, State};
 
@@ -40,6 +42,13 @@ pub enum LowerError {
     Unresolved(String),
     #[error("module `{module}` ({kind}) is not supported by this frontend yet")]
     Unsupported { module: String, kind: &'static str },
+    #[error("module `{module}`: {source}")]
+    Script {
+        module: String,
+        source: ospkg::ScriptError,
+    },
+    #[error("the worker's platform {0} is not one kpbuild can run its tools on")]
+    WorkerArch(String),
 }
 
 /// The state of each module of one platform's plan, in plan order.
@@ -53,11 +62,8 @@ pub fn lower_platform(
         let state = match &m.work {
             Work::Files { files } => files_module(&m.name, arch, files, env),
             Work::Images { images } => images_module(&m.name, arch, images, env)?,
-            Work::OsPackages { .. } => {
-                return Err(LowerError::Unsupported {
-                    module: m.name.clone(),
-                    kind: "os-packages",
-                });
+            Work::OsPackages { distros } => {
+                os_packages_module(&m.name, plan.platform.arch, distros, env)?
             }
             Work::Dockerfile(_) => {
                 return Err(LowerError::Unsupported {
@@ -166,6 +172,83 @@ fn files_module(module: &str, arch: &str, files: &[FileWork], env: &LowerEnv) ->
         );
     }
     op.result()
+}
+
+/// Per distro, an exec op on the distro's own base image, natively on the worker (no
+/// emulation), that resolves and downloads the complete closure for the target architecture and
+/// writes the repository index (the script of [`ospkg::script`]); then the repositories and the
+/// client source files laid out under `resources/nginx/`.
+fn os_packages_module(
+    module: &str,
+    arch: Arch,
+    distros: &[DistroWork],
+    env: &LowerEnv,
+) -> Result<State, LowerError> {
+    let host = Arch::parse(&env.worker_platform.architecture)
+        .ok_or_else(|| LowerError::WorkerArch(env.worker_platform.to_string()))?;
+    let script_err = |source| LowerError::Script {
+        module: module.to_string(),
+        source,
+    };
+    let mut layout = FileOp::on(None)
+        .named(format!(
+            "{module} [linux/{arch}]: lay out {} repositories",
+            distros.len()
+        ))
+        .mkdir(&format!("/{}", ospkg::CLIENT_DIR), 0o755, true);
+    for d in distros {
+        let opts = ScriptOptions {
+            arch,
+            host,
+            recommends: false,
+            out_root: "/out".into(),
+        };
+        let script = ospkg::script(d, &opts).map_err(script_err)?;
+        // The script goes in as a file: a failing op then names a short command, and its own
+        // message (which package, which distro) is what the user reads above it.
+        let script_name = format!("{}-{arch}.sh", d.name);
+        let script_state = FileOp::on(None)
+            .mkfile(&format!("/{script_name}"), 0o755, script)
+            .result();
+        // BuildKit takes fully qualified references only (`docker.io/library/debian:bookworm`).
+        let image = ImageRef::parse(&d.image)
+            .map(|r| r.to_string())
+            .map_err(|_| {
+                script_err(ospkg::ScriptError::BadImage {
+                    distro: d.name.clone(),
+                    image: d.image.clone(),
+                })
+            })?;
+        let repo = Exec::new(
+            llb::image(&image, &env.worker_platform),
+            ["/bin/sh".to_string(), format!("/kpbuild/{script_name}")],
+        )
+        .platform(&env.worker_platform)
+        .mount_readonly("/kpbuild", script_state, "")
+        .mount_scratch("/out")
+        .named(format!(
+            "{module} [linux/{arch}]: {} ({}, {}): {} packages and their closure",
+            d.name,
+            d.image,
+            format!("{:?}", d.manager).to_lowercase(),
+            d.packages.len()
+        ))
+        .run()
+        .mount("/out");
+        layout = layout.copy(
+            &repo,
+            "/",
+            &format!("/{NGINX_ROOT}/"),
+            CopyOptions {
+                contents_only: true,
+                create_parents: true,
+                ..Default::default()
+            },
+        );
+        let client = ospkg::client_file(d, arch).map_err(script_err)?;
+        layout = layout.mkfile(&format!("/{}", client.path), 0o644, client.content);
+    }
+    Ok(layout.result())
 }
 
 /// Whether a registry host is on this machine (then the op needs the host's network).
