@@ -3,9 +3,13 @@
 //! Each subcommand lives in its own module; this file only parses the command line and
 //! renders errors.
 
+mod build;
+mod export;
+mod export_oci;
 mod lists;
 mod plan_cmd;
 mod sync_images;
+mod verify;
 mod worker;
 
 use std::process::ExitCode;
@@ -29,6 +33,12 @@ enum Command {
     Lists(lists::Args),
     /// Print the plan of a Dockerfile.bundle (every module's work per platform) as JSON.
     Plan(plan_cmd::Args),
+    /// Build every module of a Dockerfile.bundle, for every platform, each into its own image.
+    Build(build::Args),
+    /// Merge the module images into a bundle: a directory, a .tar.gz/.tar.zst, or an OCI image.
+    Export(export::Args),
+    /// Check a bundle (directory or tarball) against its manifest: files, images, packages.
+    Verify(verify::Args),
     /// Fetch images into a registry:2 storage tree (docker/registry/v2/…), every blob once.
     SyncImages(sync_images::SyncImagesArgs),
     /// Run as a BuildKit frontend (the frontend image's entrypoint; stdio is BuildKit's gRPC).
@@ -48,6 +58,9 @@ fn main() -> ExitCode {
         Command::Lists(args) => lists::run(args),
         Command::Plan(args) => plan_cmd::run(args),
         Command::SyncImages(args) => sync_images::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),
         Command::Worker(w) => worker::run(w),
     };

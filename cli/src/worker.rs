@@ -20,10 +20,94 @@ pub enum Worker {
         src: PathBuf,
         dest: PathBuf,
     },
+    /// Fetch one image for one platform and write it as an archive `docker load` accepts.
+    SaveImage {
+        /// The platform to keep (linux/amd64, …).
+        #[arg(long)]
+        platform: String,
+        /// Fetch SRC's images from DST instead (repeatable).
+        #[arg(long = "mirror", value_name = "SRC=DST")]
+        mirrors: Vec<String>,
+        /// The name `docker load` gives the image (default: the reference without digest).
+        #[arg(long)]
+        tag: Option<String>,
+        /// The archive to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The image (tag, digest, or both).
+        reference: String,
+    },
+    /// Write the bundle manifest (kubeplay.lock.json) from the module trees of one platform.
+    BundleManifest {
+        /// The platform's plan (JSON), as the frontend planned it.
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long)]
+        bundle: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        spec_file: String,
+        #[arg(long)]
+        spec_sha256: String,
+        /// A module's tree: NAME=DIR (repeated).
+        #[arg(long = "tree", value_name = "NAME=DIR")]
+        trees: Vec<String>,
+        /// Where to write the manifest.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn run(w: Worker) -> anyhow::Result<()> {
     match w {
+        Worker::SaveImage {
+            platform,
+            mirrors,
+            tag,
+            out,
+            reference,
+        } => save_image(&platform, &mirrors, tag, &out, &reference),
+        Worker::BundleManifest {
+            plan,
+            bundle,
+            version,
+            spec_file,
+            spec_sha256,
+            trees,
+            out,
+        } => {
+            let text = std::fs::read_to_string(&plan)
+                .with_context(|| format!("reading {}", plan.display()))?;
+            let plan: kpbuild_modules::plan::PlatformPlan = serde_json::from_str(&text)?;
+            let trees = trees
+                .iter()
+                .map(|t| {
+                    t.split_once('=')
+                        .map(|(n, d)| (n.to_string(), PathBuf::from(d)))
+                        .ok_or_else(|| anyhow::anyhow!("--tree {t}: expected NAME=DIR"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let lock = kpbuild_modules::lock::build(&kpbuild_modules::lock::LockInput {
+                plan: &plan,
+                bundle: &bundle,
+                version: &version,
+                spec_file: &spec_file,
+                spec_sha256: &spec_sha256,
+                trees,
+            })?;
+            let tmp = out.with_extension("partial");
+            std::fs::write(&tmp, serde_json::to_string_pretty(&lock)? + "\n")?;
+            std::fs::rename(&tmp, &out)?;
+            eprintln!(
+                "bundle manifest: {} files, {} images, {} packages, {} artifacts",
+                lock.files.len(),
+                lock.images.len(),
+                lock.packages.len(),
+                lock.artifacts.len()
+            );
+            Ok(())
+        }
         Worker::CheckFile {
             algorithm,
             hex,
@@ -62,4 +146,68 @@ pub fn run(w: Worker) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn save_image(
+    platform: &str,
+    mirrors: &[String],
+    tag: Option<String>,
+    out: &std::path::Path,
+    reference: &str,
+) -> anyhow::Result<()> {
+    use kpbuild_modules::image_ref::{ImageRef, Mirror, stored_repository};
+    use kpbuild_modules::registry_layout::Platform;
+    use kpbuild_sync::engine::{NoProgress, PlatformSelection, SyncOptions, sync_images};
+    let r = ImageRef::parse(reference)?;
+    let platform: Platform = platform.parse()?;
+    let mirrors = mirrors
+        .iter()
+        .map(|m| m.parse::<Mirror>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let work = tempfile::Builder::new()
+        .prefix("kpbuild-save-")
+        .tempdir()
+        .context("a temporary directory (mount one at /tmp)")?;
+    let opts = SyncOptions {
+        dest: work.path().to_path_buf(),
+        platforms: PlatformSelection::Only(vec![platform.clone()]),
+        jobs: 8,
+        mirrors,
+        map: None,
+        client: Default::default(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let summary = rt.block_on(sync_images(
+        vec![r.clone()],
+        opts,
+        std::sync::Arc::new(NoProgress),
+    ))?;
+    if let Some(f) = summary.failures.first() {
+        bail!("{f}");
+    }
+    let synced = summary
+        .images
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{reference}: nothing was fetched"))?;
+    let repo = stored_repository(&r, None);
+    let stored_tag = synced.tag.clone().unwrap_or_else(|| "latest".into());
+    let name = tag.unwrap_or_else(|| {
+        let s = r.to_string();
+        s.split('@').next().unwrap_or(&s).to_string()
+    });
+    let digest = kpbuild_modules::image_archive::write_docker_archive(
+        work.path(),
+        &repo,
+        &stored_tag,
+        &platform,
+        &name,
+        out,
+    )?;
+    eprintln!(
+        "save-image: {name} ({platform}, manifest {digest}) -> {}",
+        out.display()
+    );
+    Ok(())
 }

@@ -508,6 +508,8 @@ pub struct CopyOptions {
     pub mode: Option<i32>,
     /// Fixed modification time (ns since the epoch), for reproducible trees.
     pub timestamp: Option<i64>,
+    /// Unpack a tar archive source instead of copying it (Docker's `ADD` behaviour).
+    pub unpack: bool,
 }
 
 /// A file op under construction: actions applied in order on top of `base` (or scratch).
@@ -867,7 +869,7 @@ fn file_op(actions: &[FileActionSpec], has_base: bool, n_inputs: usize) -> pb::F
                         mode: opts.mode.unwrap_or(-1),
                         follow_symlink: false,
                         dir_copy_contents: opts.contents_only,
-                        attempt_unpack_docker_compatibility: false,
+                        attempt_unpack_docker_compatibility: opts.unpack,
                         create_dest_path: opts.create_parents,
                         allow_wildcard: opts.allow_wildcard,
                         allow_empty_wildcard: false,

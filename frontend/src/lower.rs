@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kpbuild_modules::image_ref::ImageRef;
 use kpbuild_modules::kubespray::Arch;
 use kpbuild_modules::ospkg::{self, ScriptOptions};
-use kpbuild_modules::plan::{DistroWork, FileWork, ImageWork, PlatformPlan, Work};
+use kpbuild_modules::plan::{ComposeWork, DistroWork, FileWork, ImageWork, PlatformPlan, Work};
 
 use crate::llb::{self, CopyOptions, Exec, FileOp, Network, Platform, State};
 
@@ -33,6 +33,8 @@ pub struct LowerEnv {
     pub digests: BTreeMap<String, String>,
     /// Registry mirrors as `SRC=DST` (passed to the sync engine).
     pub registry_mirrors: Vec<String>,
+    /// The build context, for modules that take files from it (installer, Dockerfile contexts).
+    pub context: Option<State>,
 }
 
 /// Errors lowering a plan.
@@ -71,12 +73,7 @@ pub fn lower_platform(
                     kind: "dockerfile",
                 });
             }
-            Work::Compose(_) => {
-                return Err(LowerError::Unsupported {
-                    module: m.name.clone(),
-                    kind: "compose",
-                });
-            }
+            Work::Compose(c) => compose_module(&m.name, arch, c, env)?,
         };
         out.push((m.name.clone(), state));
     }
@@ -251,6 +248,175 @@ fn os_packages_module(
     Ok(layout.result())
 }
 
+/// The digest-pinned reference an op fetches: a spec's own digest is kept, a tag gets the
+/// digest it had while planning.
+fn pinned(source: &str, env: &LowerEnv) -> Result<String, LowerError> {
+    let digest = env
+        .digests
+        .get(source)
+        .ok_or_else(|| LowerError::Unresolved(source.to_string()))?;
+    let unpinned = source.split('@').next().unwrap_or(source);
+    Ok(format!("{unpinned}@{digest}"))
+}
+
+/// nginx and registry as loadable archives (one `kpbuild worker save-image` op each), the
+/// compose file and the services' configurations, and the installer files from the context.
+fn compose_module(
+    module: &str,
+    arch: &str,
+    c: &ComposeWork,
+    env: &LowerEnv,
+) -> Result<State, LowerError> {
+    let tool = llb::image(&env.tool_image, &env.worker_platform);
+    let mut layout = FileOp::on(None).named(format!(
+        "{module} [linux/{arch}]: compose files and image archives"
+    ));
+    for a in &c.archives {
+        let mut args: Vec<String> = vec![
+            env.tool_binary.clone(),
+            "worker".into(),
+            "save-image".into(),
+            "--platform".into(),
+            format!("linux/{arch}"),
+            "--tag".into(),
+            a.source.split('@').next().unwrap_or(&a.source).to_string(),
+            "--out".into(),
+            format!("/out/{}", a.path),
+        ];
+        for m in &env.registry_mirrors {
+            args.push("--mirror".into());
+            args.push(m.clone());
+        }
+        args.push(pinned(&a.source, env)?);
+        let host = is_loopback_registry(a.fetch.split('/').next().unwrap_or(""));
+        let saved = Exec::new(tool.clone(), args)
+            .readonly_root()
+            .platform(&env.worker_platform)
+            .mount_tmpfs("/tmp")
+            .mount_scratch("/out")
+            .network(if host {
+                Network::Host
+            } else {
+                Network::Default
+            })
+            .named(format!(
+                "{module} [linux/{arch}]: save {} as {}",
+                a.source, a.path
+            ))
+            .run()
+            .mount("/out");
+        layout = layout.copy(
+            &saved,
+            "/",
+            "/",
+            CopyOptions {
+                contents_only: true,
+                create_parents: true,
+                ..Default::default()
+            },
+        );
+    }
+    layout = layout
+        .mkfile(
+            "/compose.yaml",
+            0o644,
+            kpbuild_modules::compose::compose_yaml(&c.nginx_image, &c.registry_image),
+        )
+        .mkdir("/config", 0o755, true)
+        .mkfile(
+            "/config/nginx.conf",
+            0o644,
+            kpbuild_modules::compose::nginx_conf(),
+        )
+        .mkfile(
+            "/config/registry.yml",
+            0o644,
+            kpbuild_modules::compose::registry_yml(),
+        );
+    if let Some(dir) = &c.installer {
+        let ctx = env
+            .context
+            .as_ref()
+            .ok_or_else(|| LowerError::Unsupported {
+                module: module.into(),
+                kind: "compose (no build context)",
+            })?;
+        layout = layout.copy(
+            ctx,
+            &format!("/{}/", dir.trim_matches('/')),
+            "/",
+            CopyOptions {
+                contents_only: true,
+                create_parents: true,
+                ..Default::default()
+            },
+        );
+    }
+    Ok(layout.result())
+}
+
+/// What the manifest op records besides the module trees.
+#[derive(Clone, Debug)]
+pub struct LockParams {
+    pub bundle: String,
+    pub version: String,
+    pub spec_file: String,
+    pub spec_sha256: String,
+}
+
+/// The bundle manifest (`kubeplay.lock.json`): a `kpbuild worker bundle-manifest` op that reads
+/// every module's tree (mounted read-only, not merged) and the platform's plan, checks every file
+/// against its pin, and records files, images, packages and artifacts.
+pub fn lock_op(
+    plan: &PlatformPlan,
+    modules: &[(String, State)],
+    params: &LockParams,
+    env: &LowerEnv,
+) -> Result<State, LowerError> {
+    let plan_json = serde_json::to_vec_pretty(plan).expect("plans serialize");
+    let plan_state = FileOp::on(None)
+        .mkfile("/plan.json", 0o644, plan_json)
+        .result();
+    let mut args: Vec<String> = vec![
+        env.tool_binary.clone(),
+        "worker".into(),
+        "bundle-manifest".into(),
+        "--plan".into(),
+        "/kpbuild/plan.json".into(),
+        "--bundle".into(),
+        params.bundle.clone(),
+        "--version".into(),
+        params.version.clone(),
+        "--spec-file".into(),
+        params.spec_file.clone(),
+        "--spec-sha256".into(),
+        params.spec_sha256.clone(),
+        "--out".into(),
+        format!("/out/{}", kpbuild_modules::lock::LOCK_FILE),
+    ];
+    for (name, _) in modules {
+        args.push("--tree".into());
+        args.push(format!("{name}=/in/{name}"));
+    }
+    let mut exec = Exec::new(llb::image(&env.tool_image, &env.worker_platform), args)
+        .readonly_root()
+        .platform(&env.worker_platform)
+        .mount_readonly("/kpbuild", plan_state, "");
+    for (name, state) in modules {
+        exec = exec.mount_readonly(&format!("/in/{name}"), state.clone(), "");
+    }
+    Ok(exec
+        .mount_scratch("/out")
+        .network(Network::None)
+        .named(format!(
+            "lock [{}]: write {}",
+            plan.platform,
+            kpbuild_modules::lock::LOCK_FILE
+        ))
+        .run()
+        .mount("/out"))
+}
+
 /// Whether a registry host is on this machine (then the op needs the host's network).
 pub fn is_loopback_registry(host: &str) -> bool {
     let h = host
@@ -290,9 +456,11 @@ fn images_module(
             "sync-images".into(),
             "--dest".into(),
             format!("/out/{REGISTRY_ROOT}"),
-            "--platform".into(),
-            format!("linux/{arch}"),
         ];
+        for p in &img.platforms {
+            args.push("--platform".into());
+            args.push(p.clone());
+        }
         for m in &env.registry_mirrors {
             args.push("--mirror".into());
             args.push(m.clone());
@@ -379,6 +547,7 @@ mod tests {
             merge_op: false,
             digests,
             registry_mirrors: vec!["quay.io=127.0.0.1:5000/quay.io".into()],
+            context: None,
         }
     }
 
@@ -418,6 +587,7 @@ mod tests {
                             source: "quay.io/calico/node:v3".into(),
                             fetch: "127.0.0.1:5000/quay.io/calico/node".into(),
                             stored: "calico/node:v3".into(),
+                            platforms: vec!["linux/arm64".into()],
                         }],
                     },
                 },

@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use sha2::Digest as _;
+
 use kpbuild_modules::image_ref::{self, ImageRef, Mirror};
 use kpbuild_modules::plan::{self, PlanOptions, Work, context_inputs};
 use kpbuild_modules::source::MemSource;
@@ -62,33 +64,54 @@ const DEFAULT_SPEC: &str = "Dockerfile.bundle";
 
 async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
     let opts = gw.info.opts.clone();
+    // `--build-arg KPBUILD_DEBUG=caps`: what this BuildKit offers, as the build's error.
+    if opts.get("build-arg:KPBUILD_DEBUG").map(String::as_str) == Some("caps") {
+        return Err(format!(
+            "kpbuild debug: LLB caps: {}\ngateway caps: {}\noptions: {:?}",
+            gw.info
+                .llb_caps
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" "),
+            gw.info
+                .api_caps
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" "),
+            opts
+        ));
+    }
     let session = gw.info.session_id.clone();
     let filename = opts
         .get("filename")
         .cloned()
         .unwrap_or_else(|| DEFAULT_SPEC.to_string());
-    let filename = filename.rsplit('/').next().unwrap_or(&filename).to_string();
+    let source = ContextSource::from_opts(&opts, &session);
 
-    // The spec, from the `dockerfile` local source.
-    let dockerfile = llb::local(
-        "dockerfile",
-        local_attrs(&session, "dockerfile", std::slice::from_ref(&filename)),
-    )
-    .named(format!("load spec {filename}"));
-    let def = llb::marshal(&dockerfile).map_err(|e| e.to_string())?;
+    // The spec: the `dockerfile` local source, or inside the uploaded context.
+    let (spec_state, spec_path) = source.spec_state(&filename);
+    let def = llb::marshal(&spec_state).map_err(|e| e.to_string())?;
     let spec_ref = gw
         .solve(def.definition)
         .await
         .map_err(|e| format!("reading {filename}: {}", e.message()))?;
     let text = gw
-        .read_file(&spec_ref, &filename)
+        .read_file(&spec_ref, &spec_path)
         .await
         .map_err(|e| format!("reading {filename}: {}", e.message()))?;
     let text = String::from_utf8(text).map_err(|_| format!("{filename} is not UTF-8 text"))?;
-    let spec = SpecFile::parse(&text, &filename).map_err(|e| e.to_string())?;
+    let spec_name = spec_path
+        .rsplit('/')
+        .next()
+        .unwrap_or(&spec_path)
+        .to_string();
+    let spec = SpecFile::parse(&text, &spec_name).map_err(|e| e.to_string())?;
+    let spec_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
 
     // The inputs the plan reads, from the build context.
-    let ctx = read_context(gw, &session, &context_inputs(&spec.spec)).await?;
+    let ctx = read_context(gw, &source, &context_inputs(&spec.spec)).await?;
 
     let platforms = match opts.get("platform").filter(|p| !p.is_empty()) {
         Some(list) => list
@@ -137,45 +160,63 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
         .filter_map(|m| m.parse().ok())
         .collect();
 
-    // Pin every image to the digest its tag has now: the sync op is cached until upstream moves.
+    // Pin every image to the digest its tag has now: its op is cached until upstream moves.
     let mut digests = BTreeMap::new();
     for p in &plan.platforms {
         for m in &p.modules {
-            if let Work::Images { images } = &m.work {
-                for img in images {
-                    if digests.contains_key(&img.source) {
-                        continue;
-                    }
-                    let r = ImageRef::parse(&img.source).map_err(|e| e.to_string())?;
-                    let digest = match &r.digest {
-                        Some(d) => d.to_string(),
-                        None => {
-                            let at = image_ref::fetch_location(&r, &mirrors);
-                            let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
-                            let pb_platform = Platform::linux(p.platform.arch.image_arch());
-                            let (d, _) = gw
-                                .resolve_image(
-                                    &format!("{at}:{tag}"),
-                                    &pb_platform.to_pb_platform(),
-                                )
-                                .await
-                                .map_err(|e| {
-                                    format!(
-                                        "module `{}`: image {} (from {at}:{tag}) for {}: {}",
-                                        m.name,
-                                        img.source,
-                                        p.platform,
-                                        e.message()
-                                    )
-                                })?;
-                            d
-                        }
-                    };
-                    digests.insert(img.source.clone(), digest);
+            let sources: Vec<&String> = match &m.work {
+                Work::Images { images } => images.iter().map(|i| &i.source).collect(),
+                Work::Compose(c) => c.archives.iter().map(|a| &a.source).collect(),
+                _ => continue,
+            };
+            for source in sources {
+                if digests.contains_key(source) {
+                    continue;
                 }
+                let r = ImageRef::parse(source).map_err(|e| e.to_string())?;
+                let digest = match &r.digest {
+                    Some(d) => d.to_string(),
+                    None => {
+                        let at = image_ref::fetch_location(&r, &mirrors);
+                        let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+                        let pb_platform = Platform::linux(p.platform.arch.image_arch());
+                        let (d, _) = gw
+                            .resolve_image(&format!("{at}:{tag}"), &pb_platform.to_pb_platform())
+                            .await
+                            .map_err(|e| {
+                                format!(
+                                    "module `{}`: image {source} (from {at}:{tag}) for {}: {}",
+                                    m.name,
+                                    p.platform,
+                                    e.message()
+                                )
+                            })?;
+                        if !d.starts_with("sha256:") {
+                            return Err(format!(
+                                "module `{}`: image {source} (from {at}:{tag}): BuildKit resolved no manifest digest ({d:?})",
+                                m.name
+                            ));
+                        }
+                        d
+                    }
+                };
+                digests.insert(source.clone(), digest);
             }
         }
     }
+
+    // The build context, for modules that copy from it: only the directories they name.
+    let context_dirs: Vec<String> = spec
+        .spec
+        .modules
+        .values()
+        .filter_map(|m| match m {
+            kpbuild_modules::spec::Module::Compose(c) => c.installer.clone(),
+            kpbuild_modules::spec::Module::Dockerfile(d) => Some(d.context.clone()),
+            _ => None,
+        })
+        .collect();
+    let context = (!context_dirs.is_empty()).then(|| source.context_state(&context_dirs));
 
     let env = LowerEnv {
         tool_image,
@@ -184,6 +225,7 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
         merge_op: gw.info.has_llb_cap("mergeop"),
         digests,
         registry_mirrors,
+        context,
     };
     // BuildKit refuses host networking before any op runs, with a bare "network.host is not
     // allowed" that never reaches the frontend; say beforehand, as a vertex in the progress
@@ -223,19 +265,44 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
         gw.read_file(&id, "/note").await.map_err(|e| e.message())?;
     }
 
+    // What to return: one module, the manifest, or the bundle (every module and the manifest).
+    let module_target = target
+        .as_deref()
+        .filter(|t| *t != plan::BUNDLE_TARGET && *t != plan::LOCK_TARGET);
+    let lock_only = target.as_deref() == Some(plan::LOCK_TARGET);
+    let lock_params = lower::LockParams {
+        bundle: spec.spec.name.clone(),
+        version: spec.spec.version.clone(),
+        spec_file: spec_name.clone(),
+        spec_sha256: spec_sha256.clone(),
+    };
     let mut results = Vec::new();
     for p in &plan.platforms {
         let modules = lower::lower_platform(p, &env).map_err(|e| e.to_string())?;
-        let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
-        let states: Vec<llb::State> = modules.into_iter().map(|(_, s)| s).collect();
-        let state = if states.is_empty() {
+        if modules.is_empty() {
             return Err(format!("nothing to build for {}", p.platform));
+        }
+        let state = if module_target.is_some() {
+            modules
+                .into_iter()
+                .next()
+                .map(|(_, s)| s)
+                .expect("one module")
         } else {
-            lower::merge_trees(
-                states,
-                &format!("bundle [{}]: {}", p.platform, names.join(" + ")),
-                &env,
-            )
+            let lock =
+                lower::lock_op(p, &modules, &lock_params, &env).map_err(|e| e.to_string())?;
+            if lock_only {
+                lock
+            } else {
+                let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
+                let mut states: Vec<llb::State> = modules.into_iter().map(|(_, s)| s).collect();
+                states.push(lock);
+                lower::merge_trees(
+                    states,
+                    &format!("bundle [{}]: {} + lock", p.platform, names.join(" + ")),
+                    &env,
+                )
+            }
         };
         let def = llb::marshal(&state).map_err(|e| e.to_string())?;
         let id = gw
@@ -264,53 +331,133 @@ fn local_attrs(session: &str, name: &str, include: &[String]) -> BTreeMap<String
     attrs
 }
 
+/// Where the build context comes from.
+#[derive(Clone, Debug)]
+pub enum ContextSource {
+    /// `docker build` / buildx: the client's session syncs the `context` and `dockerfile`
+    /// local sources.
+    Local { session: String },
+    /// A context uploaded as a tar through the Engine API (`kpbuild build`): the daemon passes
+    /// a one-shot URL of it (`context=http://build-context-…`); the spec is inside.
+    Tar { url: String },
+}
+
+impl ContextSource {
+    pub fn from_opts(opts: &BTreeMap<String, String>, session: &str) -> ContextSource {
+        match opts.get("context") {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                ContextSource::Tar { url: url.clone() }
+            }
+            _ => ContextSource::Local {
+                session: session.to_string(),
+            },
+        }
+    }
+
+    /// The uploaded tar, unpacked (one HTTP source: the URL answers once).
+    fn unpacked(url: &str) -> llb::State {
+        let tar = llb::http(url, None, Some("context")).named("load build context");
+        llb::FileOp::on(None)
+            .copy(
+                &tar,
+                "/context",
+                "/",
+                llb::CopyOptions {
+                    unpack: true,
+                    allow_wildcard: true,
+                    ..Default::default()
+                },
+            )
+            .named("unpack build context")
+            .result()
+    }
+
+    /// The state holding the spec, and the spec's path in it.
+    pub fn spec_state(&self, filename: &str) -> (llb::State, String) {
+        match self {
+            ContextSource::Local { session } => {
+                let name = filename.rsplit('/').next().unwrap_or(filename).to_string();
+                let state = llb::local(
+                    "dockerfile",
+                    local_attrs(session, "dockerfile", std::slice::from_ref(&name)),
+                )
+                .named(format!("load spec {name}"));
+                (state, name)
+            }
+            ContextSource::Tar { url } => (
+                Self::unpacked(url),
+                filename.trim_start_matches("./").to_string(),
+            ),
+        }
+    }
+
+    /// The build context restricted to `include` (paths or directories; all when empty).
+    pub fn context_state(&self, include: &[String]) -> llb::State {
+        match self {
+            ContextSource::Local { session } => {
+                llb::local("context", local_attrs(session, "context", include))
+                    .named("load build context")
+            }
+            ContextSource::Tar { url } => Self::unpacked(url),
+        }
+    }
+}
+
 /// Go's `os.ModeDir` in fsutil's `Stat.mode`.
 const MODE_DIR: u32 = 1 << 31;
 
-/// Reads the named paths of the build context into memory.
+/// Reads the named paths (files or directories, recursively) of the build context into memory.
 async fn read_context(
     gw: &mut Gateway,
-    session: &str,
+    source: &ContextSource,
     inputs: &[String],
 ) -> Result<MemSource, String> {
     let mut mem = MemSource::new("build context");
     if inputs.is_empty() {
         return Ok(mem);
     }
-    let ctx = llb::local("context", local_attrs(session, "context", inputs))
-        .named("load build context inputs");
+    let ctx = source.context_state(inputs);
     let def = llb::marshal(&ctx).map_err(|e| e.to_string())?;
     let id = gw
         .solve(def.definition)
         .await
         .map_err(|e| format!("reading the build context: {}", e.message()))?;
-    let mut stack = vec![String::new()];
     let mut files = 0usize;
-    while let Some(dir) = stack.pop() {
-        let entries = gw
-            .read_dir(&id, if dir.is_empty() { "/" } else { &dir })
-            .await
-            .map_err(|e| e.message())?;
-        for e in entries {
-            let name = e.path.rsplit('/').next().unwrap_or(&e.path).to_string();
-            let path = if dir.is_empty() {
-                name
-            } else {
-                format!("{dir}/{name}")
-            };
-            if e.mode & MODE_DIR != 0 {
-                mem.insert_dir(&path);
-                stack.push(path);
-            } else {
-                files += 1;
-                if files > 10_000 {
-                    return Err("the build context inputs hold more than 10000 files; point vars.kubespray at a kubespray checkout".into());
+    for input in inputs {
+        let input = input
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        // A directory lists; a file does not (then it is read); a missing path is left for the
+        // plan to report with its spec position.
+        let mut stack = match gw.read_dir(&id, &input).await {
+            Ok(_) => vec![input.clone()],
+            Err(_) => {
+                if let Ok(data) = gw.read_file(&id, &input).await {
+                    mem.insert(&input, String::from_utf8_lossy(&data).into_owned());
                 }
-                let data = gw
-                    .read_file(&id, &path)
-                    .await
-                    .map_err(|e| format!("reading {path}: {}", e.message()))?;
-                mem.insert(&path, String::from_utf8_lossy(&data).into_owned());
+                continue;
+            }
+        };
+        while let Some(dir) = stack.pop() {
+            mem.insert_dir(&dir);
+            let entries = gw.read_dir(&id, &dir).await.map_err(|e| e.message())?;
+            for e in entries {
+                let name = e.path.rsplit('/').next().unwrap_or(&e.path).to_string();
+                let path = format!("{dir}/{name}");
+                if e.mode & MODE_DIR != 0 {
+                    stack.push(path);
+                } else {
+                    files += 1;
+                    if files > 10_000 {
+                        return Err("the build context inputs hold more than 10000 files; point vars.kubespray at a kubespray checkout".into());
+                    }
+                    let data = gw
+                        .read_file(&id, &path)
+                        .await
+                        .map_err(|e| format!("reading {path}: {}", e.message()))?;
+                    mem.insert(&path, String::from_utf8_lossy(&data).into_owned());
+                }
             }
         }
     }

@@ -2,12 +2,18 @@
 //! the bundle spec, kubespray variable rendering, list generation, the module plan, and the
 //! writers that are pure data transforms.
 
+pub mod bundle_tar;
+pub mod compose;
+pub mod image_archive;
 pub mod image_ref;
 pub mod kubespray;
+pub mod lock;
 pub mod ospkg;
 pub mod packages;
 pub mod plan;
 pub mod registry_layout;
+pub mod registry_verify;
 pub mod source;
 pub mod spec;
 pub mod vars;
+pub mod verify;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::image_ref::{self, ImageRef, Mirror, NameMap};
 use crate::kubespray::{Arch, Item, Kubespray, ListError, Pin};
@@ -19,9 +19,11 @@ use crate::vars::{LoadError, Origin, Precedence, VarSet};
 
 /// The name of the target that merges every module into the bundle tree.
 pub const BUNDLE_TARGET: &str = "bundle";
+/// The name of the pseudo-module that writes the bundle manifest (`kubeplay.lock.json`).
+pub const LOCK_TARGET: &str = "lock";
 
 /// Everything to build.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Plan {
     pub name: String,
     pub version: String,
@@ -29,20 +31,20 @@ pub struct Plan {
 }
 
 /// The work for one platform.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PlatformPlan {
     pub platform: Platform,
     pub modules: Vec<ModulePlan>,
 }
 
 /// One module's work on one platform.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ModulePlan {
     pub name: String,
     pub work: Work,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Work {
     Files { files: Vec<FileWork> },
@@ -53,7 +55,7 @@ pub enum Work {
 }
 
 /// A file to download into `resources/nginx/<path>`.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FileWork {
     /// The upstream URL (what the deploy side asks for).
     pub url: String,
@@ -65,7 +67,7 @@ pub struct FileWork {
     pub pin: Option<PinWork>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PinWork {
     pub algorithm: String,
     pub hex: String,
@@ -81,7 +83,7 @@ impl From<Pin> for PinWork {
 }
 
 /// An image to sync into the registry tree.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ImageWork {
     /// The normalized upstream reference (`quay.io/calico/node:v3.29.5`).
     pub source: String,
@@ -89,10 +91,12 @@ pub struct ImageWork {
     pub fetch: String,
     /// The stored repository (`calico/node`) and the tag or digest it is stored under.
     pub stored: String,
+    /// The platforms whose manifests are kept (`linux/amd64`).
+    pub platforms: Vec<String>,
 }
 
 /// One distro's offline repository.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DistroWork {
     pub name: String,
     pub image: String,
@@ -106,7 +110,7 @@ pub struct DistroWork {
     pub path: String,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DockerfileWork {
     pub context: String,
     pub dockerfile: String,
@@ -115,11 +119,25 @@ pub struct DockerfileWork {
     pub image: String,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ComposeWork {
     pub nginx_image: String,
     pub registry_image: String,
+    /// The loadable archives of those images.
+    pub archives: Vec<ArchiveWork>,
     pub installer: Option<String>,
+}
+
+/// An image shipped as an archive `docker load` accepts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArchiveWork {
+    /// The normalized reference (`docker.io/library/nginx:1.27.4-alpine`): also the name
+    /// `docker load` gives it.
+    pub source: String,
+    /// Where it is fetched from.
+    pub fetch: String,
+    /// The archive's path in the bundle.
+    pub path: String,
 }
 
 /// Errors planning a spec.
@@ -274,8 +292,9 @@ pub fn plan(
     let spec_name = spec_file.path.display().to_string();
     let available: Vec<String> = spec.modules.keys().cloned().collect();
     for t in &opts.targets {
-        if t != BUNDLE_TARGET && !spec.modules.contains_key(t) {
+        if t != BUNDLE_TARGET && t != LOCK_TARGET && !spec.modules.contains_key(t) {
             let mut avail = available.clone();
+            avail.push(LOCK_TARGET.into());
             avail.push(BUNDLE_TARGET.into());
             return Err(PlanError::UnknownTarget {
                 spec: spec_name,
@@ -284,8 +303,13 @@ pub fn plan(
             });
         }
     }
+    // The manifest is made from every module: asking for it plans them all.
     let selected = |name: &str| {
-        opts.targets.is_empty() || opts.targets.iter().any(|t| t == name || t == BUNDLE_TARGET)
+        opts.targets.is_empty()
+            || opts
+                .targets
+                .iter()
+                .any(|t| t == name || t == BUNDLE_TARGET || t == LOCK_TARGET)
     };
     for p in &opts.platforms {
         if !spec.platforms.contains(p) {
@@ -503,6 +527,11 @@ pub fn plan(
                             module: name.clone(),
                             source: Box::new(source),
                         })?;
+                    let keep: Vec<String> = if i.platforms.is_empty() {
+                        vec![platform.to_string()]
+                    } else {
+                        i.platforms.iter().map(|p| p.to_string()).collect()
+                    };
                     let mut images: Vec<ImageWork> = parsed
                         .into_iter()
                         .map(|(r, stored)| {
@@ -515,6 +544,7 @@ pub fn plan(
                                 fetch: image_ref::fetch_location(&r, &registry_mirrors).to_string(),
                                 source: r.to_string(),
                                 stored: format!("{stored}{suffix}"),
+                                platforms: keep.clone(),
                             }
                         })
                         .collect();
@@ -578,11 +608,29 @@ pub fn plan(
                     archive: d.archive.replace("{version}", &spec.version),
                     image: d.image.replace("{version}", &spec.version),
                 }),
-                Module::Compose(c) => Work::Compose(ComposeWork {
-                    nginx_image: c.nginx_image.clone(),
-                    registry_image: c.registry_image.clone(),
-                    installer: c.installer.clone(),
-                }),
+                Module::Compose(c) => {
+                    let mut archives = Vec::new();
+                    for image in [&c.nginx_image, &c.registry_image] {
+                        let r = ImageRef::parse(image).map_err(|source| PlanError::Image {
+                            spec: spec_name.clone(),
+                            module: name.clone(),
+                            reference: image.clone(),
+                            from: format!("module `{name}`"),
+                            source: Box::new(source),
+                        })?;
+                        archives.push(ArchiveWork {
+                            fetch: image_ref::fetch_location(&r, &registry_mirrors).to_string(),
+                            source: r.to_string(),
+                            path: crate::compose::archive_path(image),
+                        });
+                    }
+                    Work::Compose(ComposeWork {
+                        nginx_image: archives[0].source.clone(),
+                        registry_image: archives[1].source.clone(),
+                        archives,
+                        installer: c.installer.clone(),
+                    })
+                }
             };
             modules.push(ModulePlan {
                 name: name.clone(),
@@ -810,7 +858,7 @@ modules:
         let e = plan(&spec, &ctx, &opts).unwrap_err().to_string();
         assert!(
             e.contains("unknown target `imagez`")
-                && e.contains("files, images, os-packages, bundle"),
+                && e.contains("files, images, os-packages, lock, bundle"),
             "{e}"
         );
         let opts = PlanOptions {

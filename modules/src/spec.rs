@@ -245,6 +245,10 @@ pub struct ImagesModule {
     pub exclude: Vec<String>,
     /// Stored-name mapping file in kubeplay's `images_origin.yaml` form (build context path).
     pub map: Option<String>,
+    /// Platforms whose manifests every bundle keeps (default: the bundle's own platform), e.g.
+    /// both `linux/amd64` and `linux/arm64` for clusters that mix them.
+    #[serde(default)]
+    pub platforms: Vec<Platform>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -488,6 +492,14 @@ impl SpecFile {
             }
         }
         for (name, module) in &s.modules {
+            if name == crate::plan::BUNDLE_TARGET || name == crate::plan::LOCK_TARGET {
+                return Err(self.invalid(
+                    "modules",
+                    Some(name),
+                    format!("`{name}` is reserved for kpbuild's own target"),
+                    "give the module another name",
+                ));
+            }
             if !is_name(name) {
                 return Err(self.invalid(
                     "modules",

@@ -1,0 +1,365 @@
+//! `kpbuild build`: drives BuildKit through the Docker Engine API (no docker CLI): every module
+//! of the spec (and the bundle manifest, `lock`) for every platform, each into its own image
+//! `<bundle>/<module>:<version>-<arch>`, with live progress per module and a summary of what
+//! came from the cache.
+//!
+//! The context goes up as a tar (the daemon hands the frontend a one-shot URL of it); the spec's
+//! `# syntax=` line selects kpbuild's frontend. Host networking is asked for only when the spec
+//! fetches images from a registry on this machine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bollard::Docker;
+use bollard::models::BuildInfoAux;
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
+use futures_util::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kpbuild_modules::plan::{LOCK_TARGET, PlanOptions, Work, plan};
+use kpbuild_modules::source::LocalDir;
+use kpbuild_modules::spec::{Platform, SpecFile};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The bundle spec.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "Dockerfile.bundle"
+    )]
+    spec: PathBuf,
+    /// The build context (default: the spec's directory).
+    #[arg(long, value_name = "DIR")]
+    context: Option<PathBuf>,
+    /// Platforms, comma-separated or repeated (default: the spec's).
+    #[arg(long, value_delimiter = ',', value_parser = crate::plan_cmd::parse_platform)]
+    platform: Vec<Platform>,
+    /// Modules to build (default: every module and the manifest).
+    #[arg(long)]
+    target: Vec<String>,
+    /// A buildkitd address instead of the Docker daemon.
+    #[arg(long, value_name = "ADDR")]
+    builder: Option<String>,
+    /// Extra variable (passed as a build argument): NAME=VALUE.
+    #[arg(short = 'e', long = "extra-vars", value_name = "NAME=VALUE")]
+    extra: Vec<String>,
+    /// Builds run at the same time.
+    #[arg(long, default_value_t = 3)]
+    jobs: usize,
+}
+
+/// The image a module of a platform is built into.
+pub fn module_image(bundle: &str, module: &str, version: &str, arch: &str) -> String {
+    format!("{bundle}/{module}:{version}-{arch}")
+}
+
+struct Unit {
+    module: String,
+    platform: Platform,
+    image: String,
+}
+
+#[derive(Default)]
+struct Outcome {
+    vertices: BTreeMap<String, (String, bool, bool)>, // digest -> (name, cached, completed)
+    error: Option<String>,
+    took: Duration,
+}
+
+impl Outcome {
+    fn counts(&self) -> (usize, usize, usize) {
+        let total = self.vertices.len();
+        let cached = self.vertices.values().filter(|v| v.1).count();
+        let ran = self.vertices.values().filter(|v| v.2 && !v.1).count();
+        (total, cached, ran)
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(addr) = &args.builder {
+        bail!(
+            "--builder {addr}: driving a standalone buildkitd is not implemented yet; \
+             kpbuild build uses the Docker daemon (DOCKER_HOST)"
+        );
+    }
+    let spec = SpecFile::read(&args.spec)?;
+    let context = args
+        .context
+        .clone()
+        .or_else(|| {
+            args.spec
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| PathBuf::from("."));
+    // Plan here first: a bad spec, target or input fails before anything is sent.
+    let planned = plan(
+        &spec,
+        &LocalDir::new(&context),
+        &PlanOptions {
+            extra_vars: args.extra.clone(),
+            platforms: args.platform.clone(),
+            targets: args.target.clone(),
+        },
+    )?;
+    let host_network = planned
+        .platforms
+        .iter()
+        .flat_map(|p| &p.modules)
+        .any(|m| match &m.work {
+            Work::Images { images } => images.iter().any(|i| {
+                kpbuild_frontend::lower::is_loopback_registry(
+                    i.fetch.split('/').next().unwrap_or(""),
+                )
+            }),
+            _ => false,
+        });
+    let mut modules: Vec<String> = if args.target.is_empty() {
+        let mut m: Vec<String> = spec.spec.modules.keys().cloned().collect();
+        m.push(LOCK_TARGET.into());
+        m
+    } else {
+        args.target.clone()
+    };
+    modules.dedup();
+    let units: Vec<Unit> = planned
+        .platforms
+        .iter()
+        .flat_map(|p| {
+            modules.iter().map(|m| Unit {
+                module: m.clone(),
+                platform: p.platform,
+                image: module_image(
+                    &spec.spec.name,
+                    m,
+                    &spec.spec.version,
+                    p.platform.arch.image_arch(),
+                ),
+            })
+        })
+        .collect();
+
+    let (tar, dockerfile) = context_tar(&context, &args.spec)?;
+    eprintln!(
+        "kpbuild build: {} builds ({} modules × {} platforms), context {} ({:.1} MiB){}",
+        units.len(),
+        modules.len(),
+        planned.platforms.len(),
+        context.display(),
+        tar.len() as f64 / 1048576.0,
+        if host_network {
+            ", host network (images from a registry on this machine)"
+        } else {
+            ""
+        }
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcomes = runtime.block_on(build_all(
+        &units,
+        tar,
+        &dockerfile,
+        host_network,
+        &args.extra,
+        args.jobs.max(1),
+    ))?;
+
+    let mut failed = 0;
+    eprintln!();
+    eprintln!(
+        "{:<40} {:>6} {:>7} {:>5} {:>8}  result",
+        "image", "ops", "cached", "ran", "time"
+    );
+    for (u, o) in units.iter().zip(&outcomes) {
+        let (total, cached, ran) = o.counts();
+        let result = match &o.error {
+            Some(_) => {
+                failed += 1;
+                "FAILED".to_string()
+            }
+            None if ran == 0 => "cached".to_string(),
+            None => "built".to_string(),
+        };
+        eprintln!(
+            "{:<40} {:>6} {:>7} {:>5} {:>7.1}s  {result}",
+            u.image,
+            total,
+            cached,
+            ran,
+            o.took.as_secs_f64()
+        );
+    }
+    for (u, o) in units.iter().zip(&outcomes) {
+        if let Some(e) = &o.error {
+            eprintln!("\nerror: {} ({}): {e}", u.module, u.platform);
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} builds failed", units.len());
+    }
+    Ok(())
+}
+
+async fn build_all(
+    units: &[Unit],
+    tar: bytes::Bytes,
+    dockerfile: &str,
+    host_network: bool,
+    extra: &[String],
+    jobs: usize,
+) -> anyhow::Result<Vec<Outcome>> {
+    let docker =
+        Docker::connect_with_defaults().context("connecting to the Docker daemon (DOCKER_HOST)")?;
+    docker.ping().await.context(
+        "the Docker daemon does not answer (is DOCKER_HOST right? hack/dockerd.sh starts one)",
+    )?;
+    let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
+    let style =
+        ProgressStyle::with_template("{spinner} {prefix:<38} {wide_msg}").expect("template");
+    let buildargs: HashMap<String, String> = extra
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let futures = units.iter().map(|u| {
+        let bar = multi.as_ref().map(|m| {
+            let b = m.add(
+                ProgressBar::new_spinner()
+                    .with_style(style.clone())
+                    .with_prefix(u.image.clone()),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        let docker = docker.clone();
+        let tar = tar.clone();
+        let buildargs = buildargs.clone();
+        async move {
+            let started = Instant::now();
+            let options = BuildImageOptions {
+                dockerfile: dockerfile.to_string(),
+                t: Some(u.image.clone()),
+                target: u.module.clone(),
+                platform: u.platform.to_string(),
+                networkmode: host_network.then(|| "host".to_string()),
+                buildargs: Some(buildargs),
+                version: BuilderVersion::BuilderBuildKit,
+                session: Some(session_id()),
+                rm: true,
+                ..Default::default()
+            };
+            let mut outcome = Outcome::default();
+            let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar)));
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(info) => {
+                        if let Some(BuildInfoAux::BuildKit(status)) = info.aux {
+                            for v in status.vertexes {
+                                let e = outcome.vertices.entry(v.digest.clone()).or_insert((
+                                    v.name.clone(),
+                                    false,
+                                    false,
+                                ));
+                                e.1 |= v.cached;
+                                e.2 |= v.completed.is_some();
+                                if !v.error.is_empty() && outcome.error.is_none() {
+                                    outcome.error = Some(format!("{}: {}", v.name, v.error));
+                                }
+                            }
+                        }
+                        if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                            outcome.error = Some(detail);
+                        }
+                    }
+                    Err(e) => {
+                        outcome.error = Some(match e {
+                            bollard::errors::Error::DockerStreamError { error } => error,
+                            other => other.to_string(),
+                        });
+                    }
+                }
+                let (total, cached, ran) = outcome.counts();
+                if let Some(b) = &bar {
+                    b.set_message(format!("{ran} ran, {cached} cached of {total} ops"));
+                }
+            }
+            outcome.took = started.elapsed();
+            let (total, cached, ran) = outcome.counts();
+            let line = match &outcome.error {
+                Some(_) => format!("FAILED after {:.1}s", outcome.took.as_secs_f64()),
+                None => format!(
+                    "done in {:.1}s: {ran} ran, {cached} cached of {total} ops",
+                    outcome.took.as_secs_f64()
+                ),
+            };
+            match &bar {
+                Some(b) => b.finish_with_message(line),
+                None => eprintln!("{}: {line}", u.image),
+            }
+            outcome
+        }
+    });
+    Ok(futures_util::stream::iter(futures)
+        .buffered(jobs)
+        .collect()
+        .await)
+}
+
+fn session_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("random bytes");
+    hex::encode(b)
+}
+
+/// The build context as a tar (sorted, `.git` left out), and the spec's path inside it.
+fn context_tar(context: &Path, spec: &Path) -> anyhow::Result<(bytes::Bytes, String)> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    let mut stack = vec![context.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let e = e?;
+            if e.file_name() == ".git" {
+                continue;
+            }
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            }
+            files.push(e.path());
+        }
+    }
+    files.sort();
+    for f in &files {
+        let rel = f.strip_prefix(context).expect("under the context");
+        builder
+            .append_path_with_name(f, rel)
+            .with_context(|| format!("adding {} to the context", f.display()))?;
+    }
+    let spec_abs = std::fs::canonicalize(spec).with_context(|| format!("{}", spec.display()))?;
+    let ctx_abs = std::fs::canonicalize(context)?;
+    let dockerfile = match spec_abs.strip_prefix(&ctx_abs) {
+        Ok(rel) => rel.to_string_lossy().into_owned(),
+        Err(_) => {
+            // A spec outside the context travels inside it, under a name of its own.
+            let name = ".kpbuild/Dockerfile.bundle".to_string();
+            let data = std::fs::read(spec)?;
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            builder.append_data(&mut h, &name, data.as_slice())?;
+            name
+        }
+    };
+    Ok((bytes::Bytes::from(builder.into_inner()?), dockerfile))
+}

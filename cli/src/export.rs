@@ -1,0 +1,734 @@
+//! `kpbuild export`: merges the module images `kpbuild build` made into the bundle.
+//!
+//! - a directory (the kubeplay tree), or `kubeplay-<version>-linux-<arch>.tar.gz` / `.tar.zst`
+//!   with a `.sha256` file: the module images' layers are read as streams from the Docker daemon
+//!   (`docker save` through the Engine API), merged entry by entry in path order (no temporary
+//!   copy of the bundle), normalized (`kpbuild_modules::bundle_tar`) and compressed on several
+//!   threads;
+//! - `oci:DIR` or `oci-archive:FILE`: a multi-platform kubeplay OCI image whose layers are the
+//!   module layers as built (uncompressed, not recompressed), so shipping a new version moves only
+//!   the layers that changed.
+//!
+//! Outputs are written under a temporary name and renamed when complete, and are reproducible:
+//! the same images give byte-identical files (`SOURCE_DATE_EPOCH` sets every time stamp).
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, anyhow, bail};
+use bollard::Docker;
+use futures_util::StreamExt;
+use kpbuild_modules::bundle_tar::{self, BUNDLE_ROOT};
+use kpbuild_modules::plan::LOCK_TARGET;
+use kpbuild_modules::spec::{Platform, SpecFile};
+use sha2::Digest as _;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Dir,
+    #[value(name = "tar.gz")]
+    TarGz,
+    #[value(name = "tar.zst")]
+    TarZst,
+    Oci,
+    #[value(name = "oci-archive")]
+    OciArchive,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The bundle spec (names the module images).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "Dockerfile.bundle"
+    )]
+    spec: PathBuf,
+    /// Platforms: one for a directory or tarball; several (default: the spec's) for OCI.
+    #[arg(long, value_delimiter = ',', value_parser = crate::plan_cmd::parse_platform)]
+    platform: Vec<Platform>,
+    /// Output: DIR, FILE.tar.gz, FILE.tar.zst, oci:DIR or oci-archive:FILE; an existing
+    /// directory with --format tar.* gets kubeplay-<version>-linux-<arch>.tar.*.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    output: String,
+    /// Output format (default: from OUT).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Compression level (zstd 1–19, gzip 1–9).
+    #[arg(long)]
+    level: Option<i32>,
+    /// Compression threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let spec = SpecFile::read(&args.spec)?;
+    let (format, out) = output_of(&args)?;
+    let platforms = if args.platform.is_empty() {
+        spec.spec.platforms.clone()
+    } else {
+        args.platform.clone()
+    };
+    let mut modules: Vec<String> = spec.spec.modules.keys().cloned().collect();
+    modules.push(LOCK_TARGET.into());
+    let images_of = |p: &Platform| -> Vec<String> {
+        modules
+            .iter()
+            .map(|m| {
+                crate::build::module_image(
+                    &spec.spec.name,
+                    m,
+                    &spec.spec.version,
+                    p.arch.image_arch(),
+                )
+            })
+            .collect()
+    };
+    let epoch = bundle_tar::source_date_epoch().map_err(|e| anyhow!(e))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let docker =
+        Docker::connect_with_defaults().context("connecting to the Docker daemon (DOCKER_HOST)")?;
+    let started = std::time::Instant::now();
+    for p in &platforms {
+        for image in images_of(p) {
+            runtime
+                .block_on(docker.inspect_image(&image))
+                .map_err(|e| anyhow!("module image {image}: {e}\n  hint: run `kpbuild build -f {} --platform {p}` first", args.spec.display()))?;
+        }
+    }
+    match format {
+        Format::Dir | Format::TarGz | Format::TarZst => {
+            let [platform] = platforms.as_slice() else {
+                bail!(
+                    "a directory or tarball holds one platform; choose one with --platform (the spec has {})",
+                    platforms
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            let out = match (&format, out.is_dir()) {
+                (Format::TarGz | Format::TarZst, true) => out.join(format!(
+                    "kubeplay-{}-linux-{}.{}",
+                    spec.spec.version,
+                    platform.arch.image_arch(),
+                    if format == Format::TarGz {
+                        "tar.gz"
+                    } else {
+                        "tar.zst"
+                    }
+                )),
+                _ => out,
+            };
+            let sources = images_of(platform)
+                .into_iter()
+                .map(|image| open_layers(&runtime, &docker, &image))
+                .collect::<Vec<_>>();
+            let threads = args.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
+            let stats = match format {
+                Format::Dir => write_dir(&out, sources)?,
+                _ => write_tarball(&out, format, sources, epoch, args.level, threads)?,
+            };
+            eprintln!(
+                "kpbuild export: {} ({}): {} entries, {:.1} MiB of content, in {:.1}s",
+                out.display(),
+                platform,
+                stats.entries,
+                stats.bytes as f64 / 1048576.0,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Format::Oci | Format::OciArchive => {
+            let layers = crate::export_oci::write(
+                &runtime,
+                &docker,
+                &out,
+                format == Format::OciArchive,
+                &spec.spec,
+                &platforms,
+                &modules,
+                epoch,
+            )?;
+            eprintln!(
+                "kpbuild export: {} ({}): {} platforms, {layers} layers, in {:.1}s",
+                out.display(),
+                if format == Format::Oci {
+                    "OCI layout"
+                } else {
+                    "OCI archive"
+                },
+                platforms.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn output_of(args: &Args) -> anyhow::Result<(Format, PathBuf)> {
+    let o = args.output.as_str();
+    let (guessed, path) = if let Some(p) = o.strip_prefix("oci-archive:") {
+        (Format::OciArchive, p)
+    } else if let Some(p) = o.strip_prefix("oci:") {
+        (Format::Oci, p)
+    } else if o.ends_with(".tar.gz") || o.ends_with(".tgz") {
+        (Format::TarGz, o)
+    } else if o.ends_with(".tar.zst") {
+        (Format::TarZst, o)
+    } else {
+        (Format::Dir, o)
+    };
+    if path.is_empty() {
+        bail!("-o {o}: no path");
+    }
+    Ok((args.format.unwrap_or(guessed), PathBuf::from(path)))
+}
+
+/// One entry of a module layer, as the merge needs it.
+#[derive(Clone, Debug)]
+pub(crate) struct Meta {
+    pub path: String,
+    pub kind: Kind,
+    pub mode: u32,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Dir,
+    Symlink(String),
+    Hardlink(String),
+}
+
+pub(crate) enum Msg {
+    Entry(Meta),
+    Data(Vec<u8>),
+    End,
+    Failed(String),
+}
+
+/// A module image's entries, produced by a thread reading its `docker save` stream.
+pub(crate) struct LayerSource {
+    pub image: String,
+    rx: Receiver<Msg>,
+}
+
+impl LayerSource {
+    fn next_entry(&mut self) -> anyhow::Result<Option<Meta>> {
+        match self.rx.recv() {
+            Ok(Msg::Entry(m)) => Ok(Some(m)),
+            Ok(Msg::Failed(e)) => Err(anyhow!("module image {}: {e}", self.image)),
+            Ok(_) => Err(anyhow!(
+                "module image {}: internal: data out of place",
+                self.image
+            )),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Reads the data of the current entry of a source.
+struct EntryReader<'a> {
+    src: &'a mut LayerSource,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for EntryReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.src.rx.recv() {
+                Ok(Msg::Data(d)) => {
+                    self.buf = d;
+                    self.pos = 0;
+                }
+                Ok(Msg::End) => self.done = true,
+                Ok(Msg::Failed(e)) => return Err(std::io::Error::other(e)),
+                Ok(Msg::Entry(_)) | Err(_) => {
+                    return Err(std::io::Error::other("entry data ended early"));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl EntryReader<'_> {
+    /// Reads what is left of the entry (when it is skipped).
+    fn drain(mut self) -> std::io::Result<()> {
+        std::io::copy(&mut self, &mut std::io::sink()).map(|_| ())
+    }
+}
+
+/// A `Read` over byte chunks from a channel (an async stream bridged to a thread).
+pub(crate) struct ChannelReader {
+    rx: Receiver<Result<bytes::Bytes, String>>,
+    buf: bytes::Bytes,
+}
+
+impl ChannelReader {
+    pub fn new(rx: Receiver<Result<bytes::Bytes, String>>) -> Self {
+        ChannelReader {
+            rx,
+            buf: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => self.buf = b,
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf = self.buf.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Streams `docker save IMAGE` into a reader.
+pub(crate) fn save_stream(
+    runtime: &tokio::runtime::Runtime,
+    docker: &Docker,
+    image: &str,
+) -> ChannelReader {
+    let (tx, rx) = sync_channel::<Result<bytes::Bytes, String>>(32);
+    let docker = docker.clone();
+    let image = image.to_string();
+    runtime.spawn(async move {
+        let mut stream = docker.export_image(&image);
+        while let Some(chunk) = stream.next().await {
+            let msg = chunk.map_err(|e| format!("docker save {image}: {e}"));
+            let failed = msg.is_err();
+            // The receiving thread blocks on a bounded channel: send from a blocking section.
+            let tx2 = tx.clone();
+            if tokio::task::spawn_blocking(move || tx2.send(msg))
+                .await
+                .map(|r| r.is_err())
+                .unwrap_or(true)
+                || failed
+            {
+                break;
+            }
+        }
+    });
+    ChannelReader::new(rx)
+}
+
+/// Opens a module image: a thread parses its `docker save` stream and sends its layers'
+/// entries, in order, with their data.
+fn open_layers(runtime: &tokio::runtime::Runtime, docker: &Docker, image: &str) -> LayerSource {
+    let reader = save_stream(runtime, docker, image);
+    let (tx, rx) = sync_channel::<Msg>(64);
+    let name = image.to_string();
+    std::thread::spawn(move || {
+        if let Err(e) = parse_save(reader, &tx) {
+            let _ = tx.send(Msg::Failed(format!("{e:#}")));
+        }
+        let _ = name;
+    });
+    LayerSource {
+        image: image.to_string(),
+        rx,
+    }
+}
+
+fn parse_save(reader: ChannelReader, tx: &SyncSender<Msg>) -> anyhow::Result<()> {
+    let mut outer = tar::Archive::new(reader);
+    let mut layers = 0;
+    for entry in outer.entries()? {
+        let entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if !path.ends_with("layer.tar") {
+            continue;
+        }
+        layers += 1;
+        if layers > 1 {
+            bail!(
+                "the image has more than one layer; kpbuild's module images have one (rebuild with kpbuild build)"
+            );
+        }
+        let mut inner = tar::Archive::new(entry);
+        let mut last: Option<String> = None;
+        for e in inner.entries()? {
+            let mut e = e?;
+            let raw = e.path()?.to_string_lossy().into_owned();
+            let path = bundle_tar::normalize_entry(&raw)?;
+            if path
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with(".wh."))
+            {
+                bail!("layer entry `{raw}` is a whiteout; kpbuild's module layers have none");
+            }
+            if let Some(prev) = &last
+                && bundle_tar::path_order(prev, &path) != std::cmp::Ordering::Less
+            {
+                bail!("layer entries out of order (`{prev}` before `{path}`)");
+            }
+            let h = e.header();
+            let kind = match h.entry_type() {
+                tar::EntryType::Directory => Kind::Dir,
+                tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+                tar::EntryType::Symlink => {
+                    let target = e
+                        .link_name()?
+                        .map(|l| l.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    bundle_tar::check_symlink(&path, &target)?;
+                    Kind::Symlink(target)
+                }
+                tar::EntryType::Link => {
+                    let target = e
+                        .link_name()?
+                        .map(|l| l.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    Kind::Hardlink(bundle_tar::normalize_entry(&target)?)
+                }
+                other => bail!("layer entry `{raw}` has an unsupported type {other:?}"),
+            };
+            let meta = Meta {
+                path: path.clone(),
+                mode: h.mode()?,
+                size: if kind == Kind::File { h.size()? } else { 0 },
+                kind,
+            };
+            if tx.send(Msg::Entry(meta.clone())).is_err() {
+                return Ok(());
+            }
+            if meta.kind == Kind::File {
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = e.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    if tx.send(Msg::Data(buf[..n].to_vec())).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if tx.send(Msg::End).is_err() {
+                return Ok(());
+            }
+            last = Some(path);
+        }
+    }
+    if layers == 0 {
+        bail!("no layer in the image");
+    }
+    Ok(())
+}
+
+pub(crate) struct Stats {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Merges sources in path order and hands each entry to `emit` (with its data when a file).
+fn merge(
+    mut sources: Vec<LayerSource>,
+    mut emit: impl FnMut(&Meta, Option<&mut dyn Read>) -> anyhow::Result<()>,
+) -> anyhow::Result<Stats> {
+    let mut heads: Vec<Option<Meta>> = Vec::with_capacity(sources.len());
+    for s in sources.iter_mut() {
+        heads.push(s.next_entry()?);
+    }
+    let mut emitted_dirs: BTreeSet<String> = BTreeSet::new();
+    let mut stats = Stats {
+        entries: 0,
+        bytes: 0,
+    };
+    while let Some(min) = heads
+        .iter()
+        .flatten()
+        .map(|m| m.path.clone())
+        .min_by(|a, b| bundle_tar::path_order(a, b))
+    {
+        let holders: Vec<usize> = (0..heads.len())
+            .filter(|&i| heads[i].as_ref().is_some_and(|m| m.path == min))
+            .collect();
+        let metas: Vec<Meta> = holders
+            .iter()
+            .map(|&i| heads[i].clone().expect("held"))
+            .collect();
+        let all_dirs = metas.iter().all(|m| m.kind == Kind::Dir);
+        if !all_dirs && holders.len() > 1 {
+            bail!(
+                "`{min}` is in more than one module image ({}); modules must not write the same file",
+                holders
+                    .iter()
+                    .map(|&i| sources[i].image.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        for parent in bundle_tar::parents(&min) {
+            if emitted_dirs.insert(parent.to_string()) {
+                emit(
+                    &Meta {
+                        path: parent.to_string(),
+                        kind: Kind::Dir,
+                        mode: 0o755,
+                        size: 0,
+                    },
+                    None,
+                )?;
+                stats.entries += 1;
+            }
+        }
+        let first = holders[0];
+        let meta = metas[0].clone();
+        if meta.kind == Kind::Dir {
+            if emitted_dirs.insert(meta.path.clone()) {
+                emit(&meta, None)?;
+                stats.entries += 1;
+            }
+        } else {
+            let src = &mut sources[first];
+            let mut reader = EntryReader {
+                src,
+                buf: Vec::new(),
+                pos: 0,
+                done: false,
+            };
+            if meta.kind == Kind::File {
+                emit(&meta, Some(&mut reader))?;
+                stats.bytes += meta.size;
+            } else {
+                emit(&meta, None)?;
+            }
+            reader.drain()?;
+            stats.entries += 1;
+        }
+        for &i in &holders {
+            if meta.kind == Kind::Dir || i != first {
+                EntryReader {
+                    src: &mut sources[i],
+                    buf: Vec::new(),
+                    pos: 0,
+                    done: false,
+                }
+                .drain()?;
+            }
+            heads[i] = sources[i].next_entry()?;
+        }
+    }
+    Ok(stats)
+}
+
+/// A writer that hashes what passes through.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hash: Arc<Mutex<sha2::Sha256>>,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.lock().expect("hash lock").update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    out.with_file_name(name)
+}
+
+fn tar_header(meta: &Meta, epoch: u64) -> anyhow::Result<tar::Header> {
+    let mut h = tar::Header::new_gnu();
+    h.set_mtime(epoch);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mode(bundle_tar::normalized_mode(
+        meta.kind == Kind::Dir,
+        meta.mode,
+    ));
+    match &meta.kind {
+        Kind::Dir => {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+        }
+        Kind::File => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(meta.size);
+        }
+        Kind::Symlink(t) => {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_link_name(t)?;
+        }
+        Kind::Hardlink(t) => {
+            h.set_entry_type(tar::EntryType::Link);
+            h.set_size(0);
+            h.set_link_name(format!("{BUNDLE_ROOT}/{t}"))?;
+        }
+    }
+    Ok(h)
+}
+
+fn write_tarball(
+    out: &Path,
+    format: Format,
+    sources: Vec<LayerSource>,
+    epoch: u64,
+    level: Option<i32>,
+    threads: usize,
+) -> anyhow::Result<Stats> {
+    let partial = partial_path(out);
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let hash = Arc::new(Mutex::new(sha2::Sha256::new()));
+    let hashed = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        hash: hash.clone(),
+    };
+    let result = (|| -> anyhow::Result<Stats> {
+        let stats;
+        match format {
+            Format::TarZst => {
+                let mut enc = zstd::stream::write::Encoder::new(hashed, level.unwrap_or(3))?;
+                enc.multithread(threads as u32)?;
+                enc.include_checksum(true)?;
+                let mut builder = tar::Builder::new(enc);
+                stats = write_entries(&mut builder, sources, epoch)?;
+                let mut w = builder.into_inner()?.finish()?;
+                w.flush()?;
+            }
+            _ => {
+                use gzp::ZWriter;
+                let lvl = level.unwrap_or(6).clamp(1, 9) as u32;
+                let enc: gzp::par::compress::ParCompress<gzp::deflate::Gzip, _> =
+                    gzp::par::compress::ParCompressBuilder::new()
+                        .num_threads(threads.max(1))
+                        .map_err(|e| anyhow!("gzip threads: {e}"))?
+                        .compression_level(gzp::Compression::new(lvl))
+                        .from_writer(hashed);
+                let mut builder = tar::Builder::new(enc);
+                stats = write_entries(&mut builder, sources, epoch)?;
+                let mut enc = builder.into_inner()?;
+                enc.finish().map_err(|e| anyhow!("gzip: {e}"))?;
+            }
+        }
+        Ok(stats)
+    })();
+    let stats = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let digest = hex::encode(hash.lock().expect("hash lock").clone().finalize());
+    let name = out
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let sum = partial_path(&PathBuf::from(format!("{}.sha256", out.display())));
+    std::fs::write(&sum, format!("{digest}  {name}\n"))?;
+    std::fs::rename(&partial, out)?;
+    std::fs::rename(&sum, format!("{}.sha256", out.display()))?;
+    Ok(stats)
+}
+
+fn write_entries<W: Write>(
+    builder: &mut tar::Builder<W>,
+    sources: Vec<LayerSource>,
+    epoch: u64,
+) -> anyhow::Result<Stats> {
+    let root = Meta {
+        path: String::new(),
+        kind: Kind::Dir,
+        mode: 0o755,
+        size: 0,
+    };
+    builder.append_data(
+        &mut tar_header(&root, epoch)?,
+        format!("{BUNDLE_ROOT}/"),
+        std::io::empty(),
+    )?;
+    let stats = merge(sources, |meta, data| {
+        let mut h = tar_header(meta, epoch)?;
+        let name = format!("{BUNDLE_ROOT}/{}", meta.path);
+        match data {
+            Some(r) => builder.append_data(&mut h, &name, r)?,
+            None => builder.append_data(&mut h, &name, std::io::empty())?,
+        }
+        Ok(())
+    })?;
+    builder.finish()?;
+    Ok(stats)
+}
+
+fn write_dir(out: &Path, sources: Vec<LayerSource>) -> anyhow::Result<Stats> {
+    if out.exists() {
+        bail!(
+            "{} exists; kpbuild export writes a new directory (remove it first)",
+            out.display()
+        );
+    }
+    let partial = partial_path(out);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    std::fs::create_dir_all(&partial)?;
+    let result = merge(sources, |meta, data| {
+        let p = partial.join(&meta.path);
+        match (&meta.kind, data) {
+            (Kind::Dir, _) => std::fs::create_dir_all(&p)?,
+            (Kind::File, Some(r)) => {
+                let mut f = std::fs::File::create(&p)?;
+                std::io::copy(r, &mut f)?;
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(
+                    bundle_tar::normalized_mode(false, meta.mode),
+                ))?;
+            }
+            (Kind::Symlink(t), _) => std::os::unix::fs::symlink(t, &p)?,
+            (Kind::Hardlink(t), _) => std::fs::hard_link(partial.join(t), &p)?,
+            (Kind::File, None) => bail!("internal: file without data"),
+        }
+        Ok(())
+    });
+    match result {
+        Ok(stats) => {
+            std::fs::rename(&partial, out)?;
+            Ok(stats)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(e)
+        }
+    }
+}

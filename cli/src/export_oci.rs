@@ -1,0 +1,281 @@
+//! The OCI forms of `kpbuild export`: `oci:DIR` (an OCI image layout) and `oci-archive:FILE`
+//! (the same layout as one tar). One manifest per platform whose layers are the module images'
+//! layers exactly as built (uncompressed tars, digests unchanged), under one index tagged with
+//! the bundle version. Blobs are streamed from the daemon and checked against the digests the
+//! daemon reports; nothing is recompressed.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use bollard::Docker;
+use kpbuild_modules::spec::{Platform, Spec};
+use serde_json::json;
+use sha2::Digest as _;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Where blobs and files of the layout go.
+trait Sink {
+    /// Writes a blob of `size` bytes from `r`, which must hash to `digest`.
+    fn blob_stream(&mut self, digest: &str, size: u64, r: &mut dyn Read) -> anyhow::Result<()>;
+    fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()>;
+    fn finish(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+/// Checks a digest while reading.
+struct Verify<'a> {
+    inner: &'a mut dyn Read,
+    hash: sha2::Sha256,
+}
+
+impl Read for Verify<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn check(digest: &str, hash: sha2::Sha256) -> anyhow::Result<()> {
+    let got = format!("sha256:{}", hex::encode(hash.finalize()));
+    if got != digest {
+        bail!("layer bytes hash to {got}, but the daemon says {digest}; nothing was kept");
+    }
+    Ok(())
+}
+
+struct DirSink {
+    partial: PathBuf,
+    out: PathBuf,
+}
+
+impl Sink for DirSink {
+    fn blob_stream(&mut self, digest: &str, _size: u64, r: &mut dyn Read) -> anyhow::Result<()> {
+        let hex = digest.trim_start_matches("sha256:");
+        let dir = self.partial.join("blobs/sha256");
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!("{hex}.partial"));
+        let mut v = Verify {
+            inner: r,
+            hash: sha2::Sha256::new(),
+        };
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::copy(&mut v, &mut f)?;
+        f.sync_all()?;
+        check(digest, v.hash)?;
+        std::fs::rename(&tmp, dir.join(hex))?;
+        Ok(())
+    }
+    fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
+        let p = self.partial.join(name);
+        std::fs::create_dir_all(p.parent().expect("in the layout"))?;
+        std::fs::write(p, data)?;
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        std::fs::rename(&self.partial, &self.out)?;
+        Ok(())
+    }
+}
+
+struct TarSink {
+    builder: tar::Builder<std::io::BufWriter<std::fs::File>>,
+    epoch: u64,
+    partial: PathBuf,
+    out: PathBuf,
+}
+
+impl TarSink {
+    fn header(&self, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(self.epoch);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    }
+}
+
+impl Sink for TarSink {
+    fn blob_stream(&mut self, digest: &str, size: u64, r: &mut dyn Read) -> anyhow::Result<()> {
+        let mut h = self.header(size);
+        let mut v = Verify {
+            inner: r,
+            hash: sha2::Sha256::new(),
+        };
+        self.builder.append_data(
+            &mut h,
+            format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
+            &mut v,
+        )?;
+        check(digest, v.hash)
+    }
+    fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
+        let mut h = self.header(data.len() as u64);
+        self.builder.append_data(&mut h, name, data)?;
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        let mut w = self.builder.into_inner()?;
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        std::fs::rename(&self.partial, &self.out)?;
+        Ok(())
+    }
+}
+
+fn partial(out: &Path) -> PathBuf {
+    let mut n = out.file_name().unwrap_or_default().to_os_string();
+    n.push(".partial");
+    out.with_file_name(n)
+}
+
+/// Writes the OCI layout (or archive) of every platform; returns the number of layers.
+#[allow(clippy::too_many_arguments)]
+pub fn write(
+    runtime: &tokio::runtime::Runtime,
+    docker: &Docker,
+    out: &Path,
+    archive: bool,
+    spec: &Spec,
+    platforms: &[Platform],
+    modules: &[String],
+    epoch: u64,
+) -> anyhow::Result<usize> {
+    if out.exists() {
+        bail!(
+            "{} exists; kpbuild export writes a new one (remove it first)",
+            out.display()
+        );
+    }
+    let part = partial(out);
+    if part.is_dir() {
+        std::fs::remove_dir_all(&part)?;
+    }
+    let mut sink: Box<dyn Sink> = if archive {
+        let f =
+            std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+        Box::new(TarSink {
+            builder: tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, f)),
+            epoch,
+            partial: part.clone(),
+            out: out.to_path_buf(),
+        })
+    } else {
+        std::fs::create_dir_all(&part)?;
+        Box::new(DirSink {
+            partial: part.clone(),
+            out: out.to_path_buf(),
+        })
+    };
+    let result = (|| -> anyhow::Result<usize> {
+        let mut written: BTreeSet<String> = BTreeSet::new();
+        let mut manifests = Vec::new();
+        let mut n_layers = 0;
+        sink.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        for p in platforms {
+            let arch = p.arch.image_arch();
+            let mut layers = Vec::new();
+            for m in modules {
+                let image = crate::build::module_image(&spec.name, m, &spec.version, arch);
+                let info = runtime
+                    .block_on(docker.inspect_image(&image))
+                    .map_err(|e| anyhow!("module image {image}: {e}"))?;
+                let diff_ids = info.root_fs.and_then(|r| r.layers).unwrap_or_default();
+                let [digest] = diff_ids.as_slice() else {
+                    bail!(
+                        "module image {image} has {} layers; kpbuild's module images have one",
+                        diff_ids.len()
+                    );
+                };
+                let mut save =
+                    tar::Archive::new(crate::export::save_stream(runtime, docker, &image));
+                let mut size = None;
+                for entry in save.entries()? {
+                    let mut entry = entry?;
+                    if !entry.path()?.to_string_lossy().ends_with("layer.tar") {
+                        continue;
+                    }
+                    let s = entry.header().size()?;
+                    if written.insert(digest.clone()) {
+                        sink.blob_stream(digest, s, &mut entry)
+                            .map_err(|e| anyhow!("module image {image}: {e}"))?;
+                    }
+                    size = Some(s);
+                }
+                let size =
+                    size.ok_or_else(|| anyhow!("module image {image}: no layer in docker save"))?;
+                layers.push(json!({
+                    "mediaType": OCI_LAYER_TAR,
+                    "digest": digest,
+                    "size": size,
+                    "annotations": {"org.opencontainers.image.title": m},
+                }));
+                n_layers += 1;
+            }
+            let diff_ids: Vec<&serde_json::Value> = layers.iter().map(|l| &l["digest"]).collect();
+            let config = serde_json::to_vec(&json!({
+                "architecture": arch,
+                "os": "linux",
+                "config": {"Labels": {"org.opencontainers.image.version": spec.version, "io.kpbuild.bundle": spec.name}},
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            }))?;
+            let config_desc = put_json(&mut *sink, &mut written, &config)?;
+            let manifest = serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": config_desc.0, "size": config_desc.1},
+                "layers": layers,
+            }))?;
+            let (digest, size) = put_json(&mut *sink, &mut written, &manifest)?;
+            manifests.push(json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": size,
+                "platform": {"architecture": arch, "os": "linux"},
+            }));
+        }
+        let index = serde_json::to_vec_pretty(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": manifests,
+            "annotations": {"org.opencontainers.image.ref.name": spec.version},
+        }))?;
+        sink.file("index.json", &index)?;
+        Ok(n_layers)
+    })();
+    match result {
+        Ok(n) => {
+            sink.finish()?;
+            Ok(n)
+        }
+        Err(e) => {
+            drop(sink);
+            let _ = if archive {
+                std::fs::remove_file(&part)
+            } else {
+                std::fs::remove_dir_all(&part)
+            };
+            Err(e)
+        }
+    }
+}
+
+fn put_json(
+    sink: &mut dyn Sink,
+    written: &mut BTreeSet<String>,
+    data: &[u8],
+) -> anyhow::Result<(String, u64)> {
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)));
+    if written.insert(digest.clone()) {
+        sink.blob_stream(&digest, data.len() as u64, &mut &data[..])?;
+    }
+    Ok((digest, data.len() as u64))
+}

@@ -1,0 +1,120 @@
+//! Image archives that `docker load` and `nerdctl load` accept (the `docker save` format), made
+//! from an image in a `registry:2` storage tree: `manifest.json`, the config as `<hex>.json`, and
+//! each layer blob as `<hex>/layer.tar` — the upstream bytes unchanged (compressed layers load as
+//! they are). Deterministic: the same image gives the same archive. Written to a temporary name,
+//! then renamed.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::registry_layout::{self, Digest, Layout, Manifest, Platform};
+
+/// Errors writing an archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("image {image}: {message}")]
+    Image { image: String, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Writes `repo:tag` of the tree at `root`, for `platform`, as a docker-archive at `out`, tagged
+/// `repo_tag` (what `docker load` names it). Returns the digest of the manifest archived.
+pub fn write_docker_archive(
+    root: &Path,
+    repo: &str,
+    tag: &str,
+    platform: &Platform,
+    repo_tag: &str,
+    out: &Path,
+) -> Result<Digest, ArchiveError> {
+    let image = format!("{repo}:{tag}");
+    let bad = |message: String| ArchiveError::Image {
+        image: image.clone(),
+        message,
+    };
+    let layout = Layout::new(root);
+    let link = layout.tag_current_link(repo, tag);
+    let top: Digest = std::fs::read_to_string(&link)
+        .map_err(|e| bad(format!("{}: {e}", link.display())))?
+        .trim()
+        .parse()
+        .map_err(|e| bad(format!("{}: {e:?}", link.display())))?;
+    let read =
+        |d: &Digest| std::fs::read(layout.blob_data(d)).map_err(|e| bad(format!("blob {d}: {e}")));
+    let mut digest = top.clone();
+    let mut bytes = read(&digest)?;
+    if let Manifest::Index { manifests, .. } =
+        registry_layout::parse_manifest(None, &bytes).map_err(|e| bad(e.to_string()))?
+    {
+        let child = manifests
+            .iter()
+            .find(|m| m.platform.as_ref().is_some_and(|p| p.satisfies(platform)))
+            .ok_or_else(|| bad(format!("no manifest for {platform} in the index {top}")))?;
+        digest = child.digest.clone();
+        bytes = read(&digest)?;
+    }
+    let Manifest::Image { config, layers, .. } =
+        registry_layout::parse_manifest(None, &bytes).map_err(|e| bad(e.to_string()))?
+    else {
+        return Err(bad(format!("{digest} is an index inside an index")));
+    };
+    let partial = out.with_extension("tar.partial");
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let file = std::fs::File::create(&partial).map_err(io(&partial))?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let mut append =
+        |name: &str, data: &mut dyn std::io::Read, size: u64| -> Result<(), ArchiveError> {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(size);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, name, data).map_err(io(&partial))
+        };
+    let config_name = format!("{}.json", config.digest.hex());
+    let config_bytes = read(&config.digest)?;
+    append(
+        &config_name,
+        &mut config_bytes.as_slice(),
+        config_bytes.len() as u64,
+    )?;
+    let mut layer_names = Vec::new();
+    for l in layers.iter().filter(|l| !l.is_foreign()) {
+        let name = format!("{}/layer.tar", l.digest.hex());
+        let path = layout.blob_data(&l.digest);
+        let mut f =
+            std::fs::File::open(&path).map_err(|e| bad(format!("layer {}: {e}", l.digest)))?;
+        let size = f.metadata().map_err(io(&path))?.len();
+        append(&name, &mut f, size)?;
+        layer_names.push(name);
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [repo_tag],
+        "Layers": layer_names,
+    }]))
+    .expect("json");
+    append(
+        "manifest.json",
+        &mut manifest.as_slice(),
+        manifest.len() as u64,
+    )?;
+    let mut w = tar.into_inner().map_err(io(&partial))?;
+    w.flush().map_err(io(&partial))?;
+    drop(w);
+    std::fs::rename(&partial, out).map_err(io(out))?;
+    Ok(digest)
+}
