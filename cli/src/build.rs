@@ -7,7 +7,7 @@
 //! `# syntax=` line selects kpbuild's frontend. Host networking is asked for only when the spec
 //! fetches images from a registry on this machine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kpbuild_modules::plan::{LOCK_TARGET, PlanOptions, Work, plan};
+use kpbuild_modules::plan::{BUNDLE_TARGET, PlanOptions, Work, bundle_modules, plan};
 use kpbuild_modules::source::LocalDir;
 use kpbuild_modules::spec::{Platform, SpecFile};
 
@@ -119,30 +119,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }),
             _ => false,
         });
-    let mut modules: Vec<String> = if args.target.is_empty() {
-        let mut m: Vec<String> = spec.spec.modules.keys().cloned().collect();
-        m.push(LOCK_TARGET.into());
-        m
-    } else {
-        args.target.clone()
-    };
-    modules.dedup();
     let units: Vec<Unit> = planned
         .platforms
         .iter()
         .flat_map(|p| {
-            modules.iter().map(|m| Unit {
-                module: m.clone(),
-                platform: p.platform,
-                image: module_image(
-                    &spec.spec.name,
-                    m,
-                    &spec.spec.version,
-                    p.platform.arch.image_arch(),
-                ),
-            })
+            let all = bundle_modules(&spec.spec, p.platform);
+            let wanted: Vec<String> =
+                if args.target.is_empty() || args.target.iter().any(|t| t == BUNDLE_TARGET) {
+                    all
+                } else {
+                    all.into_iter().filter(|m| args.target.contains(m)).collect()
+                };
+            wanted
+                .into_iter()
+                .map(|m| Unit {
+                    image: module_image(
+                        &spec.spec.name,
+                        &m,
+                        &spec.spec.version,
+                        p.platform.arch.image_arch(),
+                    ),
+                    module: m,
+                    platform: p.platform,
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
+    let modules: BTreeSet<&str> = units.iter().map(|u| u.module.as_str()).collect();
 
     let (tar, dockerfile) = context_tar(&context, &args.spec)?;
     eprintln!(

@@ -22,7 +22,7 @@ use anyhow::{Context, anyhow, bail};
 use bollard::Docker;
 use futures_util::StreamExt;
 use kpbuild_modules::bundle_tar::{self, BUNDLE_ROOT};
-use kpbuild_modules::plan::LOCK_TARGET;
+use kpbuild_modules::plan::bundle_modules;
 use kpbuild_modules::spec::{Platform, SpecFile};
 use sha2::Digest as _;
 
@@ -74,19 +74,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.platform.clone()
     };
-    let mut modules: Vec<String> = spec.spec.modules.keys().cloned().collect();
-    modules.push(LOCK_TARGET.into());
     let images_of = |p: &Platform| -> Vec<String> {
-        modules
+        bundle_modules(&spec.spec, *p)
             .iter()
-            .map(|m| {
-                crate::build::module_image(
-                    &spec.spec.name,
-                    m,
-                    &spec.spec.version,
-                    p.arch.image_arch(),
-                )
-            })
+            .map(|m| crate::build::module_image(&spec.spec.name, m, &spec.spec.version, p.arch.image_arch()))
             .collect()
     };
     let epoch = bundle_tar::source_date_epoch().map_err(|e| anyhow!(e))?;
@@ -158,7 +149,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 format == Format::OciArchive,
                 &spec.spec,
                 &platforms,
-                &modules,
                 epoch,
             )?;
             eprintln!(

@@ -146,7 +146,6 @@ pub fn write(
     archive: bool,
     spec: &Spec,
     platforms: &[Platform],
-    modules: &[String],
     epoch: u64,
 ) -> anyhow::Result<usize> {
     if out.exists() {
@@ -183,7 +182,7 @@ pub fn write(
         for p in platforms {
             let arch = p.arch.image_arch();
             let mut layers = Vec::new();
-            for m in modules {
+            for m in &kpbuild_modules::plan::bundle_modules(spec, *p) {
                 let image = crate::build::module_image(&spec.name, m, &spec.version, arch);
                 let info = runtime
                     .block_on(docker.inspect_image(&image))

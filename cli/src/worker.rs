@@ -37,6 +37,19 @@ pub enum Worker {
         /// The image (tag, digest, or both).
         reference: String,
     },
+    /// Write a root filesystem and its image config as a one-layer archive `docker load` accepts.
+    ImageArchive {
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// The image config (JSON), as BuildKit's Dockerfile frontend made it.
+        #[arg(long)]
+        config: PathBuf,
+        /// The name `docker load` gives the image.
+        #[arg(long)]
+        tag: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write the bundle manifest (kubeplay.lock.json) from the module trees of one platform.
     BundleManifest {
         /// The platform's plan (JSON), as the frontend planned it.
@@ -68,6 +81,16 @@ pub fn run(w: Worker) -> anyhow::Result<()> {
             out,
             reference,
         } => save_image(&platform, &mirrors, tag, &out, &reference),
+        Worker::ImageArchive { rootfs, config, tag, out } => {
+            let config = std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
+            let work = tempfile::Builder::new()
+                .prefix("kpbuild-archive-")
+                .tempdir()
+                .context("a temporary directory (mount one at /tmp)")?;
+            let layer = kpbuild_modules::image_archive::write_rootfs_archive(&rootfs, &config, &tag, &out, work.path())?;
+            eprintln!("image-archive: {tag} (layer {layer}) -> {}", out.display());
+            Ok(())
+        }
         Worker::BundleManifest {
             plan,
             bundle,

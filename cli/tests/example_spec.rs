@@ -1,4 +1,5 @@
-//! The repository's example Dockerfile.bundle stays valid and plans against ../shared.
+//! The repository's example Dockerfile.bundle stays valid: it plans in the context
+//! hack/bundle-context.sh assembles (here with kubespray's real pins).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -6,11 +7,18 @@ use std::process::Command;
 #[test]
 fn example_bundle_spec_plans() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    let status = Command::new("bash")
+        .arg(root.join("hack/bundle-context.sh"))
+        .arg(&ctx)
+        .arg("--real-pins")
+        .status()
+        .unwrap();
+    assert!(status.success());
     let o = Command::new(env!("CARGO_BIN_EXE_kpbuild"))
         .args(["plan", "-f"])
-        .arg(root.join("Dockerfile.bundle"))
-        .arg("--context")
-        .arg(root.join("../shared"))
+        .arg(ctx.join("Dockerfile.bundle"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -20,28 +28,25 @@ fn example_bundle_spec_plans() {
     for p in platforms {
         let arch = p["platform"].as_str().unwrap().trim_start_matches("linux/");
         let modules = p["modules"].as_array().unwrap();
+        let names: Vec<&str> = modules.iter().map(|m| m["name"].as_str().unwrap()).collect();
+        let expected: &[&str] = if arch == "amd64" {
+            &["files", "images", "os-packages", "kubespray", "compose"]
+        } else {
+            &["files", "images", "os-packages", "compose"]
+        };
+        assert_eq!(names, expected, "{arch}");
         let files = modules[0]["work"]["files"].as_array().unwrap();
         // kubespray 2.28.1, calico + containerd: the enabled files, every one pinned.
         assert_eq!(files.len(), 11, "{arch}");
-        assert!(
-            files
-                .iter()
-                .all(|f| f["pin"]["hex"].as_str().is_some_and(|h| h.len() == 64))
-        );
-        assert!(files.iter().all(|f| {
-            f["fetch_url"]
-                .as_str()
-                .unwrap()
-                .starts_with("http://127.0.0.1:8081/")
-        }));
+        assert!(files.iter().all(|f| f["pin"]["hex"].as_str().is_some_and(|h| h.len() == 64)));
+        assert!(files.iter().all(|f| f["fetch_url"].as_str().unwrap().starts_with("http://127.0.0.1:8081/")));
         let images = modules[1]["work"]["images"].as_array().unwrap();
         assert!(images.iter().any(|i| i["stored"] == "calico/node:v3.29.5"));
-        assert!(
-            images
-                .iter()
-                .any(|i| i["stored"] == "library/registry:2.8.1")
-        );
+        assert!(images.iter().all(|i| i["platforms"] == serde_json::json!(["linux/amd64", "linux/arm64"])));
         let distro = &modules[2]["work"]["distros"][0];
         assert_eq!(distro["path"], format!("debian/{arch}/bookworm"));
+        let compose = &modules.last().unwrap()["work"];
+        assert_eq!(compose["archives"][0]["path"], "resources/images/nginx-1.27.4-alpine.tar");
+        assert_eq!(compose["archives"][1]["fetch"], "127.0.0.1:5730/docker.io/library/registry");
     }
 }

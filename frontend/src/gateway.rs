@@ -157,6 +157,32 @@ impl Gateway {
         Ok(id)
     }
 
+    /// Solves with another frontend (BuildKit's own `dockerfile.v0`): returns the result's
+    /// definition (to use it as a state of our graph) and the result's metadata
+    /// (`containerimage.config`, …).
+    pub async fn solve_frontend(
+        &mut self,
+        frontend: &str,
+        opts: HashMap<String, String>,
+        inputs: HashMap<String, pb::Definition>,
+    ) -> Result<(Option<pb::Definition>, HashMap<String, Vec<u8>>), GatewayError> {
+        let req = fe::SolveRequest {
+            frontend: frontend.to_string(),
+            frontend_opt: opts,
+            frontend_inputs: inputs,
+            allow_result_return: true,
+            allow_result_array_ref: self.info.api_caps.contains("proto.refarray"),
+            ..Default::default()
+        };
+        let resp = self.client.solve(req).await.map_err(|s| GatewayError::call("Solve", s))?.into_inner();
+        let result = resp.result.unwrap_or_default();
+        let def = match result.result {
+            Some(fe::result::Result::Ref(r)) => r.def,
+            _ => None,
+        };
+        Ok((def, result.metadata))
+    }
+
     /// Reads a whole file of a solved ref.
     pub async fn read_file(&mut self, ref_id: &str, path: &str) -> Result<Vec<u8>, GatewayError> {
         let req = fe::ReadFileRequest {

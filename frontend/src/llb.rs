@@ -77,6 +77,12 @@ enum OpKind {
         has_base: bool,
     },
     Merge,
+    /// Ops of a definition made elsewhere (a nested solve's result), embedded as they are.
+    Foreign {
+        ops: Vec<Vec<u8>>,
+        metadata: BTreeMap<String, pb::OpMetadata>,
+        digest: String,
+    },
 }
 
 #[derive(Debug)]
@@ -134,7 +140,27 @@ fn clone_kind(k: &OpKind) -> OpKind {
             has_base: *has_base,
         },
         OpKind::Merge => OpKind::Merge,
+        OpKind::Foreign { ops, metadata, digest } => {
+            OpKind::Foreign { ops: ops.clone(), metadata: metadata.clone(), digest: digest.clone() }
+        }
     }
+}
+
+/// The result of a definition solved elsewhere (e.g. by BuildKit's Dockerfile frontend), as a
+/// state of this graph: its ops are embedded verbatim, so digests and cache keys are unchanged.
+pub fn from_definition(def: &pb::Definition) -> Option<State> {
+    let (terminal, ops) = def.def.split_last()?;
+    let terminal = pb::Op::decode(terminal.as_slice()).ok()?;
+    let input = terminal.inputs.first()?.clone();
+    Some(State {
+        node: Arc::new(Node {
+            kind: OpKind::Foreign { ops: ops.to_vec(), metadata: def.metadata.clone(), digest: input.digest },
+            inputs: vec![],
+            platform: None,
+            meta: Meta::default(),
+        }),
+        index: input.index,
+    })
 }
 
 fn source(
@@ -680,6 +706,19 @@ impl Marshaller {
         if let Some((_, d)) = self.memo.iter().find(|(n, _)| Arc::ptr_eq(n, node)) {
             return Ok(d.clone());
         }
+        if let OpKind::Foreign { ops, metadata, digest } = &node.kind {
+            for bytes in ops {
+                let d = digest_of(bytes);
+                if self.seen.insert(d.clone(), ()).is_none() {
+                    self.ops.push((d, bytes.clone()));
+                }
+            }
+            for (d, m) in metadata {
+                self.metadata.entry(d.clone()).or_insert_with(|| m.clone());
+            }
+            self.memo.push((node.clone(), digest.clone()));
+            return Ok(digest.clone());
+        }
         let mut inputs = Vec::with_capacity(node.inputs.len());
         for s in &node.inputs {
             let d = self.node(&s.node)?;
@@ -700,6 +739,7 @@ impl Marshaller {
                 }
                 pb::op::Op::File(file_op(actions, *has_base, node.inputs.len()))
             }
+            OpKind::Foreign { .. } => unreachable!("handled above"),
             OpKind::Merge => pb::op::Op::Merge(pb::MergeOp {
                 inputs: (0..inputs.len() as i64)
                     .map(|input| pb::MergeInput { input })
@@ -1074,6 +1114,21 @@ mod tests {
             (-1, 0, 0)
         );
         assert_eq!(ops.last().unwrap().1.inputs[0].index, 0);
+    }
+
+    #[test]
+    fn foreign_definitions_embed_verbatim() {
+        let inner = Exec::new(image("x", &amd64()), ["/bin/true"]).run().root();
+        let m = marshal(&inner).unwrap();
+        let state = from_definition(&m.definition).unwrap();
+        let outer = FileOp::on(None).copy(&state, "/etc", "/etc", CopyOptions::default()).result();
+        let m2 = marshal(&outer).unwrap();
+        // the inner ops (not its terminal) come first, unchanged
+        let n = m.definition.def.len() - 1;
+        assert_eq!(&m2.definition.def[..n], &m.definition.def[..n]);
+        let ops = decode(&m2.definition);
+        let file = ops.iter().find(|(_, o)| matches!(o.op, Some(pb::op::Op::File(_)))).unwrap();
+        assert_eq!(file.1.inputs[0].digest, m.result_digest);
     }
 
     #[test]

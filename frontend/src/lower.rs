@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kpbuild_modules::image_ref::ImageRef;
 use kpbuild_modules::kubespray::Arch;
 use kpbuild_modules::ospkg::{self, ScriptOptions};
-use kpbuild_modules::plan::{ComposeWork, DistroWork, FileWork, ImageWork, PlatformPlan, Work};
+use kpbuild_modules::plan::{ComposeWork, DistroWork, DockerfileWork, FileWork, ImageWork, PlatformPlan, Work};
 
 use crate::llb::{self, CopyOptions, Exec, FileOp, Network, Platform, State};
 
@@ -35,6 +35,9 @@ pub struct LowerEnv {
     pub registry_mirrors: Vec<String>,
     /// The build context, for modules that take files from it (installer, Dockerfile contexts).
     pub context: Option<State>,
+    /// Results of the nested Dockerfile builds, by (module, architecture): the result's
+    /// definition and its image config.
+    pub dockerfiles: BTreeMap<(String, String), (bollard_buildkit_proto::pb::Definition, Vec<u8>)>,
 }
 
 /// Errors lowering a plan.
@@ -67,12 +70,7 @@ pub fn lower_platform(
             Work::OsPackages { distros } => {
                 os_packages_module(&m.name, plan.platform.arch, distros, env)?
             }
-            Work::Dockerfile(_) => {
-                return Err(LowerError::Unsupported {
-                    module: m.name.clone(),
-                    kind: "dockerfile",
-                });
-            }
+            Work::Dockerfile(d) => dockerfile_module(&m.name, arch, d, env)?,
             Work::Compose(c) => compose_module(&m.name, arch, c, env)?,
         };
         out.push((m.name.clone(), state));
@@ -355,6 +353,43 @@ fn compose_module(
     Ok(layout.result())
 }
 
+/// The image a nested solve through BuildKit's Dockerfile frontend built (see `run.rs`), as an
+/// archive `docker load` accepts: a `kpbuild worker image-archive` op over its root filesystem.
+fn dockerfile_module(module: &str, arch: &str, d: &DockerfileWork, env: &LowerEnv) -> Result<State, LowerError> {
+    let (def, config) = env
+        .dockerfiles
+        .get(&(module.to_string(), arch.to_string()))
+        .ok_or_else(|| LowerError::Unsupported { module: module.into(), kind: "dockerfile (not built)" })?;
+    let rootfs = llb::from_definition(def).ok_or_else(|| LowerError::Unsupported { module: module.into(), kind: "dockerfile (empty result)" })?;
+    let cfg = FileOp::on(None).mkfile("/config.json", 0o644, config.clone()).result();
+    Ok(Exec::new(
+        llb::image(&env.tool_image, &env.worker_platform),
+        [
+            env.tool_binary.clone(),
+            "worker".into(),
+            "image-archive".into(),
+            "--rootfs".into(),
+            "/rootfs".into(),
+            "--config".into(),
+            "/cfg/config.json".into(),
+            "--tag".into(),
+            d.image.clone(),
+            "--out".into(),
+            format!("/out/{}", d.archive),
+        ],
+    )
+    .readonly_root()
+    .platform(&env.worker_platform)
+    .mount_readonly("/rootfs", rootfs, "")
+    .mount_readonly("/cfg", cfg, "")
+    .mount_tmpfs("/tmp")
+    .mount_scratch("/out")
+    .network(Network::None)
+    .named(format!("{module} [linux/{arch}]: archive {} as {}", d.image, d.archive))
+    .run()
+    .mount("/out"))
+}
+
 /// What the manifest op records besides the module trees.
 #[derive(Clone, Debug)]
 pub struct LockParams {
@@ -548,6 +583,7 @@ mod tests {
             digests,
             registry_mirrors: vec!["quay.io=127.0.0.1:5000/quay.io".into()],
             context: None,
+            dockerfiles: BTreeMap::new(),
         }
     }
 

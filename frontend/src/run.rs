@@ -218,6 +218,45 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
         .collect();
     let context = (!context_dirs.is_empty()).then(|| source.context_state(&context_dirs));
 
+    // Dockerfile modules: a nested solve through BuildKit's own Dockerfile frontend, per platform.
+    let mut dockerfiles = BTreeMap::new();
+    for p in &plan.platforms {
+        for m in &p.modules {
+            let Work::Dockerfile(d) = &m.work else { continue };
+            let dir = d.context.trim_matches('/').to_string();
+            let ctx = llb::FileOp::on(None)
+                .copy(
+                    context.as_ref().expect("dockerfile contexts are in context_dirs"),
+                    &format!("/{dir}/"),
+                    "/",
+                    llb::CopyOptions { contents_only: true, create_parents: true, ..Default::default() },
+                )
+                .named(format!("{}: Dockerfile context {dir}", m.name))
+                .result();
+            let def = llb::marshal(&ctx).map_err(|e| e.to_string())?.definition;
+            let mut fopts = HashMap::new();
+            fopts.insert("filename".to_string(), d.dockerfile.clone());
+            fopts.insert("platform".to_string(), p.platform.to_string());
+            for (k, v) in &d.build_args {
+                fopts.insert(format!("build-arg:{k}"), v.clone());
+            }
+            let mut inputs = HashMap::new();
+            inputs.insert("context".to_string(), def.clone());
+            inputs.insert("dockerfile".to_string(), def);
+            let (result, metadata) = gw
+                .solve_frontend("dockerfile.v0", fopts, inputs)
+                .await
+                .map_err(|e| format!("module `{}` ({}): the Dockerfile build failed: {}", m.name, p.platform, e.message()))?;
+            let result = result.ok_or_else(|| {
+                format!("module `{}`: BuildKit returned no definition for the Dockerfile build (it needs the proto.refarray cap)", m.name)
+            })?;
+            let config = metadata.get("containerimage.config").cloned().unwrap_or_else(|| {
+                serde_json::to_vec(&serde_json::json!({"architecture": p.platform.arch.image_arch(), "os": "linux", "config": {}})).expect("json")
+            });
+            dockerfiles.insert((m.name.clone(), p.platform.arch.image_arch().to_string()), (result, config));
+        }
+    }
+
     let env = LowerEnv {
         tool_image,
         tool_binary: tool_binary.to_string(),
@@ -226,6 +265,7 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
         digests,
         registry_mirrors,
         context,
+        dockerfiles,
     };
     // BuildKit refuses host networking before any op runs, with a bare "network.host is not
     // allowed" that never reaches the frontend; say beforehand, as a vertex in the progress

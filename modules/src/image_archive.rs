@@ -118,3 +118,83 @@ pub fn write_docker_archive(
     std::fs::rename(&partial, out).map_err(io(out))?;
     Ok(digest)
 }
+
+/// Writes a root filesystem (a directory) as a one-layer image archive: the layer is a tar of
+/// the tree (sorted, ownership and modes kept), the config is `config_json` with its `rootfs`
+/// and `history` made to describe that one layer. `work` holds the layer while it is hashed.
+pub fn write_rootfs_archive(
+    rootfs: &Path,
+    config_json: &[u8],
+    repo_tag: &str,
+    out: &Path,
+    work: &Path,
+) -> Result<String, ArchiveError> {
+    use sha2::Digest as _;
+    let bad = |message: String| ArchiveError::Image { image: repo_tag.to_string(), message };
+    // The layer.
+    let layer_path = work.join("layer.tar");
+    {
+        let file = std::fs::File::create(&layer_path).map_err(io(&layer_path))?;
+        let mut b = tar::Builder::new(std::io::BufWriter::new(file));
+        b.follow_symlinks(false);
+        let mut stack = vec![rootfs.to_path_buf()];
+        let mut entries = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
+                let e = e.map_err(io(&dir))?;
+                let ft = e.file_type().map_err(io(&e.path()))?;
+                if ft.is_dir() {
+                    stack.push(e.path());
+                }
+                entries.push(e.path());
+            }
+        }
+        entries.sort_by(|a, b| a.components().cmp(b.components()));
+        for p in &entries {
+            let rel = p.strip_prefix(rootfs).expect("under the rootfs");
+            b.append_path_with_name(p, rel).map_err(io(p))?;
+        }
+        b.into_inner().map_err(io(&layer_path))?.flush().map_err(io(&layer_path))?;
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut f = std::fs::File::open(&layer_path).map_err(io(&layer_path))?;
+    std::io::copy(&mut f, &mut hasher).map_err(io(&layer_path))?;
+    let layer_digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    // The config, describing that one layer.
+    let mut config: serde_json::Value =
+        serde_json::from_slice(config_json).map_err(|e| bad(format!("the image config is not JSON: {e}")))?;
+    config["rootfs"] = serde_json::json!({"type": "layers", "diff_ids": [layer_digest]});
+    config["history"] = serde_json::json!([{"created_by": "kpbuild: the Dockerfile build's root filesystem, one layer"}]);
+    let config_bytes = serde_json::to_vec(&config).expect("json");
+    let config_name = format!("{}.json", hex::encode(sha2::Sha256::digest(&config_bytes)));
+    let layer_name = format!("{}/layer.tar", layer_digest.trim_start_matches("sha256:"));
+    let partial = out.with_extension("tar.partial");
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let file = std::fs::File::create(&partial).map_err(io(&partial))?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let mut append = |name: &str, data: &mut dyn std::io::Read, size: u64| -> Result<(), ArchiveError> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut h, name, data).map_err(io(&partial))
+    };
+    let size = std::fs::metadata(&layer_path).map_err(io(&layer_path))?.len();
+    let mut layer = std::fs::File::open(&layer_path).map_err(io(&layer_path))?;
+    append(&layer_name, &mut layer, size)?;
+    append(&config_name, &mut config_bytes.as_slice(), config_bytes.len() as u64)?;
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [repo_tag],
+        "Layers": [layer_name],
+    }]))
+    .expect("json");
+    append("manifest.json", &mut manifest.as_slice(), manifest.len() as u64)?;
+    tar.into_inner().map_err(io(&partial))?.flush().map_err(io(&partial))?;
+    std::fs::remove_file(&layer_path).map_err(io(&layer_path))?;
+    std::fs::rename(&partial, out).map_err(io(out))?;
+    Ok(layer_digest)
+}

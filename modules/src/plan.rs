@@ -349,6 +349,12 @@ pub fn plan(
             if !selected(name) {
                 continue;
             }
+            if let Module::Dockerfile(d) = module
+                && !d.platforms.is_empty()
+                && !d.platforms.contains(&platform)
+            {
+                continue;
+            }
             let list_err = |source: ListError| PlanError::List {
                 spec: spec_name.clone(),
                 module: name.clone(),
@@ -668,6 +674,21 @@ pub fn load_vars(spec_file: &SpecFile, ctx: &dyn FileSource) -> Result<VarSet, L
         vars.set(k.clone(), value, origin, Precedence::ExtraVars);
     }
     Ok(vars)
+}
+
+/// The modules a platform's bundle holds, in spec order, and the manifest (`lock`) last.
+pub fn bundle_modules(spec: &crate::spec::Spec, platform: Platform) -> Vec<String> {
+    let mut out: Vec<String> = spec
+        .modules
+        .iter()
+        .filter(|(_, m)| match m {
+            Module::Dockerfile(d) => d.platforms.is_empty() || d.platforms.contains(&platform),
+            _ => true,
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    out.push(LOCK_TARGET.into());
+    out
 }
 
 /// The paths of the build context that planning reads (directories and files): what the

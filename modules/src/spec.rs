@@ -303,6 +303,10 @@ pub struct DockerfileModule {
     pub archive: String,
     /// Name and tag of the image inside the archive.
     pub image: String,
+    /// Only for these platforms (default: all of the bundle's). Building a platform other than
+    /// the worker's runs the Dockerfile's commands under emulation, which needs QEMU.
+    #[serde(default)]
+    pub platforms: Vec<Platform>,
 }
 
 fn default_dockerfile() -> String {
