@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end proofs through a real BuildKit (Docker 20.10's) and real servers.
 #
-#   hack/e2e.sh [STAGE…]      stages: sync files images os-packages (default: all stages)
+#   hack/e2e.sh [STAGE…]      stages: sync files images os-packages bundle (default: all)
 #
 #   sync     kpbuild sync-images against fixture registries (hack/e2e-sync.sh)
 #   files    the files module through BuildKit
 #   images   the images module through BuildKit
 #   os-packages  the os-packages module through BuildKit (Debian 12, amd64 and arm64)
+#   bundle   kpbuild build + export + verify of the root Dockerfile.bundle, and the bundle used
 #
 # Each stage starts from a clean target/e2e/STAGE/, leaves its outputs there, and fails (exit
 # non-zero) unless every check passed. Needs hack/setup.sh's packages; starts what it needs
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 TESTDATA=$ROOT/../shared/testdata
 STAGES=("$@")
-[ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images os-packages)
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images os-packages bundle)
 DOCKER=/usr/bin/docker
 export DOCKER_BUILDKIT=1
 
@@ -321,6 +322,188 @@ PY
   done
 }
 
+# The whole bundle: kpbuild build the root Dockerfile.bundle against the loopback fixtures,
+# export, verify, and use the amd64 bundle with real servers and clients.
+stage_bundle() {
+  local out=$ROOT/target/e2e/bundle ctx arch
+  rm -rf "$out" && mkdir -p "$out"
+  ctx=$out/context
+  cargo build -q --release -p kpbuild
+  local KPR=$ROOT/target/release/kpbuild
+  log "bundle: context, fixture files (nginx :8081) and fixture registry (:$IMAGES_PORT)"
+  hack/bundle-context.sh "$ctx" --fixture-files "$out/srv"
+  hack/files-server.sh "$out/srv" 8081 >/dev/null
+  "$KPR" plan -f "$ctx/Dockerfile.bundle" > "$out/plan.json"
+  python3 - "$out/plan.json" > "$out/refs.list" <<'PY'
+import json, sys
+refs = {i["source"] for p in json.load(open(sys.argv[1]))["platforms"] for m in p["modules"]
+        if m["work"]["kind"] == "images" for i in m["work"]["images"]}
+refs.add("docker.io/library/busybox:1.36-e2e-added")
+print("\n".join(sorted(refs)))
+PY
+  registry_stop e2e-images
+  rm -rf "$out/fixture-storage"
+  registry_start e2e-images "$IMAGES_PORT" "$out/fixture-storage" rw
+  cargo run -q --release -p kpbuild-sync --example fixture-images -- \
+    --registry "127.0.0.1:$IMAGES_PORT" --set refs --refs "$out/refs.list" --out "$out/fixture"
+  hack/service-images.sh "127.0.0.1:$IMAGES_PORT" docker.io/library/nginx:1.27.4-alpine docker.io/library/registry:2.8.1
+  hack/base-images.sh debian:bookworm >&2
+
+  log "bundle: kpbuild build (every module, amd64 and arm64)"
+  "$KPR" build -f "$ctx/Dockerfile.bundle" > "$out/build.log" 2>&1 || { tail -40 "$out/build.log" >&2; fail "kpbuild build"; }
+  tail -14 "$out/build.log" >&2
+  module_ids > "$out/ids-1.txt"
+
+  log "bundle: kpbuild export (amd64 .tar.gz, arm64 .tar.zst, both platforms as an OCI archive) and verify"
+  "$KPR" export -f "$ctx/Dockerfile.bundle" --platform linux/amd64 -o "$out/" --format tar.gz 2>&1 | tail -1 >&2
+  "$KPR" export -f "$ctx/Dockerfile.bundle" --platform linux/arm64 -o "$out/" --format tar.zst 2>&1 | tail -1 >&2
+  "$KPR" export -f "$ctx/Dockerfile.bundle" -o "oci-archive:$out/kubeplay-v0.1.0.oci.tar" 2>&1 | tail -1 >&2
+  local gz=$out/kubeplay-v0.1.0-linux-amd64.tar.gz zst=$out/kubeplay-v0.1.0-linux-arm64.tar.zst
+  for t in "$gz" "$zst"; do
+    [ -s "$t" ] && [ -s "$t.sha256" ] || fail "no $t (or its .sha256)"
+    (cd "$out" && sha256sum -c "$(basename "$t").sha256" >/dev/null) || fail "$t does not match its .sha256"
+    "$KPR" verify "$t" > "$out/verify-$(basename "$t").log" 2>&1 || { cat "$out/verify-$(basename "$t").log" >&2; fail "verify $t"; }
+    tail -2 "$out/verify-$(basename "$t").log" >&2
+  done
+  skopeo inspect --raw "oci-archive:$out/kubeplay-v0.1.0.oci.tar" > "$out/oci-index.json" \
+    || fail "skopeo cannot read the OCI archive"
+  python3 - "$out/oci-index.json" <<'PY' || fail "OCI archive index"
+import json, sys
+idx = json.load(open(sys.argv[1]))
+archs = sorted(m["platform"]["architecture"] for m in idx["manifests"])
+assert archs == ["amd64", "arm64"], archs
+print(f"OCI archive: index of {archs}", file=sys.stderr)
+PY
+  for arch in amd64 arm64; do
+    skopeo inspect --override-arch "$arch" "oci-archive:$out/kubeplay-v0.1.0.oci.tar" > "$out/oci-$arch.json" \
+      || fail "skopeo inspect oci-archive for $arch"
+    python3 - "$out/oci-$arch.json" "$arch" "$out/ids-1.txt" <<'PY' || fail "OCI layers are not the module layers as built"
+import json, sys
+layers = json.load(open(sys.argv[1]))["Layers"]
+arch = sys.argv[2]
+ids = [l.split() for l in open(sys.argv[3])]
+built = [layer for image, layer in ids if image.endswith(f"-{arch}")]
+assert layers == built, (layers, built)
+print(f"OCI {arch}: {len(layers)} layers, each the digest of a module image's layer as built", file=sys.stderr)
+PY
+  done
+
+  log "bundle: the amd64 bundle, untarred, with real servers and clients"
+  local tree=$out/untar
+  mkdir -p "$tree" && tar -xzf "$gz" -C "$tree"
+  local kp=$tree/kubeplay
+  for a in "$kp"/resources/images/*.tar; do
+    $DOCKER load -i "$a" > "$out/load-$(basename "$a").log" || fail "docker load $a"
+    echo "docker load $(basename "$a"): $(tail -1 "$out/load-$(basename "$a").log")" >&2
+  done
+  registry_start e2e-serve "$SERVE_PORT" "$kp/resources/registry" ro
+  python3 - "$kp/kubeplay.lock.json" "$SERVE_PORT" "$IMAGES_PORT" "$out" <<'PY' || { registry_stop e2e-serve; fail "registry check"; }
+import hashlib, json, subprocess, sys
+lock, serve, src, out = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+def raw(ref):
+    return subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], check=True, capture_output=True).stdout
+bad, pulls = [], 0
+for img in lock["images"]:
+    served = "sha256:" + hashlib.sha256(raw(f"127.0.0.1:{serve}/{img['stored']}")).hexdigest()
+    host, _, path = img["source"].partition("/")
+    upstream = "sha256:" + hashlib.sha256(raw(f"127.0.0.1:{src}/{host}/{path.split('@')[0]}")).hexdigest()
+    if not (served == img["digest"] == upstream):
+        bad.append(f"{img['stored']}: served {served}, manifest {img['digest']}, upstream {upstream}")
+    for arch in ("amd64", "arm64"):
+        r = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", "--override-os", "linux", "--override-arch", arch,
+                            f"docker://127.0.0.1:{serve}/{img['stored']}", f"dir:{out}/pull/{pulls}"], capture_output=True)
+        pulls += 1
+        if r.returncode:
+            bad.append(f"{img['stored']} {arch}: {r.stderr.decode().strip()}")
+print(f"registry on resources/registry: {len(lock['images'])} images pulled for amd64 and arm64 ({pulls} pulls), digests = manifest = upstream; {len(bad)} problems", file=sys.stderr)
+for b in bad: print("  " + b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+  registry_stop e2e-serve
+  hack/files-server.sh "$kp/resources/nginx" 8082 >/dev/null
+  python3 - "$kp/kubeplay.lock.json" <<'PY' || fail "nginx check"
+import hashlib, json, sys, urllib.request
+lock = json.load(open(sys.argv[1]))
+bad = []
+for f in lock["files"]:
+    data = urllib.request.urlopen("http://127.0.0.1:8082/" + f["path"].removeprefix("resources/nginx/")).read()
+    if hashlib.sha256(data).hexdigest() != f["sha256"]:
+        bad.append(f["path"])
+print(f"nginx on resources/nginx: {len(lock['files'])} files served with their sha256; {len(bad)} problems", file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+  python3 -c "import json,sys; l=json.load(open(sys.argv[1])); d=[p for p in l['packages'] if p['repo'].endswith('amd64/bookworm')]; print(' '.join(sorted({x for x in json.load(open(sys.argv[2]))['platforms'][0]['modules'][2]['work']['distros'][0]['packages']} - set(sum([s['names'] for s in l['skipped_packages']], [])))))" \
+    "$kp/kubeplay.lock.json" "$out/plan.json" > "$out/packages.txt"
+  # shellcheck disable=SC2016
+  $DOCKER run --rm --network host -v "$out/packages.txt:/list:ro" debian:bookworm sh -euc '
+    rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*
+    echo "deb [trusted=yes] http://127.0.0.1:8082/debian/amd64/bookworm/ ./" > /etc/apt/sources.list.d/kubeplay.list
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(cat /list) > /tmp/install.log 2>&1 || { tail -20 /tmp/install.log; exit 1; }
+    echo "apt-get install from the bundle nginx alone: $(wc -w < /list) packages installed"
+  ' > "$out/apt-install.log" 2>&1 || { cat "$out/apt-install.log" >&2; hack/files-server.sh stop 8082; fail "apt install from the bundle's nginx"; }
+  cat "$out/apt-install.log" >&2
+  hack/files-server.sh stop 8082
+  log "bundle: install.sh compose / health-check / remove-compose with the loaded images"
+  (cd "$kp" && ./install.sh compose && ./install.sh health-check && ./install.sh remove-compose) > "$out/install.log" 2>&1 \
+    || { cat "$out/install.log" >&2; (cd "$kp" && ./install.sh remove-compose) >/dev/null 2>&1; fail "install.sh compose"; }
+  grep -E "ok$" "$out/install.log" >&2
+
+  log "bundle: a rebuild with no change caches every module"
+  "$KPR" build -f "$ctx/Dockerfile.bundle" > "$out/rebuild.log" 2>&1 || { tail -20 "$out/rebuild.log" >&2; fail "rebuild"; }
+  module_ids > "$out/ids-2.txt"
+  diff "$out/ids-1.txt" "$out/ids-2.txt" >/dev/null || fail "a rebuild with no change changed module images: $(diff "$out/ids-1.txt" "$out/ids-2.txt")"
+  grep -Eq "built$" "$out/rebuild.log" && { tail -14 "$out/rebuild.log" >&2; fail "a rebuild with no change ran ops"; }
+  echo "rebuild: every module cached, the same images" >&2
+
+  log "bundle: two exports of the same build are byte-identical"
+  local again=$out/again && mkdir -p "$again"
+  "$KPR" export -f "$ctx/Dockerfile.bundle" --platform linux/amd64 -o "$again/" --format tar.gz 2>/dev/null
+  cmp "$gz" "$again/$(basename "$gz")" || fail "two .tar.gz exports differ"
+  "$KPR" export -f "$ctx/Dockerfile.bundle" --platform linux/arm64 -o "$again/" --format tar.zst 2>/dev/null
+  cmp "$zst" "$again/$(basename "$zst")" || fail "two .tar.zst exports differ"
+  "$KPR" export -f "$ctx/Dockerfile.bundle" -o "oci-archive:$again/kubeplay-v0.1.0.oci.tar" 2>/dev/null
+  cmp "$out/kubeplay-v0.1.0.oci.tar" "$again/kubeplay-v0.1.0.oci.tar" || fail "two OCI exports differ"
+  echo "exports: .tar.gz, .tar.zst and the OCI archive byte-identical twice" >&2
+
+  log "bundle: changing one image changes only the images module"
+  sed -i 's#^    platforms: \[linux/amd64, linux/arm64\]#    platforms: [linux/amd64, linux/arm64]\n    extra: [docker.io/library/busybox:1.36-e2e-added]#' "$ctx/Dockerfile.bundle"
+  "$KPR" build -f "$ctx/Dockerfile.bundle" > "$out/changed.log" 2>&1 || { tail -20 "$out/changed.log" >&2; fail "build with one image more"; }
+  module_ids > "$out/ids-3.txt"
+  python3 - "$out/ids-2.txt" "$out/ids-3.txt" <<'PY' || fail "one image more changed other modules"
+import sys
+a = dict(l.split() for l in open(sys.argv[1])); b = dict(l.split() for l in open(sys.argv[2]))
+changed = sorted(k.split("/")[1].split(":")[0] + ":" + k.rsplit("-", 1)[1] for k in a if a[k] != b[k])
+want = ["images:amd64", "images:arm64", "lock:amd64", "lock:arm64"]
+print(f"one image more: changed module images {changed}", file=sys.stderr)
+sys.exit(0 if changed == want else 1)
+PY
+
+  log "bundle: verify names a corrupt blob, a deleted link, a truncated tarball"
+  local bad=$out/bad && cp -r "$kp" "$bad"
+  local blob link
+  blob=$(find "$bad/resources/registry/docker/registry/v2/blobs" -name data -size +100k | sort | head -1)
+  printf 'CORRUPT' | dd of="$blob" bs=1 seek=100 conv=notrunc status=none
+  link=$(find "$bad/resources/registry/docker/registry/v2/repositories" -path '*/_layers/*' -name link | sort | head -1)
+  rm "$link"
+  if "$KPR" verify "$bad" > "$out/verify-bad.log" 2>&1; then fail "verify accepted a corrupt tree"; fi
+  grep -q "${blob#"$bad"/}" "$out/verify-bad.log" || { cat "$out/verify-bad.log" >&2; fail "verify did not name the corrupt blob"; }
+  grep -q "$(dirname "${link#"$bad"/}")\|$(basename "$(dirname "$link")")" "$out/verify-bad.log" \
+    || { cat "$out/verify-bad.log" >&2; fail "verify did not name the deleted link"; }
+  head -c $(( $(stat -c %s "$gz") / 2 )) "$gz" > "$out/truncated.tar.gz"
+  if "$KPR" verify "$out/truncated.tar.gz" > "$out/verify-truncated.log" 2>&1; then fail "verify accepted a truncated tarball"; fi
+  grep -Eq "truncated|corrupt|unexpected end" "$out/verify-truncated.log" || { cat "$out/verify-truncated.log" >&2; fail "verify did not say truncated"; }
+  echo "verify: corrupt blob, deleted link and truncated tarball each named:" >&2
+  grep -h "FAULT\|error" "$out/verify-bad.log" "$out/verify-truncated.log" | head -6 >&2
+}
+
+# `image layer-digest` of every module image of the bundle spec, sorted.
+module_ids() {
+  $DOCKER images --format '{{.Repository}}:{{.Tag}}' | grep '^kubeplay/' | sort | while read -r img; do
+    echo "$img $($DOCKER inspect --format '{{index .RootFS.Layers 0}}' "$img")"
+  done
+}
+
 # apt with an EMPTY dpkg status and REPO as its only source, no network, simulates installing
 # every package of LIST for ARCH (APT::Architecture, so arm64 is checked on this amd64 host).
 completeness() { # REPO ARCH LIST
@@ -393,8 +576,9 @@ for STAGE in "${STAGES[@]}"; do
     files) stage_files ;;
     images) stage_images ;;
     os-packages) stage_os_packages ;;
+    bundle) stage_bundle ;;
     sync) bash hack/e2e-sync.sh || fail "sync (hack/e2e-sync.sh)" ;;
-    *) fail "unknown stage $STAGE (sync, files, images, os-packages)" ;;
+    *) fail "unknown stage $STAGE (sync, files, images, os-packages, bundle)" ;;
   esac
 done
 echo "e2e: ${STAGES[*]}: all checks passed" >&2

@@ -47,6 +47,9 @@ pub struct Args {
     /// Extra variable (passed as a build argument): NAME=VALUE.
     #[arg(short = 'e', long = "extra-vars", value_name = "NAME=VALUE")]
     extra: Vec<String>,
+    /// Only these distros of the os-packages modules (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    distro: Vec<String>,
     /// Builds run at the same time.
     #[arg(long, default_value_t = 3)]
     jobs: usize,
@@ -66,15 +69,40 @@ struct Unit {
 #[derive(Default)]
 struct Outcome {
     vertices: BTreeMap<String, (String, bool, bool)>, // digest -> (name, cached, completed)
+    /// The last lines each vertex printed.
+    logs: BTreeMap<String, Vec<String>>,
+    failed_vertex: Option<String>,
     error: Option<String>,
     took: Duration,
 }
 
+/// Vertices that only load or check inputs (sources): BuildKit reports them done, not cached,
+/// even when nothing changed. They are not counted as work that ran.
+fn is_source_vertex(name: &str) -> bool {
+    [
+        "load ",
+        "resolve ",
+        "download ",
+        "[internal]",
+        "docker-image://",
+        "note: ",
+        "unpack build context",
+        "local://",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
 impl Outcome {
+    /// (ops, cached, ran): `ran` counts the ops that did work (not sources, not cached).
     fn counts(&self) -> (usize, usize, usize) {
         let total = self.vertices.len();
         let cached = self.vertices.values().filter(|v| v.1).count();
-        let ran = self.vertices.values().filter(|v| v.2 && !v.1).count();
+        let ran = self
+            .vertices
+            .values()
+            .filter(|v| v.2 && !v.1 && !is_source_vertex(&v.0))
+            .count();
         (total, cached, ran)
     }
 }
@@ -105,6 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             extra_vars: args.extra.clone(),
             platforms: args.platform.clone(),
             targets: args.target.clone(),
+            distros: args.distro.clone(),
         },
     )?;
     let host_network = planned
@@ -128,7 +157,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 if args.target.is_empty() || args.target.iter().any(|t| t == BUNDLE_TARGET) {
                     all
                 } else {
-                    all.into_iter().filter(|m| args.target.contains(m)).collect()
+                    all.into_iter()
+                        .filter(|m| args.target.contains(m))
+                        .collect()
                 };
             wanted
                 .into_iter()
@@ -164,12 +195,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let mut extra = args.extra.clone();
+    if !args.distro.is_empty() {
+        extra.push(format!("KPBUILD_DISTROS={}", args.distro.join(",")));
+    }
     let outcomes = runtime.block_on(build_all(
         &units,
         tar,
         &dockerfile,
         host_network,
-        &args.extra,
+        &extra,
         args.jobs.max(1),
     ))?;
 
@@ -201,6 +236,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (u, o) in units.iter().zip(&outcomes) {
         if let Some(e) = &o.error {
             eprintln!("\nerror: {} ({}): {e}", u.module, u.platform);
+            if let Some(lines) = o.failed_vertex.as_ref().and_then(|v| o.logs.get(v)) {
+                for l in lines {
+                    eprintln!("  | {l}");
+                }
+            }
         }
     }
     if failed > 0 {
@@ -275,7 +315,16 @@ async fn build_all(
                                 e.2 |= v.completed.is_some();
                                 if !v.error.is_empty() && outcome.error.is_none() {
                                     outcome.error = Some(format!("{}: {}", v.name, v.error));
+                                    outcome.failed_vertex = Some(v.digest.clone());
                                 }
+                            }
+                            for l in status.logs {
+                                let lines = outcome.logs.entry(l.vertex.clone()).or_default();
+                                lines.extend(
+                                    String::from_utf8_lossy(&l.msg).lines().map(str::to_string),
+                                );
+                                let excess = lines.len().saturating_sub(20);
+                                lines.drain(..excess);
                             }
                         }
                         if let Some(detail) = info.error_detail.and_then(|d| d.message) {

@@ -77,7 +77,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let images_of = |p: &Platform| -> Vec<String> {
         bundle_modules(&spec.spec, *p)
             .iter()
-            .map(|m| crate::build::module_image(&spec.spec.name, m, &spec.spec.version, p.arch.image_arch()))
+            .map(|m| {
+                crate::build::module_image(
+                    &spec.spec.name,
+                    m,
+                    &spec.spec.version,
+                    p.arch.image_arch(),
+                )
+            })
             .collect()
     };
     let epoch = bundle_tar::source_date_epoch().map_err(|e| anyhow!(e))?;

@@ -25,6 +25,9 @@ pub struct Args {
     /// Only these modules (default: all).
     #[arg(long)]
     target: Vec<String>,
+    /// Only these distros of the os-packages modules (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    distro: Vec<String>,
     /// Extra variable: NAME=VALUE or @FILE.yml.
     #[arg(short = 'e', long = "extra-vars", value_name = "NAME=VALUE")]
     extra: Vec<String>,
@@ -51,6 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         extra_vars: args.extra,
         platforms: args.platform,
         targets: args.target,
+        distros: args.distro,
     };
     let plan = plan(&spec, &LocalDir::new(context), &opts)?;
     crate::print_lines([serde_json::to_string_pretty(&plan)?])

@@ -81,13 +81,25 @@ pub fn run(w: Worker) -> anyhow::Result<()> {
             out,
             reference,
         } => save_image(&platform, &mirrors, tag, &out, &reference),
-        Worker::ImageArchive { rootfs, config, tag, out } => {
-            let config = std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
+        Worker::ImageArchive {
+            rootfs,
+            config,
+            tag,
+            out,
+        } => {
+            let config =
+                std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?;
             let work = tempfile::Builder::new()
                 .prefix("kpbuild-archive-")
                 .tempdir()
                 .context("a temporary directory (mount one at /tmp)")?;
-            let layer = kpbuild_modules::image_archive::write_rootfs_archive(&rootfs, &config, &tag, &out, work.path())?;
+            let layer = kpbuild_modules::image_archive::write_rootfs_archive(
+                &rootfs,
+                &config,
+                &tag,
+                &out,
+                work.path(),
+            )?;
             eprintln!("image-archive: {tag} (layer {layer}) -> {}", out.display());
             Ok(())
         }

@@ -28,7 +28,10 @@ fn example_bundle_spec_plans() {
     for p in platforms {
         let arch = p["platform"].as_str().unwrap().trim_start_matches("linux/");
         let modules = p["modules"].as_array().unwrap();
-        let names: Vec<&str> = modules.iter().map(|m| m["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = modules
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
         let expected: &[&str] = if arch == "amd64" {
             &["files", "images", "os-packages", "kubespray", "compose"]
         } else {
@@ -38,15 +41,34 @@ fn example_bundle_spec_plans() {
         let files = modules[0]["work"]["files"].as_array().unwrap();
         // kubespray 2.28.1, calico + containerd: the enabled files, every one pinned.
         assert_eq!(files.len(), 11, "{arch}");
-        assert!(files.iter().all(|f| f["pin"]["hex"].as_str().is_some_and(|h| h.len() == 64)));
-        assert!(files.iter().all(|f| f["fetch_url"].as_str().unwrap().starts_with("http://127.0.0.1:8081/")));
+        assert!(
+            files
+                .iter()
+                .all(|f| f["pin"]["hex"].as_str().is_some_and(|h| h.len() == 64))
+        );
+        assert!(files.iter().all(|f| {
+            f["fetch_url"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://127.0.0.1:8081/")
+        }));
         let images = modules[1]["work"]["images"].as_array().unwrap();
         assert!(images.iter().any(|i| i["stored"] == "calico/node:v3.29.5"));
-        assert!(images.iter().all(|i| i["platforms"] == serde_json::json!(["linux/amd64", "linux/arm64"])));
+        assert!(
+            images
+                .iter()
+                .all(|i| i["platforms"] == serde_json::json!(["linux/amd64", "linux/arm64"]))
+        );
         let distro = &modules[2]["work"]["distros"][0];
         assert_eq!(distro["path"], format!("debian/{arch}/bookworm"));
         let compose = &modules.last().unwrap()["work"];
-        assert_eq!(compose["archives"][0]["path"], "resources/images/nginx-1.27.4-alpine.tar");
-        assert_eq!(compose["archives"][1]["fetch"], "127.0.0.1:5730/docker.io/library/registry");
+        assert_eq!(
+            compose["archives"][0]["path"],
+            "resources/images/nginx-1.27.4-alpine.tar"
+        );
+        assert_eq!(
+            compose["archives"][1]["fetch"],
+            "127.0.0.1:5730/docker.io/library/registry"
+        );
     }
 }

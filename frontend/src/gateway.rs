@@ -174,13 +174,33 @@ impl Gateway {
             allow_result_array_ref: self.info.api_caps.contains("proto.refarray"),
             ..Default::default()
         };
-        let resp = self.client.solve(req).await.map_err(|s| GatewayError::call("Solve", s))?.into_inner();
+        let resp = self
+            .client
+            .solve(req)
+            .await
+            .map_err(|s| GatewayError::call("Solve", s))?
+            .into_inner();
         let result = resp.result.unwrap_or_default();
         let def = match result.result {
             Some(fe::result::Result::Ref(r)) => r.def,
             _ => None,
         };
         Ok((def, result.metadata))
+    }
+
+    /// The inputs the caller handed to this frontend (`context`, `dockerfile`), as definitions:
+    /// a Dockerfile frontend forwarding through `# syntax=` passes what it already loaded.
+    pub async fn inputs(&mut self) -> Result<HashMap<String, pb::Definition>, GatewayError> {
+        if !self.info.api_caps.contains("frontend.inputs") {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .client
+            .inputs(fe::InputsRequest {})
+            .await
+            .map_err(|s| GatewayError::call("Inputs", s))?
+            .into_inner()
+            .definitions)
     }
 
     /// Reads a whole file of a solved ref.

@@ -140,10 +140,57 @@ fn clone_kind(k: &OpKind) -> OpKind {
             has_base: *has_base,
         },
         OpKind::Merge => OpKind::Merge,
-        OpKind::Foreign { ops, metadata, digest } => {
-            OpKind::Foreign { ops: ops.clone(), metadata: metadata.clone(), digest: digest.clone() }
-        }
+        OpKind::Foreign {
+            ops,
+            metadata,
+            digest,
+        } => OpKind::Foreign {
+            ops: ops.clone(),
+            metadata: metadata.clone(),
+            digest: digest.clone(),
+        },
     }
+}
+
+/// A source op given as exact bytes (to share a vertex with an op another frontend made: the
+/// digest is the bytes').
+pub fn raw_op(bytes: Vec<u8>) -> State {
+    State {
+        node: Arc::new(Node {
+            kind: OpKind::Foreign {
+                digest: digest_of(&bytes),
+                ops: vec![bytes],
+                metadata: BTreeMap::new(),
+            },
+            inputs: vec![],
+            platform: None,
+            meta: Meta::default(),
+        }),
+        index: 0,
+    }
+}
+
+/// An HTTP source encoded exactly as BuildKit's Go client (`client/llb`) encodes it: fields in
+/// tag order, no platform (HTTP sources are not platform-specific) and empty worker
+/// constraints. Equal bytes mean an equal digest, so this op is the very vertex another frontend
+/// (the Dockerfile frontend reading a one-shot uploaded context) already solved in the build.
+pub fn http_go_encoded(url: &str, filename: &str) -> State {
+    let mut attrs = BTreeMap::new();
+    attrs.insert("http.filename".to_string(), filename.to_string());
+    let head = pb::Op {
+        op: Some(pb::op::Op::Source(pb::SourceOp {
+            identifier: url.to_string(),
+            attrs,
+        })),
+        ..Default::default()
+    };
+    let tail = pb::Op {
+        constraints: Some(pb::WorkerConstraints::default()),
+        ..Default::default()
+    };
+    let mut bytes = head.encode_to_vec();
+    bytes.extend(tail.encode_to_vec());
+    raw_op(bytes)
 }
 
 /// The result of a definition solved elsewhere (e.g. by BuildKit's Dockerfile frontend), as a
@@ -154,7 +201,11 @@ pub fn from_definition(def: &pb::Definition) -> Option<State> {
     let input = terminal.inputs.first()?.clone();
     Some(State {
         node: Arc::new(Node {
-            kind: OpKind::Foreign { ops: ops.to_vec(), metadata: def.metadata.clone(), digest: input.digest },
+            kind: OpKind::Foreign {
+                ops: ops.to_vec(),
+                metadata: def.metadata.clone(),
+                digest: input.digest,
+            },
             inputs: vec![],
             platform: None,
             meta: Meta::default(),
@@ -706,15 +757,22 @@ impl Marshaller {
         if let Some((_, d)) = self.memo.iter().find(|(n, _)| Arc::ptr_eq(n, node)) {
             return Ok(d.clone());
         }
-        if let OpKind::Foreign { ops, metadata, digest } = &node.kind {
+        if let OpKind::Foreign {
+            ops,
+            metadata,
+            digest,
+        } = &node.kind
+        {
             for bytes in ops {
                 let d = digest_of(bytes);
                 if self.seen.insert(d.clone(), ()).is_none() {
                     self.ops.push((d, bytes.clone()));
                 }
             }
-            for (d, m) in metadata {
-                self.metadata.entry(d.clone()).or_insert_with(|| m.clone());
+            for bytes in ops {
+                let d = digest_of(bytes);
+                let m = metadata.get(&d).cloned().unwrap_or_default();
+                self.metadata.entry(d).or_insert(m);
             }
             self.memo.push((node.clone(), digest.clone()));
             return Ok(digest.clone());
@@ -757,22 +815,22 @@ impl Marshaller {
         if self.seen.insert(digest.clone(), ()).is_none() {
             self.ops.push((digest.clone(), bytes));
         }
+        // Every op gets metadata, even empty: Go's llb.NewDefinitionOp (a definition handed to
+        // another frontend as an input) refuses ops without.
         let meta = &node.meta;
-        if meta.name.is_some() || !meta.caps.is_empty() || meta.ignore_cache {
-            let mut description = BTreeMap::new();
-            if let Some(n) = &meta.name {
-                description.insert("llb.customname".to_string(), n.clone());
-            }
-            self.metadata.insert(
-                digest.clone(),
-                pb::OpMetadata {
-                    ignore_cache: meta.ignore_cache,
-                    description,
-                    caps: meta.caps.iter().map(|c| (c.to_string(), true)).collect(),
-                    ..Default::default()
-                },
-            );
+        let mut description = BTreeMap::new();
+        if let Some(n) = &meta.name {
+            description.insert("llb.customname".to_string(), n.clone());
         }
+        self.metadata.insert(
+            digest.clone(),
+            pb::OpMetadata {
+                ignore_cache: meta.ignore_cache,
+                description,
+                caps: meta.caps.iter().map(|c| (c.to_string(), true)).collect(),
+                ..Default::default()
+            },
+        );
         self.memo.push((node.clone(), digest.clone()));
         Ok(digest)
     }
@@ -1121,14 +1179,38 @@ mod tests {
         let inner = Exec::new(image("x", &amd64()), ["/bin/true"]).run().root();
         let m = marshal(&inner).unwrap();
         let state = from_definition(&m.definition).unwrap();
-        let outer = FileOp::on(None).copy(&state, "/etc", "/etc", CopyOptions::default()).result();
+        let outer = FileOp::on(None)
+            .copy(&state, "/etc", "/etc", CopyOptions::default())
+            .result();
         let m2 = marshal(&outer).unwrap();
         // the inner ops (not its terminal) come first, unchanged
         let n = m.definition.def.len() - 1;
         assert_eq!(&m2.definition.def[..n], &m.definition.def[..n]);
         let ops = decode(&m2.definition);
-        let file = ops.iter().find(|(_, o)| matches!(o.op, Some(pb::op::Op::File(_)))).unwrap();
+        let file = ops
+            .iter()
+            .find(|(_, o)| matches!(o.op, Some(pb::op::Op::File(_))))
+            .unwrap();
         assert_eq!(file.1.inputs[0].digest, m.result_digest);
+    }
+
+    #[test]
+    fn http_source_is_encoded_as_go_encodes_it() {
+        // BuildKit's client/llb: Op{source(3){identifier(1), attrs(2){key(1), value(2)}},
+        // constraints(11){}} — no platform for an HTTP source.
+        let m = marshal(&http_go_encoded("http://c", "context")).unwrap();
+        let mut want = vec![0x1a, 0x24, 0x0a, 0x08];
+        want.extend(b"http://c");
+        want.extend([0x12, 0x18, 0x0a, 0x0d]);
+        want.extend(b"http.filename");
+        want.extend([0x12, 0x07]);
+        want.extend(b"context");
+        want.extend([0x5a, 0x00]);
+        assert_eq!(m.definition.def[0], want);
+        assert!(
+            m.definition.metadata.contains_key(&digest_of(&want)),
+            "every op has metadata"
+        );
     }
 
     #[test]

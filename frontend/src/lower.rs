@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use kpbuild_modules::image_ref::ImageRef;
 use kpbuild_modules::kubespray::Arch;
 use kpbuild_modules::ospkg::{self, ScriptOptions};
-use kpbuild_modules::plan::{ComposeWork, DistroWork, DockerfileWork, FileWork, ImageWork, PlatformPlan, Work};
+use kpbuild_modules::plan::{
+    ComposeWork, DistroWork, DockerfileWork, FileWork, ImageWork, PlatformPlan, Work,
+};
 
 use crate::llb::{self, CopyOptions, Exec, FileOp, Network, Platform, State};
 
@@ -355,13 +357,26 @@ fn compose_module(
 
 /// The image a nested solve through BuildKit's Dockerfile frontend built (see `run.rs`), as an
 /// archive `docker load` accepts: a `kpbuild worker image-archive` op over its root filesystem.
-fn dockerfile_module(module: &str, arch: &str, d: &DockerfileWork, env: &LowerEnv) -> Result<State, LowerError> {
+fn dockerfile_module(
+    module: &str,
+    arch: &str,
+    d: &DockerfileWork,
+    env: &LowerEnv,
+) -> Result<State, LowerError> {
     let (def, config) = env
         .dockerfiles
         .get(&(module.to_string(), arch.to_string()))
-        .ok_or_else(|| LowerError::Unsupported { module: module.into(), kind: "dockerfile (not built)" })?;
-    let rootfs = llb::from_definition(def).ok_or_else(|| LowerError::Unsupported { module: module.into(), kind: "dockerfile (empty result)" })?;
-    let cfg = FileOp::on(None).mkfile("/config.json", 0o644, config.clone()).result();
+        .ok_or_else(|| LowerError::Unsupported {
+            module: module.into(),
+            kind: "dockerfile (not built)",
+        })?;
+    let rootfs = llb::from_definition(def).ok_or_else(|| LowerError::Unsupported {
+        module: module.into(),
+        kind: "dockerfile (empty result)",
+    })?;
+    let cfg = FileOp::on(None)
+        .mkfile("/config.json", 0o644, config.clone())
+        .result();
     Ok(Exec::new(
         llb::image(&env.tool_image, &env.worker_platform),
         [
@@ -385,7 +400,10 @@ fn dockerfile_module(module: &str, arch: &str, d: &DockerfileWork, env: &LowerEn
     .mount_tmpfs("/tmp")
     .mount_scratch("/out")
     .network(Network::None)
-    .named(format!("{module} [linux/{arch}]: archive {} as {}", d.image, d.archive))
+    .named(format!(
+        "{module} [linux/{arch}]: archive {} as {}",
+        d.image, d.archive
+    ))
     .run()
     .mount("/out"))
 }
@@ -417,7 +435,7 @@ pub fn lock_op(
         "worker".into(),
         "bundle-manifest".into(),
         "--plan".into(),
-        "/kpbuild/plan.json".into(),
+        "/plan/plan.json".into(),
         "--bundle".into(),
         params.bundle.clone(),
         "--version".into(),
@@ -436,7 +454,7 @@ pub fn lock_op(
     let mut exec = Exec::new(llb::image(&env.tool_image, &env.worker_platform), args)
         .readonly_root()
         .platform(&env.worker_platform)
-        .mount_readonly("/kpbuild", plan_state, "");
+        .mount_readonly("/plan", plan_state, "");
     for (name, state) in modules {
         exec = exec.mount_readonly(&format!("/in/{name}"), state.clone(), "");
     }

@@ -66,8 +66,10 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
     let opts = gw.info.opts.clone();
     // `--build-arg KPBUILD_DEBUG=caps`: what this BuildKit offers, as the build's error.
     if opts.get("build-arg:KPBUILD_DEBUG").map(String::as_str) == Some("caps") {
+        let inputs = gw.inputs().await.map_err(|e| e.message())?;
         return Err(format!(
-            "kpbuild debug: LLB caps: {}\ngateway caps: {}\noptions: {:?}",
+            "kpbuild debug: inputs: {:?}\nLLB caps: {}\ngateway caps: {}\noptions: {:?}",
+            inputs.keys().collect::<Vec<_>>(),
             gw.info
                 .llb_caps
                 .iter()
@@ -88,7 +90,8 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
         .get("filename")
         .cloned()
         .unwrap_or_else(|| DEFAULT_SPEC.to_string());
-    let source = ContextSource::from_opts(&opts, &session);
+    let inputs = gw.inputs().await.map_err(|e| e.message())?;
+    let source = ContextSource::from_opts(&opts, &session, &inputs);
 
     // The spec: the `dockerfile` local source, or inside the uploaded context.
     let (spec_state, spec_path) = source.spec_state(&filename);
@@ -125,17 +128,27 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
         None => vec![],
     };
     let target = opts.get("target").filter(|t| !t.is_empty()).cloned();
+    // Build arguments are extra variables, but for kpbuild's own `KPBUILD_*` settings.
     let extra_vars: Vec<String> = opts
         .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix("build-arg:")
-                .map(|name| format!("{name}={v}"))
-        })
+        .filter_map(|(k, v)| k.strip_prefix("build-arg:").map(|name| (name, v)))
+        .filter(|(name, _)| !name.starts_with("KPBUILD_"))
+        .map(|(name, v)| format!("{name}={v}"))
         .collect();
+    let distros: Vec<String> = opts
+        .get("build-arg:KPBUILD_DISTROS")
+        .map(|d| {
+            d.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     let plan_opts = PlanOptions {
         extra_vars,
         platforms,
         targets: target.iter().cloned().collect(),
+        distros,
     };
     let plan = plan::plan(&spec, &ctx, &plan_opts).map_err(|e| e.to_string())?;
 
@@ -222,14 +235,22 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
     let mut dockerfiles = BTreeMap::new();
     for p in &plan.platforms {
         for m in &p.modules {
-            let Work::Dockerfile(d) = &m.work else { continue };
+            let Work::Dockerfile(d) = &m.work else {
+                continue;
+            };
             let dir = d.context.trim_matches('/').to_string();
             let ctx = llb::FileOp::on(None)
                 .copy(
-                    context.as_ref().expect("dockerfile contexts are in context_dirs"),
+                    context
+                        .as_ref()
+                        .expect("dockerfile contexts are in context_dirs"),
                     &format!("/{dir}/"),
                     "/",
-                    llb::CopyOptions { contents_only: true, create_parents: true, ..Default::default() },
+                    llb::CopyOptions {
+                        contents_only: true,
+                        create_parents: true,
+                        ..Default::default()
+                    },
                 )
                 .named(format!("{}: Dockerfile context {dir}", m.name))
                 .result();
@@ -246,14 +267,24 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
             let (result, metadata) = gw
                 .solve_frontend("dockerfile.v0", fopts, inputs)
                 .await
-                .map_err(|e| format!("module `{}` ({}): the Dockerfile build failed: {}", m.name, p.platform, e.message()))?;
+                .map_err(|e| {
+                    format!(
+                        "module `{}` ({}): the Dockerfile build failed: {}",
+                        m.name,
+                        p.platform,
+                        e.message()
+                    )
+                })?;
             let result = result.ok_or_else(|| {
                 format!("module `{}`: BuildKit returned no definition for the Dockerfile build (it needs the proto.refarray cap)", m.name)
             })?;
             let config = metadata.get("containerimage.config").cloned().unwrap_or_else(|| {
                 serde_json::to_vec(&serde_json::json!({"architecture": p.platform.arch.image_arch(), "os": "linux", "config": {}})).expect("json")
             });
-            dockerfiles.insert((m.name.clone(), p.platform.arch.image_arch().to_string()), (result, config));
+            dockerfiles.insert(
+                (m.name.clone(), p.platform.arch.image_arch().to_string()),
+                (result, config),
+            );
         }
     }
 
@@ -380,10 +411,28 @@ pub enum ContextSource {
     /// A context uploaded as a tar through the Engine API (`kpbuild build`): the daemon passes
     /// a one-shot URL of it (`context=http://build-context-…`); the spec is inside.
     Tar { url: String },
+    /// States handed over as frontend inputs (the Dockerfile frontend forwarding through
+    /// `# syntax=` passes the context it already loaded: the one-shot URL is spent).
+    Inputs {
+        context: llb::State,
+        dockerfile: llb::State,
+    },
 }
 
 impl ContextSource {
-    pub fn from_opts(opts: &BTreeMap<String, String>, session: &str) -> ContextSource {
+    pub fn from_opts(
+        opts: &BTreeMap<String, String>,
+        session: &str,
+        inputs: &HashMap<String, bollard_buildkit_proto::pb::Definition>,
+    ) -> ContextSource {
+        let state = |name: &str| inputs.get(name).and_then(llb::from_definition);
+        if let Some(context) = state("context") {
+            let dockerfile = state("dockerfile").unwrap_or_else(|| context.clone());
+            return ContextSource::Inputs {
+                context,
+                dockerfile,
+            };
+        }
         match opts.get("context") {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                 ContextSource::Tar { url: url.clone() }
@@ -394,9 +443,11 @@ impl ContextSource {
         }
     }
 
-    /// The uploaded tar, unpacked (one HTTP source: the URL answers once).
+    /// The uploaded tar, unpacked. The URL answers once, and the Dockerfile frontend that
+    /// forwarded here through `# syntax=` has fetched it already: the source op is encoded
+    /// byte for byte as it encodes it, so BuildKit shares that vertex instead of fetching again.
     fn unpacked(url: &str) -> llb::State {
-        let tar = llb::http(url, None, Some("context")).named("load build context");
+        let tar = llb::http_go_encoded(url, "context");
         llb::FileOp::on(None)
             .copy(
                 &tar,
@@ -428,6 +479,10 @@ impl ContextSource {
                 Self::unpacked(url),
                 filename.trim_start_matches("./").to_string(),
             ),
+            ContextSource::Inputs { dockerfile, .. } => (
+                dockerfile.clone(),
+                filename.trim_start_matches("./").to_string(),
+            ),
         }
     }
 
@@ -439,6 +494,7 @@ impl ContextSource {
                     .named("load build context")
             }
             ContextSource::Tar { url } => Self::unpacked(url),
+            ContextSource::Inputs { context, .. } => context.clone(),
         }
     }
 }

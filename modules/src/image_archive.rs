@@ -130,7 +130,10 @@ pub fn write_rootfs_archive(
     work: &Path,
 ) -> Result<String, ArchiveError> {
     use sha2::Digest as _;
-    let bad = |message: String| ArchiveError::Image { image: repo_tag.to_string(), message };
+    let bad = |message: String| ArchiveError::Image {
+        image: repo_tag.to_string(),
+        message,
+    };
     // The layer.
     let layer_path = work.join("layer.tar");
     {
@@ -145,6 +148,10 @@ pub fn write_rootfs_archive(
                 let ft = e.file_type().map_err(io(&e.path()))?;
                 if ft.is_dir() {
                     stack.push(e.path());
+                } else if !(ft.is_file() || ft.is_symlink()) {
+                    // Device nodes, sockets and FIFOs (debootstrap's /dev): the runtime makes
+                    // its own /dev; an image layer does not carry them.
+                    continue;
                 }
                 entries.push(e.path());
             }
@@ -154,15 +161,18 @@ pub fn write_rootfs_archive(
             let rel = p.strip_prefix(rootfs).expect("under the rootfs");
             b.append_path_with_name(p, rel).map_err(io(p))?;
         }
-        b.into_inner().map_err(io(&layer_path))?.flush().map_err(io(&layer_path))?;
+        b.into_inner()
+            .map_err(io(&layer_path))?
+            .flush()
+            .map_err(io(&layer_path))?;
     }
     let mut hasher = sha2::Sha256::new();
     let mut f = std::fs::File::open(&layer_path).map_err(io(&layer_path))?;
     std::io::copy(&mut f, &mut hasher).map_err(io(&layer_path))?;
     let layer_digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     // The config, describing that one layer.
-    let mut config: serde_json::Value =
-        serde_json::from_slice(config_json).map_err(|e| bad(format!("the image config is not JSON: {e}")))?;
+    let mut config: serde_json::Value = serde_json::from_slice(config_json)
+        .map_err(|e| bad(format!("the image config is not JSON: {e}")))?;
     config["rootfs"] = serde_json::json!({"type": "layers", "diff_ids": [layer_digest]});
     config["history"] = serde_json::json!([{"created_by": "kpbuild: the Dockerfile build's root filesystem, one layer"}]);
     let config_bytes = serde_json::to_vec(&config).expect("json");
@@ -174,26 +184,40 @@ pub fn write_rootfs_archive(
     }
     let file = std::fs::File::create(&partial).map_err(io(&partial))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let mut append = |name: &str, data: &mut dyn std::io::Read, size: u64| -> Result<(), ArchiveError> {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, name, data).map_err(io(&partial))
-    };
-    let size = std::fs::metadata(&layer_path).map_err(io(&layer_path))?.len();
+    let mut append =
+        |name: &str, data: &mut dyn std::io::Read, size: u64| -> Result<(), ArchiveError> {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(size);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, name, data).map_err(io(&partial))
+        };
+    let size = std::fs::metadata(&layer_path)
+        .map_err(io(&layer_path))?
+        .len();
     let mut layer = std::fs::File::open(&layer_path).map_err(io(&layer_path))?;
     append(&layer_name, &mut layer, size)?;
-    append(&config_name, &mut config_bytes.as_slice(), config_bytes.len() as u64)?;
+    append(
+        &config_name,
+        &mut config_bytes.as_slice(),
+        config_bytes.len() as u64,
+    )?;
     let manifest = serde_json::to_vec(&serde_json::json!([{
         "Config": config_name,
         "RepoTags": [repo_tag],
         "Layers": [layer_name],
     }]))
     .expect("json");
-    append("manifest.json", &mut manifest.as_slice(), manifest.len() as u64)?;
-    tar.into_inner().map_err(io(&partial))?.flush().map_err(io(&partial))?;
+    append(
+        "manifest.json",
+        &mut manifest.as_slice(),
+        manifest.len() as u64,
+    )?;
+    tar.into_inner()
+        .map_err(io(&partial))?
+        .flush()
+        .map_err(io(&partial))?;
     std::fs::remove_file(&layer_path).map_err(io(&layer_path))?;
     std::fs::rename(&partial, out).map_err(io(out))?;
     Ok(layer_digest)

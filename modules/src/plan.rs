@@ -227,6 +227,8 @@ pub struct PlanOptions {
     pub platforms: Vec<Platform>,
     /// Only these modules (default: every module; `bundle` means every module too).
     pub targets: Vec<String>,
+    /// Only these distros of os-packages modules (default: all).
+    pub distros: Vec<String>,
 }
 
 /// The file path of a URL in the bundle: `files/<host[:port]>/<path>`.
@@ -575,8 +577,21 @@ pub fn plan(
                                 source: Box::new(source),
                             }
                         })?;
+                    for want in &opts.distros {
+                        if !o.distros.iter().any(|d| &d.name == want) {
+                            return Err(PlanError::UnknownTarget {
+                                spec: spec_name.clone(),
+                                target: format!("distro {want}"),
+                                available: o.distros.iter().map(|d| d.name.clone()).collect(),
+                            });
+                        }
+                    }
                     let mut distros = Vec::new();
-                    for d in &o.distros {
+                    for d in o
+                        .distros
+                        .iter()
+                        .filter(|d| opts.distros.is_empty() || opts.distros.contains(&d.name))
+                    {
                         let packages = groups.select(&d.groups, &d.packages).map_err(|source| {
                             PlanError::Groups {
                                 spec: spec_name.clone(),
