@@ -365,7 +365,7 @@ PY
     "$KPR" verify "$t" > "$out/verify-$(basename "$t").log" 2>&1 || { cat "$out/verify-$(basename "$t").log" >&2; fail "verify $t"; }
     tail -2 "$out/verify-$(basename "$t").log" >&2
   done
-  skopeo inspect --raw "oci-archive:$out/kubeplay-v0.1.0.oci.tar" > "$out/oci-index.json" \
+  skopeo inspect --raw "oci-archive:$out/kubeplay-v0.1.0.oci.tar:v0.1.0" > "$out/oci-index.json" \
     || fail "skopeo cannot read the OCI archive"
   python3 - "$out/oci-index.json" <<'PY' || fail "OCI archive index"
 import json, sys
@@ -375,7 +375,7 @@ assert archs == ["amd64", "arm64"], archs
 print(f"OCI archive: index of {archs}", file=sys.stderr)
 PY
   for arch in amd64 arm64; do
-    skopeo inspect --override-arch "$arch" "oci-archive:$out/kubeplay-v0.1.0.oci.tar" > "$out/oci-$arch.json" \
+    skopeo inspect --override-arch "$arch" "oci-archive:$out/kubeplay-v0.1.0.oci.tar:v0.1.0" > "$out/oci-$arch.json" \
       || fail "skopeo inspect oci-archive for $arch"
     python3 - "$out/oci-$arch.json" "$arch" "$out/ids-1.txt" <<'PY' || fail "OCI layers are not the module layers as built"
 import json, sys
@@ -383,7 +383,7 @@ layers = json.load(open(sys.argv[1]))["Layers"]
 arch = sys.argv[2]
 ids = [l.split() for l in open(sys.argv[3])]
 built = [layer for image, layer in ids if image.endswith(f"-{arch}")]
-assert layers == built, (layers, built)
+assert sorted(layers) == sorted(built) and len(layers) == len(set(layers)), (layers, built)
 print(f"OCI {arch}: {len(layers)} layers, each the digest of a module image's layer as built", file=sys.stderr)
 PY
   done
@@ -398,8 +398,9 @@ PY
   done
   registry_start e2e-serve "$SERVE_PORT" "$kp/resources/registry" ro
   python3 - "$kp/kubeplay.lock.json" "$SERVE_PORT" "$IMAGES_PORT" "$out" <<'PY' || { registry_stop e2e-serve; fail "registry check"; }
-import hashlib, json, subprocess, sys
+import hashlib, json, os, subprocess, sys
 lock, serve, src, out = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+os.makedirs(f"{out}/pull", exist_ok=True)
 def raw(ref):
     return subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], check=True, capture_output=True).stdout
 bad, pulls = [], 0

@@ -50,6 +50,9 @@ pub struct Args {
     /// Only these distros of the os-packages modules (comma-separated or repeated).
     #[arg(long, value_delimiter = ',')]
     distro: Vec<String>,
+    /// List the ops that ran (not cached) for every build.
+    #[arg(short, long)]
+    verbose: bool,
     /// Builds run at the same time.
     #[arg(long, default_value_t = 3)]
     jobs: usize,
@@ -76,10 +79,11 @@ struct Outcome {
     took: Duration,
 }
 
-/// Vertices that only load or check inputs (sources): BuildKit reports them done, not cached,
-/// even when nothing changed. They are not counted as work that ran.
+/// Vertices that only load or check inputs (sources), write a small file from the definition
+/// (`mkfile`), or export: BuildKit reports them done, not cached, even when nothing changed.
+/// They are not counted as work that ran.
 fn is_source_vertex(name: &str) -> bool {
-    [
+    const PREFIXES: [&str; 11] = [
         "load ",
         "resolve ",
         "download ",
@@ -88,9 +92,12 @@ fn is_source_vertex(name: &str) -> bool {
         "note: ",
         "unpack build context",
         "local://",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
+        "mkfile ",
+        "exporting to image",
+        "exporting to client",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+        || (name.starts_with('[') && name.contains("] FROM "))
 }
 
 impl Outcome {
@@ -232,6 +239,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ran,
             o.took.as_secs_f64()
         );
+    }
+    if args.verbose {
+        for (u, o) in units.iter().zip(&outcomes) {
+            for (name, cached, completed) in o.vertices.values() {
+                if *completed && !*cached && !is_source_vertex(name) {
+                    eprintln!("ran  {:<40} {name}", u.image);
+                }
+            }
+        }
     }
     for (u, o) in units.iter().zip(&outcomes) {
         if let Some(e) = &o.error {

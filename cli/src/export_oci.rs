@@ -241,11 +241,23 @@ pub fn write(
                 "platform": {"architecture": arch, "os": "linux"},
             }));
         }
-        let index = serde_json::to_vec_pretty(&json!({
+        // The layout's index.json names one image, the bundle version: a multi-platform image
+        // index whose manifests are the platforms'.
+        let image_index = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
             "manifests": manifests,
-            "annotations": {"org.opencontainers.image.ref.name": spec.version},
+        }))?;
+        let (digest, size) = put_json(&mut *sink, &mut written, &image_index)?;
+        let index = serde_json::to_vec_pretty(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{
+                "mediaType": OCI_INDEX,
+                "digest": digest,
+                "size": size,
+                "annotations": {"org.opencontainers.image.ref.name": spec.version},
+            }],
         }))?;
         sink.file("index.json", &index)?;
         Ok(n_layers)

@@ -95,5 +95,147 @@ pub fn verify_registry_tree(root: &Path) -> RegistryReport {
             });
         }
     }
+    // Every manifest a repository serves must have what it references linked in that
+    // repository: configs and layers under `_layers`, an index's kept children as revisions.
+    let layout = crate::registry_layout::Layout::new(root);
+    let repos_prefix = format!("{}/repositories/", v2.display());
+    for f in &files {
+        let p = f.to_string_lossy();
+        let Some((repo, _)) = p
+            .strip_prefix(&repos_prefix)
+            .and_then(|rest| rest.split_once("/_manifests/revisions/sha256/"))
+        else {
+            continue;
+        };
+        let Ok(digest) = std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .parse::<crate::registry_layout::Digest>()
+        else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(layout.blob_data(&digest)) else {
+            continue;
+        };
+        match crate::registry_layout::parse_manifest(None, &bytes) {
+            Ok(crate::registry_layout::Manifest::Image { config, layers, .. }) => {
+                for d in std::iter::once(&config)
+                    .chain(layers.iter())
+                    .filter(|d| !d.is_foreign())
+                {
+                    let link = layout.layer_link(repo, &d.digest);
+                    if !link.is_file() {
+                        r.faults.push(RegistryFault {
+                            path: rel(&link),
+                            what: format!(
+                                "missing: manifest {digest} of {repo} references {}",
+                                d.digest
+                            ),
+                        });
+                    }
+                }
+            }
+            Ok(crate::registry_layout::Manifest::Index { manifests, .. }) => {
+                if !manifests
+                    .iter()
+                    .any(|c| layout.revision_link(repo, &c.digest).is_file())
+                {
+                    r.faults.push(RegistryFault {
+                        path: rel(f),
+                        what: format!("index {digest} of {repo} has none of its manifests linked"),
+                    });
+                }
+            }
+            Err(e) => r.faults.push(RegistryFault {
+                path: rel(f),
+                what: format!("manifest {digest}: {e}"),
+            }),
+        }
+    }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let v2 = t.path().join("docker/registry/v2");
+        let blob = |data: &[u8]| {
+            use sha2::Digest as _;
+            let hex = hex::encode(sha2::Sha256::digest(data));
+            let d = v2.join(format!("blobs/sha256/{}/{hex}", &hex[..2]));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("data"), data).unwrap();
+            hex
+        };
+        let config = blob(b"{}");
+        let layer = blob(b"layer");
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer}","size":5}}]}}"#
+        );
+        let m = blob(manifest.as_bytes());
+        let link = |p: String, hex: &str| {
+            let p = v2.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, format!("sha256:{hex}")).unwrap();
+        };
+        link(
+            format!("repositories/a/b/_manifests/revisions/sha256/{m}/link"),
+            &m,
+        );
+        link(
+            "repositories/a/b/_manifests/tags/v1/current/link".into(),
+            &m,
+        );
+        link(
+            format!("repositories/a/b/_layers/sha256/{config}/link"),
+            &config,
+        );
+        link(
+            format!("repositories/a/b/_layers/sha256/{layer}/link"),
+            &layer,
+        );
+        t
+    }
+
+    #[test]
+    fn a_good_tree_passes_and_each_fault_is_named() {
+        let t = tree();
+        let r = verify_registry_tree(t.path());
+        assert!(r.faults.is_empty(), "{:?}", r.faults);
+        assert_eq!((r.blobs, r.links), (3, 4));
+        // a missing layer link
+        let layers = t
+            .path()
+            .join("docker/registry/v2/repositories/a/b/_layers/sha256");
+        let first = std::fs::read_dir(&layers)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::remove_dir_all(&first).unwrap();
+        let r = verify_registry_tree(t.path());
+        assert_eq!(r.faults.len(), 1, "{:?}", r.faults);
+        assert!(
+            r.faults[0]
+                .path
+                .contains(first.file_name().unwrap().to_str().unwrap())
+        );
+        // a link with a newline
+        let tag = t
+            .path()
+            .join("docker/registry/v2/repositories/a/b/_manifests/tags/v1/current/link");
+        let text = std::fs::read_to_string(&tag).unwrap();
+        std::fs::write(&tag, format!("{text}\n")).unwrap();
+        let r = verify_registry_tree(t.path());
+        assert!(
+            r.faults
+                .iter()
+                .any(|f| f.path.ends_with("tags/v1/current/link")),
+            "{:?}",
+            r.faults
+        );
+    }
 }
