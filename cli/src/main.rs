@@ -6,6 +6,7 @@
 mod lists;
 mod plan_cmd;
 mod sync_images;
+mod verify_registry;
 mod worker;
 
 use std::process::ExitCode;
@@ -31,6 +32,9 @@ enum Command {
     Plan(plan_cmd::Args),
     /// Fetch images into a registry:2 storage tree (docker/registry/v2/…), every blob once.
     SyncImages(sync_images::SyncImagesArgs),
+    /// Check a registry:2 storage tree: blob digests, links, manifest references, leftovers.
+    #[command(hide = true)]
+    VerifyRegistry(verify_registry::Args),
     /// Run as a BuildKit frontend (the frontend image's entrypoint; stdio is BuildKit's gRPC).
     #[command(hide = true)]
     Frontend,
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Lists(args) => lists::run(args),
         Command::Plan(args) => plan_cmd::run(args),
         Command::SyncImages(args) => sync_images::run(args),
+        Command::VerifyRegistry(args) => verify_registry::run(args),
         Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),
         Command::Worker(w) => worker::run(w),
     };

@@ -8,6 +8,7 @@ pub mod ospkg;
 pub mod packages;
 pub mod plan;
 pub mod registry_layout;
+pub mod registry_verify;
 pub mod source;
 pub mod spec;
 pub mod vars;
