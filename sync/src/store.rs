@@ -181,6 +181,12 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// The sha256 of what was written so far, when it is not the expected digest.
+    pub fn mismatch(&self) -> Option<Digest> {
+        let actual = Digest::from_hasher(self.hasher.clone());
+        (actual != self.digest).then_some(actual)
+    }
+
     /// Checks the sha256 and renames the blob into place.
     pub fn finish(self) -> Result<(), FinishError> {
         let actual = Digest::from_hasher(self.hasher);
