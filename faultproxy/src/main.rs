@@ -43,6 +43,9 @@ struct Args {
     /// Always fault requests whose target contains SUBSTRING with KIND (repeatable)
     #[arg(long = "always", value_name = "SUBSTRING=KIND")]
     always: Vec<AlwaysRule>,
+    /// Fault the first request whose target contains SUBSTRING with KIND (repeatable)
+    #[arg(long = "once", value_name = "SUBSTRING=KIND")]
+    once: Vec<AlwaysRule>,
     /// Draw faults only for targets containing SUBSTRING (repeatable; default: every request)
     #[arg(long = "only", value_name = "SUBSTRING")]
     only: Vec<String>,
@@ -73,7 +76,17 @@ fn main() -> Result<()> {
             seed: args.seed,
             rate: args.rate,
             kinds: kinds.clone(),
-            always: args.always.clone(),
+            always: args
+                .always
+                .iter()
+                .cloned()
+                .chain(
+                    args.once
+                        .iter()
+                        .cloned()
+                        .map(|r| AlwaysRule { once: true, ..r }),
+                )
+                .collect(),
             only: args.only.clone(),
         },
         retry_after: args.retry_after,
@@ -91,7 +104,7 @@ fn main() -> Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let proxy = Proxy::new(cfg).context("cannot open the log")?;
         eprintln!(
-            "kpbuild-faultproxy: listening on {} -> {} (seed {}, rate {}, kinds {}, {} always-rules)",
+            "kpbuild-faultproxy: listening on {} -> {} (seed {}, rate {}, kinds {}, {} forced rules)",
             listener.local_addr()?,
             args.upstream,
             args.seed,
@@ -101,7 +114,7 @@ fn main() -> Result<()> {
                 .map(|k| k.name())
                 .collect::<Vec<_>>()
                 .join(","),
-            args.always.len()
+            args.always.len() + args.once.len()
         );
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;

@@ -105,11 +105,13 @@ pub fn parse_kinds(s: &str) -> Result<Vec<FaultKind>, String> {
     Ok(kinds)
 }
 
-/// Always fault requests whose target contains `contains`, with `kind`.
+/// Always fault requests whose target contains `contains`, with `kind` (every time, or only
+/// the first time when `once`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlwaysRule {
     pub contains: String,
     pub kind: FaultKind,
+    pub once: bool,
 }
 
 impl FromStr for AlwaysRule {
@@ -125,6 +127,7 @@ impl FromStr for AlwaysRule {
         Ok(AlwaysRule {
             contains: contains.to_string(),
             kind: kind.parse()?,
+            once: false,
         })
     }
 }
@@ -155,7 +158,7 @@ pub struct Schedule {
     pub rate: f64,
     /// Kinds drawn from, equally likely.
     pub kinds: Vec<FaultKind>,
-    /// Requests that always get a given fault (checked first, in order).
+    /// Requests that get a given fault whatever the draw (checked first, in order).
     pub always: Vec<AlwaysRule>,
     /// When not empty, drawn faults apply only to targets containing one of these.
     pub only: Vec<String>,
@@ -208,7 +211,11 @@ impl Schedule {
         let r2 = mix(r1);
         let r3 = mix(r2);
         let at = 0.05 + 0.9 * unit(r3);
-        if let Some(rule) = self.always.iter().find(|r| target.contains(&r.contains)) {
+        if let Some(rule) = self
+            .always
+            .iter()
+            .find(|r| target.contains(&r.contains) && (!r.once || occurrence == 0))
+        {
             return Some(Fault {
                 kind: rule.kind,
                 at,
@@ -316,6 +323,17 @@ mod tests {
         s.always.push("/blobs/sha256:dead=503".parse().unwrap());
         let f = s.decide("GET", "/v2/a/blobs/sha256:deadbeef", 7).unwrap();
         assert_eq!((f.kind, f.forced), (FaultKind::Status503, true));
+        let mut once: AlwaysRule = "/files/x=reset".parse().unwrap();
+        once.once = true;
+        s.always.push(once);
+        assert_eq!(
+            s.decide("GET", "/files/x", 0).unwrap().kind,
+            FaultKind::Reset
+        );
+        assert!(
+            s.decide("GET", "/files/x", 1).is_none(),
+            "only the first time"
+        );
         assert!(s.decide("GET", "/v2/a/blobs/sha256:beef", 0).is_none());
         let s = Schedule {
             only: vec!["/blobs/".into()],
