@@ -20,9 +20,10 @@ pub struct Args {
     #[arg(long)]
     no_hash: bool,
 
-    /// Report temporary files of an interrupted sync, but do not fail on them
+    /// Report what an interrupted sync leaves (temporary files, directories of files never
+    /// renamed into place, tags without a current link), but do not fail on it
     #[arg(long)]
-    allow_temp_files: bool,
+    allow_interrupted: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -35,8 +36,8 @@ pub fn run(args: Args) -> Result<()> {
         .chain(report.problems.iter().map(|p| format!("  {p}")))
         .collect();
     crate::print_lines(lines)?;
-    let failing = if args.allow_temp_files {
-        report.problems_besides_temp_files().count()
+    let failing = if args.allow_interrupted {
+        report.problems_besides_interrupted_writes().count()
     } else {
         report.problems.len()
     };

@@ -66,6 +66,10 @@ pub enum ProblemKind {
     UnexpectedFile,
     #[error("temporary file left by an interrupted write")]
     TempFile,
+    #[error("blob directory without data (a write was interrupted before the rename)")]
+    BlobWithoutData,
+    #[error("link directory without its link file (a write was interrupted before the rename)")]
+    LinkMissing,
     #[error("unfinished upload")]
     Upload,
     #[error("link file holds {contents:?}; expected `sha256:<64 hex>` with no newline")]
@@ -124,6 +128,8 @@ impl ProblemKind {
             ProblemKind::Symlink => "symlink",
             ProblemKind::UnexpectedFile => "unexpected-file",
             ProblemKind::TempFile => "temp-file",
+            ProblemKind::BlobWithoutData => "blob-without-data",
+            ProblemKind::LinkMissing => "link-missing",
             ProblemKind::Upload => "upload",
             ProblemKind::BadLink { .. } => "bad-link",
             ProblemKind::LinkNewline => "link-newline",
@@ -140,6 +146,19 @@ impl ProblemKind {
             ProblemKind::TagWithoutCurrent => "tag-without-current",
             ProblemKind::Io(_) => "io",
         }
+    }
+
+    /// What an interrupted write leaves (a temporary file, a directory made for a file that
+    /// was never renamed into place, a tag without its current link): harmless leftovers that
+    /// the next run completes, rather than something wrong that looks complete.
+    pub fn is_interrupted_write(&self) -> bool {
+        matches!(
+            self,
+            ProblemKind::TempFile
+                | ProblemKind::BlobWithoutData
+                | ProblemKind::LinkMissing
+                | ProblemKind::TagWithoutCurrent
+        )
     }
 }
 
@@ -187,12 +206,12 @@ impl Report {
         self.problems.is_empty()
     }
 
-    /// The faults other than left-over temporary files (what an interrupted run may leave,
-    /// and the next run removes).
-    pub fn problems_besides_temp_files(&self) -> impl Iterator<Item = &Problem> {
+    /// The faults other than what an interrupted run leaves and the next run completes (see
+    /// [`ProblemKind::is_interrupted_write`]).
+    pub fn problems_besides_interrupted_writes(&self) -> impl Iterator<Item = &Problem> {
         self.problems
             .iter()
-            .filter(|p| p.kind != ProblemKind::TempFile)
+            .filter(|p| !p.kind.is_interrupted_write())
     }
 
     /// One line: what was checked, and how many faults.
@@ -423,8 +442,8 @@ impl Verifier {
                         }
                     }
                     if !found {
-                        // A blob directory without data: the registry treats it as absent.
-                        self.problem(&bdir, ProblemKind::BadBlobPath);
+                        // The registry treats it as absent.
+                        self.problem(&bdir, ProblemKind::BlobWithoutData);
                     }
                 }
             }
@@ -545,7 +564,7 @@ impl Verifier {
                     }
                 }
                 if !has_link {
-                    self.problem(&hdir, ProblemKind::UnexpectedFile);
+                    self.problem(&hdir, ProblemKind::LinkMissing);
                 }
             }
         }
@@ -1028,7 +1047,7 @@ mod tests {
             "{r}"
         );
         assert_eq!(
-            r.problems_besides_temp_files().count(),
+            r.problems_besides_interrupted_writes().count(),
             r.problems.len() - 1
         );
         // A symlinked blob (which could serve anything) is refused, not followed.
@@ -1042,6 +1061,39 @@ mod tests {
                 .any(|x| x.path == t.rel(&p) && x.kind == ProblemKind::Symlink),
             "{r}"
         );
+    }
+
+    #[test]
+    fn what_an_interrupted_write_leaves_is_told_apart() {
+        let (t, d) = good();
+        // Directories made for files that were never renamed into place.
+        let b = Digest::of_bytes(b"never arrived");
+        fs::create_dir_all(t.layout.blob_data(&b).parent().unwrap()).unwrap();
+        fs::create_dir_all(t.layout.layer_link("app", &b).parent().unwrap()).unwrap();
+        let tag = t.layout.tag_current_link("app", "v9");
+        fs::create_dir_all(tag.parent().unwrap().parent().unwrap()).unwrap();
+        t.link(
+            t.layout.tag_index_link("app", "v9", &d["index"]),
+            &d["index"],
+        );
+        let r = verify_registry_tree(t.dir.path());
+        let kinds: BTreeSet<&str> = r.problems.iter().map(|p| p.kind.code()).collect();
+        assert_eq!(
+            kinds,
+            ["blob-without-data", "link-missing", "tag-without-current"]
+                .into_iter()
+                .collect(),
+            "{r}"
+        );
+        assert_eq!(r.problems_besides_interrupted_writes().count(), 0, "{r}");
+        // A wrong byte is not an interrupted write.
+        fs::write(
+            t.layout.blob_data(&d["cfg"]),
+            b"{\"architecture\":\"amd64\",\"os\":\"linuX\"}",
+        )
+        .unwrap();
+        let r = verify_registry_tree(t.dir.path());
+        assert_eq!(r.problems_besides_interrupted_writes().count(), 1, "{r}");
     }
 
     #[test]
