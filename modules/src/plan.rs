@@ -242,7 +242,14 @@ pub fn bundle_path_of_url(raw: &str) -> Result<String, String> {
     if raw.contains("/../") || raw.contains("/./") || raw.ends_with("/..") {
         return Err("the URL path must not contain `.` or `..` segments".into());
     }
-    Ok(format!("files/{host}/{}", segments.join("/")))
+    // The host becomes a directory too: `https://%2e%2e/x` has the host `..`.
+    let path = format!("files/{host}/{}", segments.join("/"));
+    match crate::safe_path::relative_path(&path, "the bundle") {
+        Ok(clean) if clean == path => Ok(path),
+        _ => Err(format!(
+            "the URL's host `{host}` is not a host name usable as a directory"
+        )),
+    }
 }
 
 /// Applies the longest matching URL prefix mirror.
@@ -671,6 +678,29 @@ mod tests {
         assert!(bundle_path_of_url("ftp://x.io/a").is_err());
         assert!(bundle_path_of_url("https://x.io/").is_err());
         assert!(bundle_path_of_url("https://x.io/a?b=1").is_err());
+        // Ways out of files/ through the host or encoded dots.
+        for bad in [
+            "https://%2e%2e/a",
+            "https://%2E%2E/debian/amd64/bookworm/Packages",
+            "https://../a",
+            "https://./a",
+        ] {
+            let e = bundle_path_of_url(bad).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        assert_eq!(
+            bundle_path_of_url("https://%2e%2e/a").unwrap_err(),
+            "the URL's host `..` is not a host name usable as a directory"
+        );
+        // Encoded dots and backslashes in the path are resolved by the URL parser, inside.
+        assert_eq!(
+            bundle_path_of_url("http://x.io/a/%2e%2e/%2E%2e/b").unwrap(),
+            "files/x.io/b"
+        );
+        assert_eq!(
+            bundle_path_of_url("http://x.io/a\\..\\..\\b").unwrap(),
+            "files/x.io/b"
+        );
     }
 
     #[test]
