@@ -279,6 +279,17 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     let spec = &spec_file.spec;
     let spec_name = spec_file.path.display().to_string();
+    // Every input must be inside the context (a symbolic link out of it is refused here with
+    // its name, rather than looking like a missing file later).
+    for input in context_inputs(spec) {
+        ctx.check(&input).map_err(|source| PlanError::Vars {
+            spec: spec_name.clone(),
+            source: LoadError::Read {
+                path: input.clone(),
+                source,
+            },
+        })?;
+    }
     let available: Vec<String> = spec.modules.keys().cloned().collect();
     for t in &opts.targets {
         if t != BUNDLE_TARGET && !spec.modules.contains_key(t) {
@@ -662,6 +673,27 @@ pub fn archs(plan: &Plan) -> Vec<Arch> {
 mod tests {
     use super::*;
     use crate::source::LocalDir;
+
+    #[test]
+    fn inputs_linked_from_outside_the_context_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(dir.path().join("outside.yml"), "a: 1\n").unwrap();
+        std::os::unix::fs::symlink("../outside.yml", ctx.join("vars.yml")).unwrap();
+        let spec = SpecFile::parse(
+            "# syntax=x\nname: b\nversion: v1\nvars:\n  files: [vars.yml]\nmodules:\n  f:\n    kind: files\n    from-kubespray: none\n",
+            "Dockerfile.bundle",
+        )
+        .unwrap();
+        let e = plan(&spec, &LocalDir::new(&ctx), &PlanOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("Dockerfile.bundle: cannot read vars.yml: path \"vars.yml\" leads outside the build context"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn url_paths() {

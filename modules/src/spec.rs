@@ -487,6 +487,45 @@ impl SpecFile {
                 }
             }
         }
+        // Paths into the build context: relative, no `..` (BuildKit sends only the context).
+        let context_path = |section: &str, key: &str, value: &str| {
+            crate::safe_path::relative_path(value, "the build context")
+                .map(|_| ())
+                .map_err(|e| {
+                    self.invalid(
+                        section,
+                        Some(key),
+                        format!("`{key}`: {e}"),
+                        "paths in Dockerfile.bundle are relative to the build context, inside it",
+                    )
+                })
+        };
+        if let Some(k) = &s.vars.kubespray {
+            context_path("vars", "kubespray", k)?;
+        }
+        for f in &s.vars.files {
+            context_path("vars", "files", f)?;
+        }
+        for module in s.modules.values() {
+            match module {
+                Module::Images(i) => {
+                    if let Some(m) = &i.map {
+                        context_path("modules", "map", m)?;
+                    }
+                }
+                Module::OsPackages(o) => context_path("modules", "groups-file", &o.groups_file)?,
+                Module::Dockerfile(d) => {
+                    context_path("modules", "context", &d.context)?;
+                    context_path("modules", "dockerfile", &d.dockerfile)?;
+                }
+                Module::Compose(c) => {
+                    if let Some(i) = &c.installer {
+                        context_path("modules", "installer", i)?;
+                    }
+                }
+                Module::Files(_) => {}
+            }
+        }
         for (name, module) in &s.modules {
             if !is_name(name) {
                 return Err(self.invalid(
@@ -807,6 +846,40 @@ modules:
             "        sha256: 1234",
         ));
         assert!(e.contains("quote it"), "{e}");
+    }
+
+    #[test]
+    fn paths_stay_inside_the_build_context() {
+        for (from, to) in [
+            ("kubespray: kubespray\n", "kubespray: ../kubespray\n"),
+            ("kubespray: kubespray\n", "kubespray: /home/me/kubespray\n"),
+            (
+                "kubespray: kubespray\n",
+                "kubespray: kubespray\n  files: [vars/../../secret.yml]\n",
+            ),
+            (
+                "extra: [docker.io/library/registry:2.8.1]\n",
+                "extra: [docker.io/library/registry:2.8.1]\n    map: ../../etc/passwd\n",
+            ),
+        ] {
+            let e = err(&GOOD.replace(from, to));
+            assert!(
+                e.starts_with("Dockerfile.bundle:")
+                    && (e.contains("climbs out of the build context") || e.contains("is absolute")),
+                "{to}: {e}"
+            );
+        }
+        let e = err(&GOOD.replace("kubespray: kubespray\n", "kubespray: ../kubespray\n"));
+        assert!(
+            e.starts_with("Dockerfile.bundle:6:3: `kubespray`: path \"../kubespray\""),
+            "{e}"
+        );
+        // `./` and plain names are fine.
+        SpecFile::parse(
+            &GOOD.replace("kubespray: kubespray\n", "kubespray: ./ks/v2.28.1\n"),
+            "Dockerfile.bundle",
+        )
+        .unwrap();
     }
 
     #[test]
