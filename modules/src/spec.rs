@@ -353,6 +353,11 @@ impl SpecError {
     }
 }
 
+/// Largest spec accepted, in bytes.
+pub const MAX_SPEC_BYTES: usize = 4 << 20;
+/// Deepest YAML nesting accepted in a spec.
+pub const MAX_SPEC_DEPTH: usize = 32;
+
 /// A parsed spec with the file it came from (for positions in later errors).
 #[derive(Clone, Debug)]
 pub struct SpecFile {
@@ -389,10 +394,24 @@ impl SpecFile {
                        `docker build -f Dockerfile.bundle` runs kpbuild's frontend"
                     .into(),
             })?;
+        if source.len() > MAX_SPEC_BYTES {
+            return Err(SpecError::Invalid {
+                file: name.to_string(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "the file is {} bytes, more than the {MAX_SPEC_BYTES} a spec may have",
+                    source.len()
+                ),
+                hint: "a Dockerfile.bundle names its inputs; it does not hold them".into(),
+            });
+        }
+        // Bounded: hostile or broken input fails with an error, quickly, never with a stack
+        // overflow (`vars.extra` values are deserialized, converted and rendered recursively).
         let options = serde_saphyr::options! {
             duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::Error,
             budget: serde_saphyr::budget! {
-                max_depth: 64,
+                max_depth: MAX_SPEC_DEPTH,
                 max_events: 1_000_000,
                 max_aliases: 1_000,
             },
@@ -880,6 +899,52 @@ modules:
             "Dockerfile.bundle",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn deep_huge_and_explosive_specs_are_refused_quickly() {
+        // `vars.extra` nested as deep as allowed: parses, and its variables load and render.
+        let depth = MAX_SPEC_DEPTH - 4; // spec root, vars, extra, the variable itself
+        let nested = format!("{}1{}", "{k: ".repeat(depth), "}".repeat(depth));
+        let text = GOOD.replace(
+            "    kube_network_plugin: calico\n",
+            &format!("    kube_network_plugin: calico\n    deep: {nested}\n"),
+        );
+        let f = SpecFile::parse(&text, "Dockerfile.bundle").unwrap();
+        let mut set = crate::vars::VarSet::new();
+        for (k, v) in &f.spec.vars.extra {
+            let v: minijinja::Value = serde::Deserialize::deserialize(v.clone()).unwrap();
+            let origin = crate::vars::Origin::described("extra");
+            set.set(k.clone(), v, origin, crate::vars::Precedence::ExtraVars);
+        }
+        let ev = crate::vars::Evaluator::new(set);
+        assert!(ev.var("deep").is_ok());
+        for text in [
+            GOOD.replace(
+                "    kube_network_plugin: calico\n",
+                &format!("    deep: {}1{}\n", "[".repeat(10_000), "]".repeat(10_000)),
+            ),
+            GOOD.replace(
+                "    kube_network_plugin: calico\n",
+                &format!(
+                    "    deep: {}1{}\n",
+                    "{k: ".repeat(MAX_SPEC_DEPTH),
+                    "}".repeat(MAX_SPEC_DEPTH)
+                ),
+            ),
+        ] {
+            let e = err(&text);
+            assert!(e.starts_with("Dockerfile.bundle:"), "{e}");
+        }
+        let mut bomb = String::from("    a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("    a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = err(&GOOD.replace("    kube_network_plugin: calico\n", &bomb));
+        assert!(e.starts_with("Dockerfile.bundle:"), "{e}");
+        let e = err(&format!("{GOOD}# {}\n", "x".repeat(MAX_SPEC_BYTES)));
+        assert!(e.starts_with("Dockerfile.bundle:1:1: the file is "), "{e}");
     }
 
     #[test]
