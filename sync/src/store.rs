@@ -391,14 +391,24 @@ mod tests {
         // A second run opening the same tree leaves the live one's files alone.
         let other = Store::open(dir.path()).unwrap();
         assert!(live.tmp.join("lock").exists());
-        assert_eq!(files_under(&live.tmp).len(), 2, "lock and the blob being written");
+        assert_eq!(
+            files_under(&live.tmp).len(),
+            2,
+            "lock and the blob being written"
+        );
         w.finish().unwrap();
         assert!(live.blob_intact(&d, None).unwrap());
         drop(other);
-        assert!(live.tmp.exists(), "closing one run keeps the other's directory");
+        assert!(
+            live.tmp.exists(),
+            "closing one run keeps the other's directory"
+        );
         fs::remove_dir(tmp_root.join(".new-young")).unwrap();
         drop(live);
-        assert!(!tmp_root.exists(), "the last run out removes the temporary root");
+        assert!(
+            !tmp_root.exists(),
+            "the last run out removes the temporary root"
+        );
     }
 
     #[test]
