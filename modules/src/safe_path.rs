@@ -214,18 +214,29 @@ impl TarEntryChecker {
                     });
                 }
                 // Resolve from the link's directory; its ancestors are real directories (no
-                // entry goes through a symbolic link), so counting is exact.
-                let mut depth = path.split('/').count() as i64 - 1;
-                for c in target.split('/') {
-                    match c {
-                        "" | "." => {}
-                        ".." => {
-                            depth -= 1;
-                            if depth < 0 {
-                                return Err(escapes());
-                            }
+                // entry goes through a symbolic link), so the walk is exact as long as the
+                // target itself goes through no other link (`x -> up/..` with `up -> .`
+                // would climb out of the root).
+                let mut at: Vec<&str> = path.split('/').collect();
+                at.pop();
+                let comps: Vec<&str> = target
+                    .split('/')
+                    .filter(|c| !c.is_empty() && *c != ".")
+                    .collect();
+                for (i, c) in comps.iter().enumerate() {
+                    if *c == ".." {
+                        if at.pop().is_none() {
+                            return Err(escapes());
                         }
-                        _ => depth += 1,
+                    } else {
+                        at.push(c);
+                        let prefix = at.join("/");
+                        if i + 1 < comps.len() && self.symlinks.contains(&prefix) {
+                            return Err(PathError::ThroughSymlink {
+                                entry: name.to_string(),
+                                link: prefix,
+                            });
+                        }
                     }
                 }
                 self.symlinks.insert(path.clone());
@@ -358,5 +369,12 @@ mod tests {
         c.check("up", EntryKind::Symlink(".")).unwrap();
         assert!(c.check("up/../../etc/x", EntryKind::File).is_err());
         assert!(c.check("up/x", EntryKind::File).is_err());
+        // A link whose target goes through another link (`up/..` is the root's parent).
+        assert!(matches!(
+            c.check("x", EntryKind::Symlink("up/..")),
+            Err(PathError::ThroughSymlink { .. })
+        ));
+        // A link to a link is fine: the last component is not gone through.
+        c.check("y", EntryKind::Symlink("up")).unwrap();
     }
 }
