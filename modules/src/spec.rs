@@ -712,8 +712,13 @@ fn yaml_error(e: &serde_saphyr::Error, source: &str, name: &str) -> SpecError {
 
 fn strip_location_prefix(s: &str) -> String {
     let s = s.strip_prefix("error: ").unwrap_or(s);
-    let head = regex::Regex::new(r"^line \d+ column \d+: ").expect("static regex");
-    let tail = regex::Regex::new(r" at line \d+, column \d+$").expect("static regex");
+    static HEAD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^line \d+ column \d+: ").expect("static regex")
+    });
+    static TAIL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r" at line \d+, column \d+$").expect("static regex")
+    });
+    let (head, tail) = (&*HEAD, &*TAIL);
     let s = head.replace(s, "");
     tail.replace(s.trim(), "").trim().to_string()
 }
