@@ -3,7 +3,7 @@
 # exits non-zero if any check fails. Prints the numbers (requests, faults by kind, retries, wall
 # time against the fault-free run) and writes them to target/e2e/faults/numbers.txt.
 #
-#   hack/e2e-faults.sh [sync] [kill] [files]      (default: all three)
+#   hack/e2e-faults.sh [sync] [kill] [files] [secrets]      (default: all four)
 #
 #   sync   kpbuild sync-images of the fixture (26 refs, 591 MiB for linux/amd64) through
 #          kpbuild-faultproxy: at 10% faults per request (every fault kind; three seeds) the
@@ -16,6 +16,10 @@
 #   files  the files module through BuildKit (docker build --target files), its mirror pointed
 #          at the proxy in front of nginx, at 10% faults: what BuildKit's HTTP source does with
 #          each fault, reruns until the build completes, every file checked against its pin.
+#   secrets  a unique credential planted in a Docker config, used by sync-images against a
+#          basic-auth registry (with a progress bar on a terminal, through the fault proxy with
+#          retries, killed mid-run, with a wrong password): it appears in no output, no file of
+#          the tree, no temporary file, no process argument or environment.
 #
 # Environment: KPBUILD_FAULT_SEED (default 7), KPBUILD_FIXTURE_PORT (5710: the fixture
 # registries, hack/registry-fixture.sh), KPBUILD_FAULTPROXY_PORT (5740), KPBUILD_FAULT_FILES_PORT
@@ -35,9 +39,10 @@ PROXY=127.0.0.1:$PROXY_PORT
 FILES_PROXY_PORT=${KPBUILD_FAULT_FILES_PORT:-8090}
 FILES_PORT=$((FILES_PROXY_PORT + 1))
 FRONTEND=${KPBUILD_FRONTEND_IMAGE:-kpbuild/frontend:dev}
+SECRET_PORT=$((PROXY_PORT + 5))   # a basic-auth registry with the planted credential
 OUT=$KPBUILD_ROOT/target/e2e/faults
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(sync kill files)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(sync kill files secrets)
 
 passed=0
 failed=0
@@ -65,6 +70,7 @@ cleanup() {
   local p
   for p in "${PROXY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$OUT/files-nginx.started" ] && hack/files-server.sh stop "$FILES_PORT" || true
+  registry_stop faults-secret
   if $started_fixture && [ -z "${KPBUILD_KEEP_FIXTURE:-}" ]; then hack/registry-fixture.sh stop; fi
 }
 trap cleanup EXIT
@@ -383,12 +389,83 @@ section_files() {
   note "files 10%: $(stat_of "files-$set" 's["requests"]') requests, $(stat_of "files-$set" 's["faults_injected"]') faults ($(faults_by_kind "files-$set")), $attempt builds, ${t}s"
 }
 
+section_secrets() {
+  clean_baseline
+  local dir=$OUT/secrets user pw b64 wrong host=127.0.0.1:$SECRET_PORT
+  mkdir -p "$dir/docker" "$dir/docker-wrong"
+  # Unique, and seeded: nothing else anywhere holds these strings.
+  pw=kpbuild-planted-$(printf 'password-%s' "$SEED" | sha256sum | cut -c1-24)
+  wrong=kpbuild-planted-$(printf 'wrong-%s' "$SEED" | sha256sum | cut -c1-24)
+  user=planted-$(printf 'user-%s' "$SEED" | sha256sum | cut -c1-12)
+  b64=$(printf '%s:%s' "$user" "$pw" | base64 -w0)
+  htpasswd -Bbn "$user" "$pw" > "$dir/htpasswd"
+  registry_start faults-secret "$SECRET_PORT" "$FIX/storage" ro "$dir/htpasswd" || { fail "secrets: registry"; return; }
+  # The registry, and the proxy in front of it (credentials go to the host contacted).
+  printf '{"auths":{"%s":{"auth":"%s"},"%s":{"auth":"%s"}}}\n' "$host" "$b64" "$PROXY" "$b64" \
+    > "$dir/docker/config.json"
+  printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$host" "$(printf '%s:%s' "$user" "$wrong" | base64 -w0)" \
+    > "$dir/docker-wrong/config.json"
+  sed "s#^$UP/#$host/#" "$FIX/main.list" > "$dir/auth.list"
+  local -a needles=("$pw" "$b64" "$(printf '%s' "$pw" | base64 -w0)" "$wrong"
+    "$(printf '%s:%s' "$user" "$wrong" | base64 -w0)")
+
+  # 1. On a terminal (script(1) gives it one): the progress bar is drawn.
+  check "secrets: sync-images with the credential, progress bar on a terminal" \
+    script -qefc "env DOCKER_CONFIG='$dir/docker' '$KPBUILD' sync-images --dest '$dir/tree-tty' --platform linux/amd64 --list '$dir/auth.list'" \
+    "$dir/tty.log"
+  check "secrets: the terminal output is a progress display" grep -q 'images 26/26' "$dir/tty.log"
+  check "secrets: the tree equals the fault-free tree" same_tree "$CLEAN" "$dir/tree-tty"
+  # 2. Through the fault proxy at 10% faults: retry lines name URLs.
+  proxy_start secrets "$PROXY_PORT" "$host" --seed "$SEED" --rate 0.1 --kinds 500,503,429,reset,truncate --retry-after 1
+  check "secrets: through the fault proxy (10%), with retries" env DOCKER_CONFIG="$dir/docker" \
+    "$KPBUILD" sync-images --dest "$dir/tree-proxy" --platform linux/amd64 --list "$dir/auth.list" \
+    --mirror "$host=$PROXY" --read-timeout 3 >"$dir/proxy.out" 2>"$dir/proxy.err"
+  proxy_stop
+  note "secrets: through the proxy: $(stat_of secrets 's["faults_injected"]') faults, $(grep -c '^retry ' "$dir/proxy.err") retries printed"
+  # 3. Killed mid-run: temporary files stay behind; the process's argv and environment.
+  env DOCKER_CONFIG="$dir/docker" "$KPBUILD" sync-images --dest "$dir/tree-killed" --platform linux/amd64 \
+    --list "$dir/auth.list" >"$dir/killed.out" 2>"$dir/killed.err" &
+  local pid=$!
+  sleep 0.4
+  tr '\0' '\n' < "/proc/$pid/cmdline" > "$dir/proc-cmdline" 2>/dev/null
+  tr '\0' '\n' < "/proc/$pid/environ" > "$dir/proc-environ" 2>/dev/null
+  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  check "secrets: the killed run left temporary files to search" \
+    bash -c "find '$dir/tree-killed/.kpbuild-tmp' -type f -name 'blob-*' | grep -q ."
+  # 4. A wrong password: refused, and not echoed either.
+  DOCKER_CONFIG="$dir/docker-wrong" "$KPBUILD" sync-images --dest "$dir/tree-wrong" --platform linux/amd64 \
+    "$host/library/busybox:1.36" >"$dir/wrong.out" 2>"$dir/wrong.err"
+  check "secrets: a wrong password is refused, naming the registry" \
+    bash -c "grep -q 'registry $host refused the credentials' '$dir/wrong.err'"
+  "$KPBUILD" verify-registry "$dir/tree-tty" >"$dir/verify.out" 2>&1
+
+  # The search: every output and file, for each form of the credential.
+  local places=("$dir/tty.log" "$dir/proxy.out" "$dir/proxy.err" "$dir/killed.out" "$dir/killed.err"
+    "$dir/wrong.out" "$dir/wrong.err" "$dir/verify.out" "$dir/proc-cmdline" "$dir/proc-environ"
+    "$OUT/secrets.log.jsonl" "$OUT/secrets.stats.json"
+    "$dir/tree-tty" "$dir/tree-proxy" "$dir/tree-killed" "$dir/tree-wrong")
+  local n found=0 files
+  files=$(find "${places[@]}" -type f 2>/dev/null | wc -l)
+  for n in "${needles[@]}"; do
+    if grep -rlaF -- "$n" "${places[@]}" 2>/dev/null; then found=$((found + 1)); fi
+  done
+  check "secrets: the planted credential (password, base64 user:password, base64 password; and the wrong one) is in none of $files files searched" \
+    test "$found" = 0
+  # The search can find: the config file itself holds the base64 form.
+  check "control: the same search finds the credential in the Docker config" grep -qF -- "$b64" "$dir/docker/config.json"
+  check "secrets: the process had only the config's path, not its contents" \
+    grep -q "^DOCKER_CONFIG=$dir/docker\$" "$dir/proc-environ"
+  note "secrets: planted credential searched in $files files (outputs, trees, temporary files, /proc argv and environment): found 0 times"
+  registry_stop faults-secret
+}
+
 for s in "${SECTIONS[@]}"; do
   case $s in
     sync) section_sync ;;
+    secrets) section_secrets ;;
     kill) section_kill ;;
     files) section_files ;;
-    *) fail "unknown section $s (sync, kill, files)" ;;
+    *) fail "unknown section $s (sync, kill, files, secrets)" ;;
   esac
 done
 
