@@ -116,6 +116,10 @@ same_tree() { # A B : byte for byte, same files
   diff -r --no-dereference "$1" "$2" >/dev/null
 }
 verify_ok() { "$KPBUILD" verify-registry "$1" >"$1.verify" 2>&1; }
+to() { # OUT ERR COMMAND... : runs COMMAND with stdout to OUT and stderr to ERR
+  local out=$1 err=$2; shift 2
+  "$@" >"$out" 2>"$err"
+}
 SYNC=(--platform linux/amd64 --list "$FIX/main.list")
 VIA_PROXY=(--mirror "$UP=$PROXY")
 CLEAN=$OUT/tree-clean
@@ -417,9 +421,9 @@ section_secrets() {
   check "secrets: the tree equals the fault-free tree" same_tree "$CLEAN" "$dir/tree-tty"
   # 2. Through the fault proxy at 10% faults: retry lines name URLs.
   proxy_start secrets "$PROXY_PORT" "$host" --seed "$SEED" --rate 0.1 --kinds 500,503,429,reset,truncate --retry-after 1
-  check "secrets: through the fault proxy (10%), with retries" env DOCKER_CONFIG="$dir/docker" \
-    "$KPBUILD" sync-images --dest "$dir/tree-proxy" --platform linux/amd64 --list "$dir/auth.list" \
-    --mirror "$host=$PROXY" --read-timeout 3 >"$dir/proxy.out" 2>"$dir/proxy.err"
+  check "secrets: through the fault proxy (10%), with retries" to "$dir/proxy.out" "$dir/proxy.err" \
+    env DOCKER_CONFIG="$dir/docker" "$KPBUILD" sync-images --dest "$dir/tree-proxy" --platform linux/amd64 \
+    --list "$dir/auth.list" --mirror "$host=$PROXY" --read-timeout 3
   proxy_stop
   note "secrets: through the proxy: $(stat_of secrets 's["faults_injected"]') faults, $(grep -c '^retry ' "$dir/proxy.err") retries printed"
   # 3. Killed mid-run: temporary files stay behind; the process's argv and environment.
@@ -456,6 +460,40 @@ section_secrets() {
   check "secrets: the process had only the config's path, not its contents" \
     grep -q "^DOCKER_CONFIG=$dir/docker\$" "$dir/proc-environ"
   note "secrets: planted credential searched in $files files (outputs, trees, temporary files, /proc argv and environment): found 0 times"
+
+  # Through BuildKit: the images module with the credential as a build secret
+  # (--secret id=kpbuild-registry,src=config.json --build-arg KPBUILD_REGISTRY_SECRET=kpbuild-registry);
+  # BuildKit resolves the tag itself with the client's credentials (the same DOCKER_CONFIG).
+  DOCKER_HOST=$(hack/dockerd.sh) || { fail "secrets: dockerd"; registry_stop faults-secret; return; }
+  export DOCKER_HOST DOCKER_BUILDKIT=1
+  hack/frontend-image.sh "$FRONTEND" >/dev/null || { fail "secrets: frontend image $FRONTEND"; return; }
+  local ctx=$dir/buildkit-context daemon_log=${KPBUILD_DOCKER_ROOT:-/var/lib/kpbuild-docker}/dockerd.log mark
+  mkdir -p "$ctx"
+  printf '# syntax=%s\nname: secrets\nversion: v0\nplatforms: [linux/amd64]\nmodules:\n  images:\n    kind: images\n    from-kubespray: none\n    extra: [%s/library/busybox:1.36]\n' \
+    "$FRONTEND" "$host" > "$ctx/Dockerfile.bundle"
+  mark=$(wc -l < "$daemon_log" 2>/dev/null || echo 0)
+  local build=(/usr/bin/docker build --network host --progress plain -f "$ctx/Dockerfile.bundle" --target images)
+  DOCKER_CONFIG="$dir/docker" "${build[@]}" -o "type=local,dest=$dir/bk-nosecret" "$ctx" > "$dir/bk-nosecret.log" 2>&1
+  check "secrets, BuildKit: without the secret the sync op fails, saying the registry needs credentials" \
+    bash -c "[ $? != 0 ] && grep -q 'registry $host requires authentication' '$dir/bk-nosecret.log'"
+  check "secrets, BuildKit: with --secret and KPBUILD_REGISTRY_SECRET the images module builds" \
+    to "$dir/bk.log" "$dir/bk.err" env DOCKER_CONFIG="$dir/docker" "${build[@]}" \
+    --secret "id=kpbuild-registry,src=$dir/docker/config.json" \
+    --build-arg KPBUILD_REGISTRY_SECRET=kpbuild-registry -o "type=local,dest=$dir/bk-out" "$ctx"
+  check "secrets, BuildKit: verify-registry accepts the tree it made" \
+    verify_ok "$dir/bk-out/resources/registry"
+  tail -n +"$((mark + 1))" "$daemon_log" > "$dir/dockerd-during.log" 2>/dev/null
+  # BuildKit's own state: cache keys and metadata (its databases), the executor's scratch.
+  local bk_state=${KPBUILD_DOCKER_ROOT:-/var/lib/kpbuild-docker}/data/buildkit
+  local bk_places=("$dir/bk-nosecret.log" "$dir/bk.log" "$dir/bk.err" "$dir/dockerd-during.log" "$dir/bk-out" "$bk_state")
+  found=0
+  files=$(find "${bk_places[@]}" -type f 2>/dev/null | wc -l)
+  for n in "${needles[@]}"; do
+    if grep -rlaF -- "$n" "${bk_places[@]}" 2>/dev/null; then found=$((found + 1)); fi
+  done
+  check "secrets, BuildKit: the credential is in none of $files files (build logs, daemon log, exported tree, BuildKit's cache and metadata)" \
+    test "$found" = 0
+  note "secrets, BuildKit: credential as a build secret; searched in $files files (build output, daemon log, exported tree, BuildKit state $bk_state): found 0 times"
   registry_stop faults-secret
 }
 
