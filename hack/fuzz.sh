@@ -5,8 +5,8 @@
 #
 #   hack/fuzz.sh [SECONDS] [TARGET…]      (default: 30 s each, every target)
 #
-# Needs a nightly toolchain (rustup's `nightly`) and cargo-fuzz (installed from crates.io when
-# missing). Corpora grow in target/fuzz/corpus/TARGET (seeded from fuzz/seeds/TARGET), crash
+# Needs cargo-fuzz (installed from crates.io when missing) and rustup's `nightly` toolchain, or
+# else stable with RUSTC_BOOTSTRAP=1. Corpora grow in target/fuzz/corpus/TARGET (seeded from fuzz/seeds/TARGET), crash
 # inputs land in target/fuzz/artifacts/TARGET, a summary in target/fuzz/summary.txt.
 # KPBUILD_FUZZ_SEED (default 1) seeds libFuzzer.
 set -euo pipefail
@@ -19,10 +19,16 @@ TARGETS=("$@")
 SEED=${KPBUILD_FUZZ_SEED:-1}
 OUT=$ROOT/target/fuzz
 
-cargo +nightly --version >/dev/null 2>&1 || {
-  echo "fuzz: no nightly toolchain (rustup toolchain install nightly); cargo fuzz needs it" >&2
-  exit 1
-}
+# cargo fuzz passes -Z flags (sanitizers, coverage): nightly, or stable with RUSTC_BOOTSTRAP=1
+# (stable ships the sanitizer runtimes too). KPBUILD_FUZZ_TOOLCHAIN=stable forces the latter.
+if [ "${KPBUILD_FUZZ_TOOLCHAIN:-}" != stable ] && cargo +nightly --version >/dev/null 2>&1; then
+  CARGO=(cargo +nightly)
+else
+  echo "fuzz: no nightly toolchain: stable with RUSTC_BOOTSTRAP=1" >&2
+  export RUSTC_BOOTSTRAP=1
+  CARGO=(cargo)
+  OUT=$ROOT/target/fuzz-stable
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz: installing cargo-fuzz from crates.io" >&2
   cargo install cargo-fuzz --locked --quiet
@@ -30,7 +36,7 @@ fi
 
 cd fuzz
 echo "fuzz: building the targets (nightly, AddressSanitizer)" >&2
-cargo +nightly fuzz build -O --target-dir "$OUT" 2>&1 | tail -2 >&2
+"${CARGO[@]}" fuzz build -O --target-dir "$OUT" 2>&1 | tail -2 >&2
 mkdir -p "$OUT"
 : > "$OUT/summary.txt"
 failed=0

@@ -207,7 +207,7 @@ pub fn registry_tree(data: &[u8]) -> Result<()> {
                 !m.file_type().is_symlink(),
                 "accepted a tree with a symlink at {e:?}"
             );
-            if e.file_name().is_some_and(|n| n == "data") {
+            if e.file_name().is_some_and(|n| n == "data") && e.starts_with(layout.blobs_dir()) {
                 let hex = e
                     .parent()
                     .unwrap()
