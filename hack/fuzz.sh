@@ -35,7 +35,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cd fuzz
-echo "fuzz: building the targets (nightly, AddressSanitizer)" >&2
+echo "fuzz: building the targets (${CARGO[*]}, AddressSanitizer)" >&2
 "${CARGO[@]}" fuzz build -O --target-dir "$OUT" 2>&1 | tail -2 >&2
 mkdir -p "$OUT"
 : > "$OUT/summary.txt"
