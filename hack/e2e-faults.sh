@@ -215,7 +215,9 @@ section_kill() {
   [ "$t_ms" -lt 300 ] && t_ms=300
   RANDOM=$SEED
   for i in $(seq 1 20); do
-    delay=$((30 + RANDOM % (t_ms + t_ms / 5)))
+    # Within the fault-free run's time, so that the kill lands mid-run (a slower machine
+    # only moves the points earlier in the run).
+    delay=$((30 + RANDOM % (t_ms * 9 / 10)))
     sig=KILL; [ $((i % 4)) = 0 ] && sig=INT
     name=kill-$i
     tree=$OUT/tree-$name
