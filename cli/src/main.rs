@@ -10,6 +10,7 @@ mod lists;
 mod plan_cmd;
 mod sync_images;
 mod verify;
+mod verify_registry;
 mod worker;
 
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ enum Command {
     Verify(verify::Args),
     /// Fetch images into a registry:2 storage tree (docker/registry/v2/…), every blob once.
     SyncImages(sync_images::SyncImagesArgs),
+    /// Check a registry:2 storage tree: blob digests, links, manifest references, leftovers.
+    #[command(hide = true)]
+    VerifyRegistry(verify_registry::Args),
     /// Run as a BuildKit frontend (the frontend image's entrypoint; stdio is BuildKit's gRPC).
     #[command(hide = true)]
     Frontend,
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Export(args) => export::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::VerifyRegistry(args) => verify_registry::run(args),
         Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),
         Command::Worker(w) => worker::run(w),
     };

@@ -63,6 +63,10 @@ pub struct SyncImagesArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     retries: u32,
 
+    /// Give up on (and retry) a response that sends nothing for this long
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    read_timeout: u64,
+
     /// Image references (tag or digest)
     #[arg(value_name = "REF", required_unless_present = "list")]
     refs: Vec<String>,
@@ -240,6 +244,7 @@ pub fn run(args: SyncImagesArgs) -> Result<()> {
                 retries: args.retries,
                 ..RetryPolicy::default()
             },
+            read_timeout: Duration::from_secs(args.read_timeout),
             ..ClientConfig::default()
         },
     };
@@ -248,8 +253,30 @@ pub fn run(args: SyncImagesArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = rt.block_on(sync_images(refs, opts, progress.clone()));
+    let result = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        Ok::<_, anyhow::Error>(tokio::select! {
+            r = sync_images(refs, opts, progress.clone()) => Ok(r),
+            _ = int.recv() => Err(("SIGINT", 130)),
+            _ = term.recv() => Err(("SIGTERM", 143)),
+        })
+    })?;
     progress.finish();
+    let result = match result {
+        Ok(r) => r,
+        Err((signal, code)) => {
+            // Cancel every transfer: dropping them removes the files being written, and the
+            // store's run directory with them. What is stored is complete and verified.
+            rt.shutdown_timeout(Duration::from_secs(10));
+            eprintln!(
+                "sync-images: interrupted by {signal}; blobs and images completed so far are kept in {}, nothing partial is; rerun the same command to continue",
+                args.dest.display()
+            );
+            std::process::exit(code);
+        }
+    };
     let summary = result?;
     for img in &summary.images {
         println!("{}\t{}\t{}", img.stored_ref(), img.digest, img.source);

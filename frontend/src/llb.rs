@@ -296,7 +296,15 @@ enum MountSource {
     Input(usize),
     Scratch,
     Tmpfs,
-    Cache { id: String, shared: bool },
+    Cache {
+        id: String,
+        shared: bool,
+    },
+    /// A BuildKit secret (`docker build --secret id=ID,src=FILE`), as a read-only file.
+    Secret {
+        id: String,
+        optional: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -468,6 +476,22 @@ impl Exec {
         self
     }
 
+    /// The build's secret `id` as a file at `dest` (mode 0400, not an output). Only the id is
+    /// in the definition and the cache key; the content stays in the client's session.
+    pub fn mount_secret(mut self, dest: &str, id: &str, optional: bool) -> Exec {
+        self.spec.mounts.push(MountSpec {
+            dest: dest.into(),
+            source: MountSource::Secret {
+                id: id.into(),
+                optional,
+            },
+            selector: String::new(),
+            readonly: true,
+            output: false,
+        });
+        self
+    }
+
     /// Finishes the op.
     pub fn run(self) -> ExecResult {
         let mut outputs = BTreeMap::new();
@@ -501,6 +525,14 @@ impl Exec {
                 .any(|m| matches!(m.source, MountSource::Tmpfs))
             {
                 c.push("exec.mount.tmpfs");
+            }
+            if self
+                .spec
+                .mounts
+                .iter()
+                .any(|m| matches!(m.source, MountSource::Secret { .. }))
+            {
+                c.push("exec.mount.secret");
             }
             c
         };
@@ -852,6 +884,7 @@ fn exec_op(e: &ExecSpec) -> pb::ExecOp {
                 MountSource::Input(i) => (*i as i64, pb::MountType::Bind as i32, None),
                 MountSource::Scratch => (-1, pb::MountType::Bind as i32, None),
                 MountSource::Tmpfs => (-1, pb::MountType::Tmpfs as i32, None),
+                MountSource::Secret { .. } => (-1, pb::MountType::Secret as i32, None),
                 MountSource::Cache { id, shared } => (
                     -1,
                     pb::MountType::Cache as i32,
@@ -865,6 +898,16 @@ fn exec_op(e: &ExecSpec) -> pb::ExecOp {
                     }),
                 ),
             };
+            let secret_opt = match &m.source {
+                MountSource::Secret { id, optional } => Some(pb::SecretOpt {
+                    id: id.clone(),
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o400,
+                    optional: *optional,
+                }),
+                _ => None,
+            };
             pb::Mount {
                 input,
                 selector: m.selector.clone(),
@@ -873,6 +916,7 @@ fn exec_op(e: &ExecSpec) -> pb::ExecOp {
                 readonly: m.readonly,
                 mount_type,
                 cache_opt,
+                secret_opt,
                 ..Default::default()
             }
         })
@@ -1068,6 +1112,41 @@ mod tests {
         );
         assert_eq!(first.platform.as_ref().unwrap().architecture, "amd64");
         assert_eq!(ops[1].1.inputs[0].digest, *d);
+    }
+
+    #[test]
+    fn secret_mounts_carry_the_id_only() {
+        let out = Exec::new(image("kpbuild/frontend:dev", &amd64()), ["/kpbuild"])
+            .readonly_root()
+            .mount_secret("/run/auth/config.json", "registry-auth", false)
+            .mount_scratch("/out")
+            .run()
+            .mount("/out");
+        let m = marshal(&out).unwrap();
+        let exec = decode(&m.definition)
+            .into_iter()
+            .find_map(|(_, op)| match op.op {
+                Some(pb::op::Op::Exec(e)) => Some(e),
+                _ => None,
+            })
+            .unwrap();
+        let secret = exec
+            .mounts
+            .iter()
+            .find(|m| m.dest == "/run/auth/config.json")
+            .unwrap();
+        assert_eq!(secret.mount_type, pb::MountType::Secret as i32);
+        assert_eq!(secret.output, -1, "a secret is never an output");
+        let opt = secret.secret_opt.as_ref().unwrap();
+        assert_eq!(
+            (opt.id.as_str(), opt.mode, opt.optional),
+            ("registry-auth", 0o400, false)
+        );
+        let scratch = exec.mounts.iter().find(|m| m.dest == "/out").unwrap();
+        assert_eq!(
+            scratch.output, 0,
+            "the scratch mount stays the first output"
+        );
     }
 
     #[test]

@@ -40,7 +40,15 @@ pub struct LowerEnv {
     /// Results of the nested Dockerfile builds, by (module, architecture): the result's
     /// definition and its image config.
     pub dockerfiles: BTreeMap<(String, String), (bollard_buildkit_proto::pb::Definition, Vec<u8>)>,
+    /// The id of a build secret holding a Docker config file (`docker build --secret
+    /// id=ID,src=~/.docker/config.json`): mounted into every sync op as its `DOCKER_CONFIG`.
+    /// Only the id is in the LLB and the cache keys.
+    pub registry_secret: Option<String>,
 }
+
+/// Where the registry credentials secret is mounted in sync ops (`DOCKER_CONFIG` is its
+/// directory).
+pub const REGISTRY_SECRET_DIR: &str = "/run/kpbuild-registry-auth";
 
 /// Errors lowering a plan.
 #[derive(Debug, thiserror::Error)]
@@ -554,6 +562,11 @@ fn images_module(
         if let Some(m) = map {
             exec = exec.mount_readonly("/map", m, "");
         }
+        if let Some(id) = &env.registry_secret {
+            exec = exec
+                .mount_secret(&format!("{REGISTRY_SECRET_DIR}/config.json"), id, false)
+                .env("DOCKER_CONFIG", REGISTRY_SECRET_DIR);
+        }
         let r = exec
             .mount_scratch("/out")
             .network(network)
@@ -602,6 +615,7 @@ mod tests {
             registry_mirrors: vec!["quay.io=127.0.0.1:5000/quay.io".into()],
             context: None,
             dockerfiles: BTreeMap::new(),
+            registry_secret: None,
         }
     }
 
@@ -803,6 +817,51 @@ mod tests {
         assert_eq!(
             exec.meta.unwrap().args.last().unwrap(),
             &format!("quay.io/calico/node:v3@{d}")
+        );
+    }
+
+    #[test]
+    fn registry_credentials_come_from_a_secret_when_asked() {
+        let exec_of = |e: &LowerEnv| {
+            let modules = lower_platform(&plan(), e).unwrap();
+            ops(&modules[1].1)
+                .iter()
+                .find_map(|o| match &o.op {
+                    Some(pb::op::Op::Exec(x)) => Some(x.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let plain = exec_of(&env());
+        assert!(
+            plain
+                .mounts
+                .iter()
+                .all(|m| m.mount_type != pb::MountType::Secret as i32)
+        );
+        assert!(
+            !plain
+                .meta
+                .unwrap()
+                .env
+                .iter()
+                .any(|v| v.starts_with("DOCKER_CONFIG="))
+        );
+        let mut e = env();
+        e.registry_secret = Some("registry-auth".into());
+        let exec = exec_of(&e);
+        let secret = exec
+            .mounts
+            .iter()
+            .find(|m| m.mount_type == pb::MountType::Secret as i32)
+            .unwrap();
+        assert_eq!(secret.dest, format!("{REGISTRY_SECRET_DIR}/config.json"));
+        assert_eq!(secret.secret_opt.as_ref().unwrap().id, "registry-auth");
+        assert!(
+            exec.meta
+                .unwrap()
+                .env
+                .contains(&format!("DOCKER_CONFIG={REGISTRY_SECRET_DIR}"))
         );
     }
 

@@ -5,7 +5,10 @@
 //! - `filename`: the spec in the `dockerfile` local source (default `Dockerfile.bundle`);
 //! - `target`: a module name, or `bundle` (default: every module merged into the bundle tree);
 //! - `platform`: comma-separated platforms (default: the spec's);
-//! - `build-arg:NAME=VALUE`: extra variables, like `kpbuild lists -e NAME=VALUE`.
+//! - `build-arg:NAME=VALUE`: extra variables, like `kpbuild lists -e NAME=VALUE`;
+//! - `build-arg:KPBUILD_REGISTRY_SECRET=ID`: registry credentials for the sync ops from the build
+//!   secret ID, a Docker config file (`docker build --secret id=ID,src=~/.docker/config.json`).
+//!   Tags are resolved by BuildKit itself, with the client's own credentials.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,6 +25,9 @@ use crate::lower::{self, LowerEnv};
 
 /// Runs the frontend (the image's entrypoint) and exits the process: tokio's stdin reader
 /// would otherwise keep it alive after `Return`.
+/// The build argument naming the build secret with registry credentials.
+pub const REGISTRY_SECRET_ARG: &str = "KPBUILD_REGISTRY_SECRET";
+
 pub fn main_entry(tool_binary: &str) -> ! {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -128,6 +134,12 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
         None => vec![],
     };
     let target = opts.get("target").filter(|t| !t.is_empty()).cloned();
+    // `--build-arg KPBUILD_REGISTRY_SECRET=ID`: registry credentials come from the build
+    // secret ID (`--secret id=ID,src=…/config.json`); not a variable.
+    let registry_secret = opts
+        .get(&format!("build-arg:{REGISTRY_SECRET_ARG}"))
+        .filter(|v| !v.is_empty())
+        .cloned();
     // Build arguments are extra variables, but for kpbuild's own `KPBUILD_*` settings.
     let extra_vars: Vec<String> = opts
         .iter()
@@ -297,6 +309,7 @@ async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
         registry_mirrors,
         context,
         dockerfiles,
+        registry_secret,
     };
     // BuildKit refuses host networking before any op runs, with a bare "network.host is not
     // allowed" that never reaches the frontend; say beforehand, as a vertex in the progress

@@ -13,6 +13,7 @@ pub mod packages;
 pub mod plan;
 pub mod registry_layout;
 pub mod registry_verify;
+pub mod safe_path;
 pub mod source;
 pub mod spec;
 pub mod vars;

@@ -262,7 +262,14 @@ pub fn bundle_path_of_url(raw: &str) -> Result<String, String> {
     if raw.contains("/../") || raw.contains("/./") || raw.ends_with("/..") {
         return Err("the URL path must not contain `.` or `..` segments".into());
     }
-    Ok(format!("files/{host}/{}", segments.join("/")))
+    // The host becomes a directory too: `https://%2e%2e/x` has the host `..`.
+    let path = format!("files/{host}/{}", segments.join("/"));
+    match crate::safe_path::relative_path(&path, "the bundle") {
+        Ok(clean) if clean == path => Ok(path),
+        _ => Err(format!(
+            "the URL's host `{host}` is not a host name usable as a directory"
+        )),
+    }
 }
 
 /// Applies the longest matching URL prefix mirror.
@@ -292,6 +299,17 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     let spec = &spec_file.spec;
     let spec_name = spec_file.path.display().to_string();
+    // Every input must be inside the context (a symbolic link out of it is refused here with
+    // its name, rather than looking like a missing file later).
+    for input in context_inputs(spec) {
+        ctx.check(&input).map_err(|source| PlanError::Vars {
+            spec: spec_name.clone(),
+            source: LoadError::Read {
+                path: input.clone(),
+                source,
+            },
+        })?;
+    }
     let available: Vec<String> = spec.modules.keys().cloned().collect();
     for t in &opts.targets {
         if t != BUNDLE_TARGET && t != LOCK_TARGET && !spec.modules.contains_key(t) {
@@ -741,6 +759,27 @@ mod tests {
     use crate::source::LocalDir;
 
     #[test]
+    fn inputs_linked_from_outside_the_context_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(dir.path().join("outside.yml"), "a: 1\n").unwrap();
+        std::os::unix::fs::symlink("../outside.yml", ctx.join("vars.yml")).unwrap();
+        let spec = SpecFile::parse(
+            "# syntax=x\nname: b\nversion: v1\nvars:\n  files: [vars.yml]\nmodules:\n  f:\n    kind: files\n    from-kubespray: none\n",
+            "Dockerfile.bundle",
+        )
+        .unwrap();
+        let e = plan(&spec, &LocalDir::new(&ctx), &PlanOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("Dockerfile.bundle: cannot read vars.yml: path \"vars.yml\" leads outside the build context"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn url_paths() {
         assert_eq!(
             bundle_path_of_url("https://dl.k8s.io/release/v1.32.8/bin/linux/amd64/kubelet")
@@ -755,6 +794,29 @@ mod tests {
         assert!(bundle_path_of_url("ftp://x.io/a").is_err());
         assert!(bundle_path_of_url("https://x.io/").is_err());
         assert!(bundle_path_of_url("https://x.io/a?b=1").is_err());
+        // Ways out of files/ through the host or encoded dots.
+        for bad in [
+            "https://%2e%2e/a",
+            "https://%2E%2E/debian/amd64/bookworm/Packages",
+            "https://../a",
+            "https://./a",
+        ] {
+            let e = bundle_path_of_url(bad).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        assert_eq!(
+            bundle_path_of_url("https://%2e%2e/a").unwrap_err(),
+            "the URL's host `..` is not a host name usable as a directory"
+        );
+        // Encoded dots and backslashes in the path are resolved by the URL parser, inside.
+        assert_eq!(
+            bundle_path_of_url("http://x.io/a/%2e%2e/%2E%2e/b").unwrap(),
+            "files/x.io/b"
+        );
+        assert_eq!(
+            bundle_path_of_url("http://x.io/a\\..\\..\\b").unwrap(),
+            "files/x.io/b"
+        );
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub trait FileSource {
     fn list_dir(&self, path: &str) -> io::Result<Vec<String>>;
     /// How to show `path` to a user (for error messages).
     fn display(&self, path: &str) -> String;
+    /// Whether `path` may be read at all: an error saying why not (it leaves the source).
+    fn check(&self, _path: &str) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A directory on the local filesystem.
@@ -31,38 +35,49 @@ impl LocalDir {
         &self.root
     }
 
-    fn full(&self, path: &str) -> PathBuf {
-        if path.is_empty() || path == "." {
-            self.root.clone()
-        } else {
-            self.root.join(path)
-        }
+    /// The path on disk, refused when it leaves the directory (`..`, absolute, or through a
+    /// symbolic link to the outside: BuildKit would send the link, not its target).
+    fn full(&self, path: &str) -> io::Result<PathBuf> {
+        crate::safe_path::resolve_within(&self.root, path, &self.within())
+            .map_err(crate::safe_path::PathError::into_io)
+    }
+
+    fn within(&self) -> String {
+        format!("the build context {}", self.root.display())
     }
 }
 
 impl FileSource for LocalDir {
     fn read_to_string(&self, path: &str) -> io::Result<String> {
-        std::fs::read_to_string(self.full(path))
+        std::fs::read_to_string(self.full(path)?)
     }
 
     fn is_file(&self, path: &str) -> bool {
-        self.full(path).is_file()
+        self.full(path).is_ok_and(|p| p.is_file())
     }
 
     fn is_dir(&self, path: &str) -> bool {
-        self.full(path).is_dir()
+        self.full(path).is_ok_and(|p| p.is_dir())
     }
 
     fn list_dir(&self, path: &str) -> io::Result<Vec<String>> {
-        let mut names: Vec<String> = std::fs::read_dir(self.full(path))?
+        let mut names: Vec<String> = std::fs::read_dir(self.full(path)?)?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect();
         names.sort();
         Ok(names)
     }
 
+    fn check(&self, path: &str) -> io::Result<()> {
+        self.full(path).map(|_| ())
+    }
+
     fn display(&self, path: &str) -> String {
-        self.full(path).display().to_string()
+        if path.is_empty() || path == "." {
+            self.root.display().to_string()
+        } else {
+            self.root.join(path).display().to_string()
+        }
     }
 }
 
@@ -190,6 +205,29 @@ impl FileSource for MemSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_dir_stays_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ctx");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f.yml"), "a: 1").unwrap();
+        std::fs::write(dir.path().join("secret.yml"), "s: 1").unwrap();
+        std::os::unix::fs::symlink("../secret.yml", root.join("link.yml")).unwrap();
+        let l = LocalDir::new(&root);
+        assert_eq!(l.read_to_string("d/f.yml").unwrap(), "a: 1");
+        assert!(l.is_dir("d") && l.is_file("d/f.yml") && l.is_dir(""));
+        for p in ["../secret.yml", "link.yml", "d/../../secret.yml"] {
+            let e = l.read_to_string(p).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{p}");
+            assert!(e.to_string().contains("the build context"), "{p}: {e}");
+            assert!(!l.is_file(p), "{p}");
+            assert!(l.check(p).is_err(), "{p}");
+        }
+        assert!(l.list_dir("..").is_err());
+        let abs = dir.path().join("secret.yml");
+        assert!(l.read_to_string(abs.to_str().unwrap()).is_err());
+    }
 
     #[test]
     fn mem_source_behaves_like_a_tree() {

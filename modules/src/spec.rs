@@ -361,6 +361,11 @@ impl SpecError {
     }
 }
 
+/// Largest spec accepted, in bytes.
+pub const MAX_SPEC_BYTES: usize = 4 << 20;
+/// Deepest YAML nesting accepted in a spec.
+pub const MAX_SPEC_DEPTH: usize = 32;
+
 /// A parsed spec with the file it came from (for positions in later errors).
 #[derive(Clone, Debug)]
 pub struct SpecFile {
@@ -397,10 +402,24 @@ impl SpecFile {
                        `docker build -f Dockerfile.bundle` runs kpbuild's frontend"
                     .into(),
             })?;
+        if source.len() > MAX_SPEC_BYTES {
+            return Err(SpecError::Invalid {
+                file: name.to_string(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "the file is {} bytes, more than the {MAX_SPEC_BYTES} a spec may have",
+                    source.len()
+                ),
+                hint: "a Dockerfile.bundle names its inputs; it does not hold them".into(),
+            });
+        }
+        // Bounded: hostile or broken input fails with an error, quickly, never with a stack
+        // overflow (`vars.extra` values are deserialized, converted and rendered recursively).
         let options = serde_saphyr::options! {
             duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::Error,
             budget: serde_saphyr::budget! {
-                max_depth: 64,
+                max_depth: MAX_SPEC_DEPTH,
                 max_events: 1_000_000,
                 max_aliases: 1_000,
             },
@@ -493,6 +512,45 @@ impl SpecFile {
                         "write full URL prefixes, e.g. from: https://dl.k8s.io, to: http://127.0.0.1:8081/dl.k8s.io",
                     ));
                 }
+            }
+        }
+        // Paths into the build context: relative, no `..` (BuildKit sends only the context).
+        let context_path = |section: &str, key: &str, value: &str| {
+            crate::safe_path::relative_path(value, "the build context")
+                .map(|_| ())
+                .map_err(|e| {
+                    self.invalid(
+                        section,
+                        Some(key),
+                        format!("`{key}`: {e}"),
+                        "paths in Dockerfile.bundle are relative to the build context, inside it",
+                    )
+                })
+        };
+        if let Some(k) = &s.vars.kubespray {
+            context_path("vars", "kubespray", k)?;
+        }
+        for f in &s.vars.files {
+            context_path("vars", "files", f)?;
+        }
+        for module in s.modules.values() {
+            match module {
+                Module::Images(i) => {
+                    if let Some(m) = &i.map {
+                        context_path("modules", "map", m)?;
+                    }
+                }
+                Module::OsPackages(o) => context_path("modules", "groups-file", &o.groups_file)?,
+                Module::Dockerfile(d) => {
+                    context_path("modules", "context", &d.context)?;
+                    context_path("modules", "dockerfile", &d.dockerfile)?;
+                }
+                Module::Compose(c) => {
+                    if let Some(i) = &c.installer {
+                        context_path("modules", "installer", i)?;
+                    }
+                }
+                Module::Files(_) => {}
             }
         }
         for (name, module) in &s.modules {
@@ -670,8 +728,13 @@ fn yaml_error(e: &serde_saphyr::Error, source: &str, name: &str) -> SpecError {
 
 fn strip_location_prefix(s: &str) -> String {
     let s = s.strip_prefix("error: ").unwrap_or(s);
-    let head = regex::Regex::new(r"^line \d+ column \d+: ").expect("static regex");
-    let tail = regex::Regex::new(r" at line \d+, column \d+$").expect("static regex");
+    static HEAD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^line \d+ column \d+: ").expect("static regex")
+    });
+    static TAIL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r" at line \d+, column \d+$").expect("static regex")
+    });
+    let (head, tail) = (&*HEAD, &*TAIL);
     let s = head.replace(s, "");
     tail.replace(s.trim(), "").trim().to_string()
 }
@@ -823,6 +886,86 @@ modules:
             "        sha256: 1234",
         ));
         assert!(e.contains("quote it"), "{e}");
+    }
+
+    #[test]
+    fn paths_stay_inside_the_build_context() {
+        for (from, to) in [
+            ("kubespray: kubespray\n", "kubespray: ../kubespray\n"),
+            ("kubespray: kubespray\n", "kubespray: /home/me/kubespray\n"),
+            (
+                "kubespray: kubespray\n",
+                "kubespray: kubespray\n  files: [vars/../../secret.yml]\n",
+            ),
+            (
+                "extra: [docker.io/library/registry:2.8.1]\n",
+                "extra: [docker.io/library/registry:2.8.1]\n    map: ../../etc/passwd\n",
+            ),
+        ] {
+            let e = err(&GOOD.replace(from, to));
+            assert!(
+                e.starts_with("Dockerfile.bundle:")
+                    && (e.contains("climbs out of the build context") || e.contains("is absolute")),
+                "{to}: {e}"
+            );
+        }
+        let e = err(&GOOD.replace("kubespray: kubespray\n", "kubespray: ../kubespray\n"));
+        assert!(
+            e.starts_with("Dockerfile.bundle:6:3: `kubespray`: path \"../kubespray\""),
+            "{e}"
+        );
+        // `./` and plain names are fine.
+        SpecFile::parse(
+            &GOOD.replace("kubespray: kubespray\n", "kubespray: ./ks/v2.28.1\n"),
+            "Dockerfile.bundle",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn deep_huge_and_explosive_specs_are_refused_quickly() {
+        // `vars.extra` nested as deep as allowed: parses, and its variables load and render.
+        let depth = MAX_SPEC_DEPTH - 4; // spec root, vars, extra, the variable itself
+        let nested = format!("{}1{}", "{k: ".repeat(depth), "}".repeat(depth));
+        let text = GOOD.replace(
+            "    kube_network_plugin: calico\n",
+            &format!("    kube_network_plugin: calico\n    deep: {nested}\n"),
+        );
+        let f = SpecFile::parse(&text, "Dockerfile.bundle").unwrap();
+        let mut set = crate::vars::VarSet::new();
+        for (k, v) in &f.spec.vars.extra {
+            let v: minijinja::Value = serde::Deserialize::deserialize(v.clone()).unwrap();
+            let origin = crate::vars::Origin::described("extra");
+            set.set(k.clone(), v, origin, crate::vars::Precedence::ExtraVars);
+        }
+        let ev = crate::vars::Evaluator::new(set);
+        assert!(ev.var("deep").is_ok());
+        for text in [
+            GOOD.replace(
+                "    kube_network_plugin: calico\n",
+                &format!("    deep: {}1{}\n", "[".repeat(10_000), "]".repeat(10_000)),
+            ),
+            GOOD.replace(
+                "    kube_network_plugin: calico\n",
+                &format!(
+                    "    deep: {}1{}\n",
+                    "{k: ".repeat(MAX_SPEC_DEPTH),
+                    "}".repeat(MAX_SPEC_DEPTH)
+                ),
+            ),
+        ] {
+            let e = err(&text);
+            assert!(e.starts_with("Dockerfile.bundle:"), "{e}");
+        }
+        let mut bomb = String::from("    a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("    a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = err(&GOOD.replace("    kube_network_plugin: calico\n", &bomb));
+        assert!(e.starts_with("Dockerfile.bundle:"), "{e}");
+        let e = err(&format!("{GOOD}# {}\n", "x".repeat(MAX_SPEC_BYTES)));
+        assert!(e.starts_with("Dockerfile.bundle:1:1: the file is "), "{e}");
     }
 
     #[test]

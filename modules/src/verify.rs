@@ -102,8 +102,11 @@ pub fn verify_bundle(root: &Path) -> Report {
     }
     let registry = root.join("resources/registry");
     if !lock.images.is_empty() {
-        for fault in crate::registry_verify::verify_registry_tree(&registry).faults {
-            r.fault(format!("resources/registry/{}", fault.path), fault.what);
+        for problem in crate::registry_verify::verify_registry_tree(&registry).problems {
+            r.fault(
+                format!("resources/registry/{}", problem.path.display()),
+                problem.kind.to_string(),
+            );
         }
         r.blobs = count_blobs(&registry);
     }

@@ -42,6 +42,8 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Connections kept open per host; at least the number of concurrent transfers.
     pub pool_per_host: usize,
+    /// How long a response may send nothing before the request is given up (and retried).
+    pub read_timeout: Duration,
     pub on_retry: Option<RetryHook>,
 }
 
@@ -51,6 +53,7 @@ impl Default for ClientConfig {
             insecure: Vec::new(),
             retry: RetryPolicy::default(),
             pool_per_host: 16,
+            read_timeout: Duration::from_secs(120),
             on_retry: None,
         }
     }
@@ -172,7 +175,7 @@ impl RegistryClient {
             reqwest::Client::builder()
                 .user_agent(concat!("kpbuild/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(Duration::from_secs(30))
-                .read_timeout(Duration::from_secs(120))
+                .read_timeout(cfg.read_timeout)
                 .pool_max_idle_per_host(cfg.pool_per_host.max(1))
                 .tls_danger_accept_invalid_certs(accept_invalid)
                 .build()

@@ -231,32 +231,50 @@ impl Ctx {
         depth: usize,
     ) -> BoxFuture<'a, Result<Resolved, ImageError>> {
         async move {
-            let m = {
-                let _slot = self
-                    .manifest_slots
-                    .acquire()
-                    .await
-                    .expect("semaphore closed");
-                self.client
-                    .get_manifest(&loc.registry, &loc.repository, &reference)
-                    .await
-                    .map_err(ImageError::Fetch)?
-            };
-            let actual = Digest::of_bytes(&m.bytes);
-            let claimed = expected.clone().or_else(|| {
-                m.digest_header
-                    .as_deref()
-                    .and_then(|h| h.parse::<Digest>().ok())
-            });
-            if let Some(c) = claimed {
-                if c != actual {
-                    return Err(ImageError::ManifestDigestMismatch {
-                        expected: c.to_string(),
-                        actual,
-                        url: m.url,
-                    });
+            let policy = self.client.retry_policy();
+            let mut verify_attempt = 0u32;
+            let (m, actual) = loop {
+                let m = {
+                    let _slot = self
+                        .manifest_slots
+                        .acquire()
+                        .await
+                        .expect("semaphore closed");
+                    self.client
+                        .get_manifest(&loc.registry, &loc.repository, &reference)
+                        .await
+                        .map_err(ImageError::Fetch)?
+                };
+                let actual = Digest::of_bytes(&m.bytes);
+                let claimed = expected.clone().or_else(|| {
+                    m.digest_header
+                        .as_deref()
+                        .and_then(|h| h.parse::<Digest>().ok())
+                });
+                match claimed {
+                    Some(c) if c != actual => {
+                        let url = m.url.clone();
+                        let err = ImageError::ManifestDigestMismatch {
+                            expected: c.to_string(),
+                            actual,
+                            url: m.url,
+                        };
+                        if verify_attempt >= policy.verify_retries() {
+                            return Err(err);
+                        }
+                        let delay = policy.backoff(verify_attempt);
+                        verify_attempt += 1;
+                        self.client.report_retry(RetryEvent {
+                            url,
+                            attempt: verify_attempt,
+                            delay,
+                            reason: err.to_string(),
+                        });
+                        tokio::time::sleep(delay).await;
+                    }
+                    _ => break (m, actual),
                 }
-            }
+            };
             let parsed = parse_manifest(m.content_type.as_deref(), &m.bytes).map_err(|source| {
                 ImageError::BadManifest {
                     digest: actual.clone(),
@@ -330,7 +348,10 @@ impl Ctx {
         }
         let policy = self.client.retry_policy();
         let mut w = self.store.blob_writer(&d).map_err(io_err(path.clone()))?;
+        // Retries of this blob's body: after a dropped connection, or (at most
+        // `verify_retries`) after bytes that did not verify.
         let mut attempt = 0u32;
+        let mut verify_attempt = 0u32;
         let url = loop {
             let (resp, url) = self
                 .client
@@ -340,54 +361,63 @@ impl Ctx {
                     digest: d.clone(),
                     source,
                 })?;
-            if let Some(cl) = resp.content_length() {
-                if cl != size {
-                    return Err(ImageError::BlobSizeMismatch {
-                        digest: d,
-                        url,
-                        expected: size,
-                        got: cl,
-                    });
-                }
-            }
-            let mut stream = resp.bytes_stream();
+            let mut bad: Option<ImageError> = match resp.content_length() {
+                Some(cl) if cl != size => Some(ImageError::BlobSizeMismatch {
+                    digest: d.clone(),
+                    url: url.clone(),
+                    expected: size,
+                    got: cl,
+                }),
+                _ => None,
+            };
             let mut dropped = None;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(c) => {
-                        if w.len() + c.len() as u64 > size {
-                            return Err(ImageError::BlobSizeMismatch {
-                                digest: d,
-                                url,
-                                expected: size,
-                                got: w.len() + c.len() as u64,
-                            });
+            if bad.is_none() {
+                let mut stream = resp.bytes_stream();
+                while let Some(chunk) = stream.next().await {
+                    match chunk {
+                        Ok(c) => {
+                            if w.len() + c.len() as u64 > size {
+                                bad = Some(ImageError::BlobSizeMismatch {
+                                    digest: d.clone(),
+                                    url: url.clone(),
+                                    expected: size,
+                                    got: w.len() + c.len() as u64,
+                                });
+                                break;
+                            }
+                            w.write(&c).map_err(io_err(path.clone()))?;
+                            self.progress.bytes(c.len() as u64);
                         }
-                        w.write(&c).map_err(io_err(path.clone()))?;
-                        self.progress.bytes(c.len() as u64);
-                    }
-                    Err(e) => {
-                        dropped = Some(e);
-                        break;
+                        Err(e) => {
+                            dropped = Some(e);
+                            break;
+                        }
                     }
                 }
             }
-            match dropped {
-                None => break url,
-                Some(e) if retryable_error(&e) && attempt < policy.retries => {
-                    let delay = policy.backoff(attempt);
-                    attempt += 1;
-                    self.client.report_retry(RetryEvent {
-                        url,
-                        attempt,
-                        delay,
-                        reason: format!("connection dropped: {}", error_chain(&e)),
+            if bad.is_none() && dropped.is_none() {
+                if w.len() != size {
+                    bad = Some(ImageError::BlobSizeMismatch {
+                        digest: d.clone(),
+                        url: url.clone(),
+                        expected: size,
+                        got: w.len(),
                     });
-                    self.progress.rewind(w.len());
-                    w.reset().map_err(io_err(path.clone()))?;
-                    tokio::time::sleep(delay).await;
+                } else if let Some(actual) = w.mismatch() {
+                    bad = Some(ImageError::BlobDigestMismatch {
+                        digest: d.clone(),
+                        actual,
+                        url: url.clone(),
+                    });
+                } else {
+                    break url;
                 }
-                Some(e) => {
+            }
+            let reason = match (dropped, bad) {
+                (Some(e), _) if retryable_error(&e) && attempt < policy.retries => {
+                    format!("connection dropped: {}", error_chain(&e))
+                }
+                (Some(e), _) => {
                     return Err(ImageError::BlobFetch {
                         digest: d,
                         source: HttpError::Transport {
@@ -397,19 +427,31 @@ impl Ctx {
                         },
                     });
                 }
-            }
-        };
-        if w.len() != size {
-            return Err(ImageError::BlobSizeMismatch {
-                digest: d,
+                (None, Some(err))
+                    if verify_attempt < policy.verify_retries() && attempt < policy.retries =>
+                {
+                    verify_attempt += 1;
+                    err.to_string()
+                }
+                (None, Some(err)) => return Err(err),
+                (None, None) => unreachable!("a verified blob leaves the loop"),
+            };
+            let delay = policy.backoff(attempt);
+            attempt += 1;
+            self.client.report_retry(RetryEvent {
                 url,
-                expected: size,
-                got: w.len(),
+                attempt,
+                delay,
+                reason,
             });
-        }
+            self.progress.rewind(w.len());
+            w.reset().map_err(io_err(path.clone()))?;
+            tokio::time::sleep(delay).await;
+        };
         match w.finish() {
             Ok(()) => {}
             Err(FinishError::Mismatch(actual)) => {
+                // Checked above; kept so that nothing unverified is ever renamed into place.
                 return Err(ImageError::BlobDigestMismatch {
                     digest: d,
                     actual,

@@ -28,6 +28,11 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Fetches again after bytes that did not verify (wrong sha256 or size): at most this many
+/// times, however many retries transport errors get — a server whose stored bytes are wrong
+/// sends them wrong every time.
+pub const MAX_VERIFY_RETRIES: u32 = 2;
+
 impl RetryPolicy {
     /// The delay before retry number `attempt` (0 for the first retry): half of
     /// `base·2^attempt` (capped at `max`) plus a random part of up to the other half.
@@ -39,6 +44,11 @@ impl RetryPolicy {
         let half = exp / 2;
         let jitter_ms = fastrand::u64(0..=half.as_millis() as u64);
         half + Duration::from_millis(jitter_ms)
+    }
+
+    /// Retries allowed after bytes that did not verify.
+    pub fn verify_retries(&self) -> u32 {
+        self.retries.min(MAX_VERIFY_RETRIES)
     }
 
     /// The delay before a retry, given the server's `Retry-After` value if any.

@@ -1,6 +1,11 @@
 //! Writing into a registry storage tree: every file is written to a temporary file in
-//! `<root>/.kpbuild-tmp` and renamed into place, so a file that exists is complete; blobs are
-//! renamed only after their sha256 matched.
+//! `<root>/.kpbuild-tmp/run-<random>/` and renamed into place, so a file that exists is
+//! complete; blobs are renamed only after their sha256 matched.
+//!
+//! Each run holds an exclusive `flock` on `run-<random>/lock` while it lives. A run that was
+//! killed (SIGKILL, a crash, a power cut) leaves its directory behind with the lock released by
+//! the kernel; the next run that opens the tree removes such directories, while the directories
+//! of runs still alive (their lock held) are left alone.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, Write};
@@ -13,13 +18,84 @@ use tempfile::NamedTempFile;
 use kpbuild_modules::registry_layout::{Digest, Layout};
 
 /// The directory under the storage root that holds files being written.
-pub const TMP_DIR: &str = ".kpbuild-tmp";
+pub const TMP_DIR: &str = kpbuild_modules::registry_verify::TEMP_DIR;
 
 /// A registry storage tree being written.
 #[derive(Debug)]
 pub struct Store {
     layout: Layout,
+    /// `<root>/.kpbuild-tmp`
+    tmp_root: PathBuf,
+    /// This run's directory in it.
     tmp: PathBuf,
+    /// Holds the run's lock (released when dropped, or by the kernel when the process dies).
+    _lock: File,
+}
+
+/// Takes an exclusive `flock` without waiting; `Ok(false)` when another process holds it.
+fn try_lock(f: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, open descriptor that `f` owns.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// How old a run directory without a lock file (a run killed while creating it) or a loose
+/// file must be before it is removed.
+const STALE_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn older_than(path: &Path, age: std::time::Duration) -> bool {
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e > age)
+}
+
+/// Removes what runs that are no longer alive left in `tmp_root`. Returns how many
+/// directories and files were removed.
+pub fn sweep_dead_runs(tmp_root: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let rd = match fs::read_dir(tmp_root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ft = entry.file_type()?;
+        if ft.is_dir() && (name.starts_with("run-") || name.starts_with(".new-")) {
+            let dead = match File::open(path.join("lock")) {
+                Ok(f) => try_lock(&f)?,
+                // No lock file: being created right now, or killed while being created.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => older_than(&path, STALE_AGE),
+                Err(e) => return Err(e),
+            };
+            if dead {
+                fs::remove_dir_all(&path)?;
+                removed += 1;
+            }
+        } else if older_than(&path, STALE_AGE) {
+            // Loose files (written by kpbuild versions before run directories).
+            if ft.is_dir() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Why a finished blob was not stored.
@@ -65,13 +141,39 @@ pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
 impl Store {
     /// Opens (creating) the tree at `root`, the directory a registry mounts as
     /// `/var/lib/registry`.
+    ///
+    /// Removes what killed runs left in the temporary directory first.
     pub fn open(root: &Path) -> io::Result<Store> {
         let layout = Layout::new(root);
         fs::create_dir_all(layout.blobs_dir())?;
         fs::create_dir_all(layout.v2().join("repositories"))?;
-        let tmp = root.join(TMP_DIR);
-        fs::create_dir_all(&tmp)?;
-        Ok(Store { layout, tmp })
+        let tmp_root = root.join(TMP_DIR);
+        fs::create_dir_all(&tmp_root)?;
+        sweep_dead_runs(&tmp_root)?;
+        // Lock first, then make the directory visible under its run name, so that a sweeper
+        // never sees a live run without its lock.
+        let new = tempfile::Builder::new()
+            .prefix(".new-")
+            .tempdir_in(&tmp_root)?
+            .keep();
+        let lock = File::create(new.join("lock"))?;
+        if !try_lock(&lock)? {
+            return Err(io::Error::other("cannot lock a fresh run directory"));
+        }
+        let name = new
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(".new-"))
+            .unwrap_or("x")
+            .to_string();
+        let tmp = tmp_root.join(format!("run-{name}"));
+        fs::rename(&new, &tmp)?;
+        Ok(Store {
+            layout,
+            tmp_root,
+            tmp,
+            _lock: lock,
+        })
     }
 
     /// The layout's paths.
@@ -136,9 +238,17 @@ impl Store {
         persist(tmp, path)
     }
 
-    /// Removes the temporary directory if nothing is left in it.
+    /// Removes this run's temporary directory, and the temporary root if nothing else is in
+    /// it. Files still being written are gone with it. Also done on drop.
     pub fn close(&self) {
-        let _ = fs::remove_dir(&self.tmp);
+        let _ = fs::remove_dir_all(&self.tmp);
+        let _ = fs::remove_dir(&self.tmp_root);
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -179,6 +289,12 @@ impl BlobWriter {
         self.hasher = Sha256::new();
         self.len = 0;
         Ok(())
+    }
+
+    /// The sha256 of what was written so far, when it is not the expected digest.
+    pub fn mismatch(&self) -> Option<Digest> {
+        let actual = Digest::from_hasher(self.hasher.clone());
+        (actual != self.digest).then_some(actual)
     }
 
     /// Checks the sha256 and renames the blob into place.
@@ -229,8 +345,9 @@ mod tests {
             other => panic!("expected a mismatch, got {other:?}"),
         }
         assert!(!s.layout().blob_data(&d).exists());
-        assert!(
-            files_under(&dir.path().join(TMP_DIR)).is_empty(),
+        assert_eq!(
+            files_under(&dir.path().join(TMP_DIR)),
+            [s.tmp.join("lock")],
             "temp file left"
         );
 
@@ -250,6 +367,48 @@ mod tests {
         assert!(s.blob_intact(&d, Some(11)).unwrap());
         s.close();
         assert!(!dir.path().join(TMP_DIR).exists());
+    }
+
+    #[test]
+    fn killed_runs_are_swept_and_live_runs_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp_root = dir.path().join(TMP_DIR);
+        // What a SIGKILLed run leaves: its directory, a lock nobody holds, a partial blob.
+        let dead = tmp_root.join("run-dead");
+        fs::create_dir_all(&dead).unwrap();
+        fs::write(dead.join("lock"), b"").unwrap();
+        fs::write(dead.join("blob-partial"), b"half a blob").unwrap();
+        // A run being created this very moment (no lock file yet): too young to remove.
+        fs::create_dir_all(tmp_root.join(".new-young")).unwrap();
+
+        let live = Store::open(dir.path()).unwrap();
+        assert!(!dead.exists(), "the dead run's leftovers are removed");
+        assert!(tmp_root.join(".new-young").exists());
+        let d = Digest::of_bytes(b"from the live run");
+        let mut w = live.blob_writer(&d).unwrap();
+        w.write(b"from the live run").unwrap();
+
+        // A second run opening the same tree leaves the live one's files alone.
+        let other = Store::open(dir.path()).unwrap();
+        assert!(live.tmp.join("lock").exists());
+        assert_eq!(
+            files_under(&live.tmp).len(),
+            2,
+            "lock and the blob being written"
+        );
+        w.finish().unwrap();
+        assert!(live.blob_intact(&d, None).unwrap());
+        drop(other);
+        assert!(
+            live.tmp.exists(),
+            "closing one run keeps the other's directory"
+        );
+        fs::remove_dir(tmp_root.join(".new-young")).unwrap();
+        drop(live);
+        assert!(
+            !tmp_root.exists(),
+            "the last run out removes the temporary root"
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ struct Reply {
     body: Vec<u8>,
     /// Send only this many body bytes, then close (Content-Length still says the full size).
     cut_at: Option<usize>,
+    /// Send half the body, then pause this long before the rest.
+    stall: Option<Duration>,
 }
 
 fn reply(status: u16, body: &[u8]) -> Reply {
@@ -30,6 +32,7 @@ fn reply(status: u16, body: &[u8]) -> Reply {
         headers: vec![],
         body: body.to_vec(),
         cut_at: None,
+        stall: None,
     }
 }
 
@@ -110,7 +113,14 @@ async fn serve(handler: Arc<Handler>) -> (String, Arc<Mutex<HashMap<String, usiz
                 head.push_str("\r\n");
                 let _ = sock.write_all(head.as_bytes()).await;
                 let body = &r.body[..r.cut_at.unwrap_or(r.body.len())];
-                let _ = sock.write_all(body).await;
+                if let Some(pause) = r.stall {
+                    let half = body.len() / 2;
+                    let _ = sock.write_all(&body[..half]).await;
+                    tokio::time::sleep(pause).await;
+                    let _ = sock.write_all(&body[half..]).await;
+                } else {
+                    let _ = sock.write_all(body).await;
+                }
                 let _ = sock.shutdown().await;
             });
         }
@@ -349,6 +359,131 @@ async fn wrong_bytes_are_never_stored_and_errors_name_the_digest() {
     assert!(
         !layout.repository("app").join("_manifests/tags").exists(),
         "tag written"
+    );
+    assert!(!dir.path().join(".kpbuild-tmp").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_bytes_and_stalls_are_retried_and_a_permanent_fault_gives_up() {
+    let img = Arc::new(image());
+    let layer_d = Digest::of_bytes(&img.layer);
+    let cfg_d = Digest::of_bytes(&img.config);
+    let manifest_d = Digest::of_bytes(&img.manifest);
+    let i2 = img.clone();
+    let (ld, cd, md) = (
+        layer_d.to_string(),
+        cfg_d.to_string(),
+        manifest_d.to_string(),
+    );
+    let (ld2, md2) = (ld.clone(), md.clone());
+    let handler: Arc<Handler> = Arc::new(move |req: &Req, n: usize| {
+        let (ld, md) = (&ld2, &md2);
+        let p = req.path.as_str();
+        if p == "/v2/" {
+            return reply(200, b"{}");
+        }
+        if p == "/v2/app/manifests/v1" || p == "/v2/always-wrong/manifests/v1" {
+            // First answer: a byte changed, the digest header intact.
+            let mut bytes = i2.manifest.clone();
+            if n == 0 {
+                bytes[10] ^= 0xff;
+            }
+            return reply(200, &bytes)
+                .header("Content-Type", OCI_MANIFEST)
+                .header("Docker-Content-Digest", md);
+        }
+        if p.ends_with(&format!("/blobs/{cd}")) {
+            // Stalls longer than the client's read timeout, once.
+            let mut r = reply(200, &i2.config);
+            if n == 0 {
+                r.stall = Some(Duration::from_secs(5));
+            }
+            return r;
+        }
+        if p == format!("/v2/app/blobs/{ld}") {
+            let mut bytes = i2.layer.clone();
+            if n == 0 {
+                bytes[1234] ^= 0xff;
+            }
+            return reply(200, &bytes);
+        }
+        if p == format!("/v2/always-wrong/blobs/{ld}") {
+            let mut bytes = i2.layer.clone();
+            bytes[1234] ^= 0xff;
+            return reply(200, &bytes);
+        }
+        reply(404, b"{}")
+    });
+    let (addr, hits_cell) = serve(handler).await;
+    let hits_after = |h: &Arc<Mutex<HashMap<String, usize>>>| h.lock().unwrap().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.client.read_timeout = Duration::from_millis(500);
+    let events = Arc::new(Events::default());
+    let app = ImageRef::parse(&format!("{addr}/app:v1")).unwrap();
+    let summary = sync_images(vec![app], opts.clone(), events.clone())
+        .await
+        .unwrap();
+
+    // app: the wrong manifest, the wrong layer and the stalled config were each fetched again.
+    assert_eq!(summary.images.len(), 1, "{:?}", summary.failures);
+    let hits = hits_after(&hits_cell);
+    assert_eq!(hits[&"/v2/app/manifests/v1".to_string()], 2, "{hits:?}");
+    assert_eq!(hits[&format!("/v2/app/blobs/{ld}")], 2, "{hits:?}");
+    let layout = Layout::new(dir.path());
+    assert_eq!(
+        std::fs::read(layout.blob_data(&layer_d)).unwrap(),
+        img.layer
+    );
+    assert_eq!(std::fs::read(layout.blob_data(&cfg_d)).unwrap(), img.config);
+    let reasons: Vec<String> = events
+        .retries
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.reason.clone())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains(&format!("manifest {md}")) && r.contains("have sha256")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains(&format!("blob {ld}")) && r.contains("have sha256")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("connection dropped") && r.contains("timed out")),
+        "a stall beyond the read timeout is retried: {reasons:?}"
+    );
+
+    // always-wrong (the same image, its layer always wrong): 1 try + 2 retries, then the
+    // error names it.
+    let dir = tempfile::tempdir().unwrap();
+    opts.dest = dir.path().to_path_buf();
+    let bad = ImageRef::parse(&format!("{addr}/always-wrong:v1")).unwrap();
+    let summary = sync_images(vec![bad], opts, events.clone()).await.unwrap();
+    let hits = hits_after(&hits_cell);
+    let layout = Layout::new(dir.path());
+    assert_eq!(summary.failures.len(), 1);
+    let f = summary.failures[0].to_string();
+    assert!(
+        f.contains("always-wrong:v1")
+            && f.contains(&format!("blob {ld}"))
+            && f.contains("nothing was stored"),
+        "{f}"
+    );
+    assert_eq!(hits[&format!("/v2/always-wrong/blobs/{ld}")], 3, "{hits:?}");
+    assert!(
+        !layout
+            .repository("always-wrong")
+            .join("_manifests/tags")
+            .exists()
     );
     assert!(!dir.path().join(".kpbuild-tmp").exists());
 }

@@ -319,15 +319,24 @@ fn role_files(src: &dyn FileSource, role: &str, kind: &str) -> Result<Vec<String
     Ok(out)
 }
 
+/// Deepest nesting of a variable file's YAML.
+pub const MAX_VAR_DEPTH: usize = 48;
+/// Largest variable file read, in bytes (kubespray's largest is ~100 KiB).
+pub const MAX_VAR_FILE_BYTES: usize = 16 << 20;
+
 /// YAML options matching Ansible's loader (PyYAML, YAML 1.1) where it matters for variables:
 /// `0755` is octal, `yes`/`no` are booleans; duplicate keys: the last one wins.
 fn ansible_yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         legacy_octal_numbers: true,
         duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::LastWins,
+        // Bounded so that hostile or broken input fails quickly with an error, never with a
+        // stack overflow or a memory blow-up: nesting beyond ~80 levels overflowed a 2 MiB
+        // thread stack (debug build) while deserializing; kubespray nests a handful of levels.
         budget: serde_saphyr::budget! {
-            max_depth: 200,
+            max_depth: MAX_VAR_DEPTH,
             max_events: 5_000_000,
+            max_aliases: 10_000,
         },
     }
 }
@@ -336,6 +345,17 @@ fn ansible_yaml_options() -> serde_saphyr::Options {
 type YamlFailure = (u64, u64, String);
 
 fn parse_var_file(text: &str) -> Result<IndexMap<Spanned<String>, Value>, YamlFailure> {
+    if text.len() > MAX_VAR_FILE_BYTES {
+        return Err((
+            0,
+            0,
+            format!(
+                "the file is {} bytes, more than the {} a variable file may have",
+                text.len(),
+                MAX_VAR_FILE_BYTES
+            ),
+        ));
+    }
     if text.trim().is_empty()
         || text
             .lines()
@@ -455,6 +475,74 @@ mod tests {
         assert!(
             err.starts_with("roles/x/defaults/main.yml:3:2: YAML error:"),
             "{err}"
+        );
+    }
+
+    fn nested_block(depth: usize) -> String {
+        (0..depth)
+            .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+            .collect::<String>()
+            + &format!("{}leaf: '{{{{ 1 + 1 }}}}'\n", "  ".repeat(depth))
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded_and_the_allowed_depth_renders() {
+        // At the limit (the leaf mapping is one level more): loads and renders on a 2 MiB
+        // test-thread stack.
+        let mut set = VarSet::new();
+        set.load_str(
+            &nested_block(MAX_VAR_DEPTH - 1),
+            Path::new("deep.yml"),
+            Precedence::RoleDefaults,
+        )
+        .unwrap();
+        let ev = Evaluator::new(set);
+        let mut v = ev.var("k0").unwrap();
+        for i in 1..MAX_VAR_DEPTH - 1 {
+            v = v.get_attr(&format!("k{i}")).unwrap();
+        }
+        assert_eq!(v.get_attr("leaf").unwrap(), Value::from(2));
+        // Far beyond it (where the stack overflowed before): an error, at once.
+        for text in [
+            nested_block(400),
+            format!("a: {}{}\n", "[".repeat(5000), "]".repeat(5000)),
+            format!("a: {}{}\n", "{b: ".repeat(5000), "}".repeat(5000)),
+        ] {
+            let e = VarSet::new()
+                .load_str(&text, Path::new("deep.yml"), Precedence::RoleDefaults)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("deep.yml:") && e.contains("YAML error"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn alias_bombs_and_huge_files_are_refused() {
+        // Nine levels of ten aliases each: 10^9 scalars if expanded.
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = VarSet::new()
+            .load_str(&bomb, Path::new("bomb.yml"), Precedence::RoleDefaults)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bomb.yml:") && e.contains("YAML error"),
+            "{e}"
+        );
+        let huge = format!("a: '{}'\n", "x".repeat(MAX_VAR_FILE_BYTES));
+        let e = VarSet::new()
+            .load_str(&huge, Path::new("huge.yml"), Precedence::RoleDefaults)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("more than the 16777216 a variable file may have"),
+            "{e}"
         );
     }
 

@@ -1,0 +1,195 @@
+//! The bodies of kpbuild's fuzz targets, as plain functions: the `cargo fuzz` binaries in
+//! `fuzz_targets/` call them, and so can a test or a replay of a crash. Each one panics when
+//! an invariant breaks (beyond "does not crash, does not hang").
+
+use std::path::{Component, Path};
+
+use kpbuild_modules::image_ref::{ImageRef, stored_repository, validate_repository};
+use kpbuild_modules::plan::{self, PlanOptions, Work, bundle_path_of_url};
+use kpbuild_modules::registry_layout::{Layout, parse_manifest};
+use kpbuild_modules::safe_path::{EntryKind, TarEntryChecker, relative_path};
+use kpbuild_modules::source::MemSource;
+use kpbuild_modules::spec::{SpecFile, is_relative_clean};
+use kpbuild_modules::vars::{Evaluator, Precedence, VarSet};
+
+pub mod tree;
+
+/// `path` stays under `root`: no `..`, no other root.
+pub fn assert_under(root: &Path, path: &Path) {
+    let rest = path
+        .strip_prefix(root)
+        .unwrap_or_else(|_| panic!("{} is not under {}", path.display(), root.display()));
+    for c in rest.components() {
+        assert!(
+            matches!(c, Component::Normal(_)),
+            "{} leaves {}",
+            path.display(),
+            root.display()
+        );
+    }
+}
+
+/// The spec parser, then the planner on an empty build context: no panic; every path a plan
+/// produces stays inside the bundle.
+pub fn spec_parse(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let f = match SpecFile::parse(text, "Dockerfile.bundle") {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = e.to_string();
+            return;
+        }
+    };
+    for input in plan::context_inputs(&f.spec) {
+        relative_path(&input, "ctx").expect("a validated spec reads inside its context");
+    }
+    let ctx = MemSource::new("ctx");
+    let Ok(p) = plan::plan(&f, &ctx, &PlanOptions::default()) else {
+        return;
+    };
+    for pp in &p.platforms {
+        for m in &pp.modules {
+            match &m.work {
+                Work::Files { files } => {
+                    for fw in files {
+                        assert!(
+                            fw.path.starts_with("files/") && is_relative_clean(&fw.path),
+                            "{fw:?}"
+                        );
+                    }
+                }
+                Work::Images { images } => {
+                    for i in images {
+                        let repo = i.stored.split([':', '@']).next().unwrap();
+                        validate_repository(repo, repo).expect("stored names are valid");
+                    }
+                }
+                Work::OsPackages { distros } => {
+                    for d in distros {
+                        assert!(is_relative_clean(&d.path), "{d:?}");
+                    }
+                }
+                Work::Dockerfile(d) => assert!(is_relative_clean(&d.archive), "{d:?}"),
+                Work::Compose(_) => {}
+            }
+        }
+    }
+}
+
+/// Variables (YAML) and a template, separated by the first NUL byte: load, render every
+/// variable and the template. Errors are fine; panics, hangs and overflows are not.
+pub fn vars_render(data: &[u8]) {
+    let (yaml, template) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b""[..]),
+    };
+    let (Ok(yaml), Ok(template)) = (std::str::from_utf8(yaml), std::str::from_utf8(template))
+    else {
+        return;
+    };
+    let mut set = VarSet::new();
+    if set
+        .load_str(yaml, Path::new("fuzz.yml"), Precedence::RoleDefaults)
+        .is_err()
+    {
+        return;
+    }
+    let names: Vec<String> = set.names().take(16).map(str::to_string).collect();
+    let ev = Evaluator::new(set);
+    for n in &names {
+        if let Err(e) = ev.var(n) {
+            let _ = e.to_string();
+        }
+    }
+    if !template.is_empty() {
+        match ev.render_str(template, "fuzz") {
+            Ok(v) => {
+                let _ = v.to_string();
+            }
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
+    }
+}
+
+/// Manifest bytes, with a content type chosen by the first byte.
+pub fn manifest_parse(data: &[u8]) {
+    let Some((&sel, bytes)) = data.split_first() else {
+        return;
+    };
+    let ct = match sel % 6 {
+        0 => None,
+        1 => Some(kpbuild_modules::registry_layout::DOCKER_MANIFEST),
+        2 => Some(kpbuild_modules::registry_layout::OCI_INDEX),
+        3 => Some(kpbuild_modules::registry_layout::DOCKER_MANIFEST_V1_SIGNED),
+        4 => Some("application/json; charset=utf-8"),
+        _ => Some("text/plain"),
+    };
+    if let Ok(m) = parse_manifest(ct, bytes) {
+        let layout = Layout::new("/r");
+        for d in m.blobs() {
+            assert_under(Path::new("/r"), &layout.blob_data(&d.digest));
+        }
+        let _ = m.kind().media_type();
+    }
+}
+
+/// Image references, URLs, relative paths and tar entries from text lines: whatever is
+/// accepted stays inside its root.
+pub fn names(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let root = Path::new("/root");
+    let layout = Layout::new(root);
+    let mut tar = TarEntryChecker::new();
+    let mut accepted: Vec<(String, Option<String>)> = Vec::new();
+    for line in text.lines() {
+        if let Ok(r) = ImageRef::parse(line) {
+            let name = stored_repository(&r, None);
+            validate_repository(&name, &name).expect("a parsed reference has a valid stored name");
+            assert_under(root, &layout.repository(&name));
+            if let Some(t) = &r.tag {
+                assert_under(root, &layout.tag_current_link(&name, t));
+            }
+            if let Some(d) = &r.digest {
+                assert_under(root, &layout.revision_link(&name, d));
+            }
+        }
+        if let Ok(p) = bundle_path_of_url(line) {
+            assert!(p.starts_with("files/"), "{line:?} -> {p:?}");
+            assert_eq!(
+                relative_path(&p, "b").as_deref(),
+                Ok(p.as_str()),
+                "{line:?}"
+            );
+        }
+        if let Ok(p) = relative_path(line, "x") {
+            assert!(!p.starts_with('/') && !p.split('/').any(|c| c == ".." || c.is_empty()));
+        }
+        // Tar entries: `f NAME`, `d NAME`, `l NAME TARGET`, `h NAME TARGET`.
+        let mut parts = line.splitn(3, ' ');
+        let (Some(kind), Some(name)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let target = parts.next();
+        let kind = match (kind, target) {
+            ("f", _) => EntryKind::File,
+            ("d", _) => EntryKind::Dir,
+            ("l", Some(t)) => EntryKind::Symlink(t),
+            ("h", Some(t)) => EntryKind::Hardlink(t),
+            _ => continue,
+        };
+        if let Ok(p) = tar.check(name, kind) {
+            let link = match kind {
+                EntryKind::Symlink(t) => Some(t.to_string()),
+                _ => None,
+            };
+            accepted.push((p, link));
+        }
+    }
+    tree::assert_extraction_stays_inside(&accepted);
+}

@@ -1,0 +1,517 @@
+#!/usr/bin/env bash
+# Reliability proofs under faults, seeded and bounded in time. Outputs under target/e2e/faults/;
+# exits non-zero if any check fails. Prints the numbers (requests, faults by kind, retries, wall
+# time against the fault-free run) and writes them to target/e2e/faults/numbers.txt.
+#
+#   hack/e2e-faults.sh [sync] [kill] [files] [secrets]      (default: all four)
+#
+#   sync   kpbuild sync-images of the fixture (26 refs, 591 MiB for linux/amd64) through
+#          kpbuild-faultproxy: at 10% faults per request (every fault kind; three seeds) the
+#          tree equals the fault-free tree byte for byte and `verify-registry` accepts it; at
+#          100% faults for one blob (503, wrong bytes, reset) the run fails naming the blob,
+#          nothing corrupt or temporary is left, and a rerun completes the tree.
+#   kill   20 runs killed at seeded random points (SIGKILL, every 4th SIGINT): after each kill
+#          nothing that looks complete is wrong; each rerun ends with a tree `verify-registry`
+#          accepts, equal to the fault-free tree, having reused what the killed run stored.
+#   files  the files module through BuildKit (docker build --target files), its mirror pointed
+#          at the proxy in front of nginx, at 10% faults: what BuildKit's HTTP source does with
+#          each fault, reruns until the build completes, every file checked against its pin.
+#   secrets  a unique credential planted in a Docker config, used by sync-images against a
+#          basic-auth registry (with a progress bar on a terminal, through the fault proxy with
+#          retries, killed mid-run, with a wrong password): it appears in no output, no file of
+#          the tree, no temporary file, no process argument or environment.
+#
+# Environment: KPBUILD_FAULT_SEED (default 7), KPBUILD_FIXTURE_PORT (5710: the fixture
+# registries, hack/registry-fixture.sh), KPBUILD_FAULTPROXY_PORT (5740), KPBUILD_FAULT_FILES_PORT
+# (8090: the files proxy; its nginx on +1), KPBUILD_FRONTEND_IMAGE (kpbuild/frontend:dev).
+# Needs what hack/e2e-sync.sh needs, and for `files` the private dockerd (hack/dockerd.sh).
+set -uo pipefail
+KPBUILD_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$KPBUILD_ROOT"
+# shellcheck source=hack/lib-registry.sh
+. hack/lib-registry.sh
+SEED=${KPBUILD_FAULT_SEED:-7}
+FIX=${KPBUILD_FIXTURE_DIR:-$KPBUILD_ROOT/target/fixture}
+PORT=${KPBUILD_FIXTURE_PORT:-5710}
+UP=127.0.0.1:$PORT
+PROXY_PORT=${KPBUILD_FAULTPROXY_PORT:-5740}
+PROXY=127.0.0.1:$PROXY_PORT
+FILES_PROXY_PORT=${KPBUILD_FAULT_FILES_PORT:-8090}
+FILES_PORT=$((FILES_PROXY_PORT + 1))
+FRONTEND=${KPBUILD_FRONTEND_IMAGE:-kpbuild/frontend:dev}
+SECRET_PORT=$((PROXY_PORT + 5))   # a basic-auth registry with the planted credential
+OUT=$KPBUILD_ROOT/target/e2e/faults
+SECTIONS=("$@")
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(sync kill files secrets)
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "ok:   $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+check() { # DESCRIPTION COMMAND...
+  local what=$1; shift
+  if "$@"; then pass "$what"; else fail "$what"; fi
+}
+note() { echo "$*" | tee -a "$OUT/numbers.txt"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+
+set -e
+# Two invocations, as hack/e2e-sync.sh builds kpbuild alone: one invocation for both would
+# unify their dependencies' features and build kpbuild a second time.
+cargo build --quiet --release -p kpbuild
+cargo build --quiet --release -p kpbuild-faultproxy
+KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
+FAULTPROXY=$KPBUILD_ROOT/target/release/kpbuild-faultproxy
+started_fixture=false
+[ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true
+PROXY_PIDS=()
+cleanup() {
+  local p
+  for p in "${PROXY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$OUT/files-nginx.started" ] && hack/files-server.sh stop "$FILES_PORT" || true
+  registry_stop faults-secret
+  if $started_fixture && [ -z "${KPBUILD_KEEP_FIXTURE:-}" ]; then hack/registry-fixture.sh stop; fi
+}
+trap cleanup EXIT
+hack/registry-fixture.sh
+set +e
+rm -rf "$OUT"
+mkdir -p "$OUT"
+: > "$OUT/numbers.txt"
+
+# Starts the proxy NAME on PORT in front of UPSTREAM with more ARGS; stats in $OUT/NAME.stats.json,
+# request log in $OUT/NAME.log.jsonl. Sets PROXY_PID.
+proxy_start() { # NAME PORT UPSTREAM ARGS...
+  local name=$1 port=$2 upstream=$3; shift 3
+  "$FAULTPROXY" --listen "127.0.0.1:$port" --upstream "$upstream" \
+    --stats "$OUT/$name.stats.json" --log "$OUT/$name.log.jsonl" "$@" 2>"$OUT/$name.proxy.err" &
+  PROXY_PID=$!
+  PROXY_PIDS+=("$PROXY_PID")
+  for _ in $(seq 100); do
+    grep -q 'listening on' "$OUT/$name.proxy.err" 2>/dev/null && return 0
+    kill -0 "$PROXY_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "proxy $name did not start: $(cat "$OUT/$name.proxy.err")" >&2
+  return 1
+}
+proxy_stop() { kill "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null; true; }
+stat_of() { # NAME EXPR : a value of the proxy's stats (python expression over `s`)
+  python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' \
+    "$OUT/$1.stats.json" "$2"
+}
+faults_by_kind() { stat_of "$1" '" ".join(f"{k}:{v}" for k, v in sorted(s["faults"].items())) or "none"'; }
+
+kp() { # NAME ARGS... : kpbuild sync-images, stdout/stderr to $OUT/NAME.{out,err}
+  local name=$1; shift
+  "$KPBUILD" sync-images "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
+}
+retries_of() { grep -c '^retry ' "$OUT/$1.err"; }
+summary_field() { # NAME FIELD(fetched|reused) : bytes from the summary line
+  sed -n "s/.* \([0-9]*\) bytes fetched .* \([0-9]*\) bytes reused.*/\1 \2/p" "$OUT/$1.err" |
+    awk -v f="$2" '{ print (f == "fetched" ? $1 : $2) }'
+}
+same_tree() { # A B : byte for byte, same files
+  diff -r --no-dereference "$1" "$2" >/dev/null
+}
+verify_ok() { "$KPBUILD" verify-registry "$1" >"$1.verify" 2>&1; }
+to() { # OUT ERR COMMAND... : runs COMMAND with stdout to OUT and stderr to ERR
+  local out=$1 err=$2; shift 2
+  "$@" >"$out" 2>"$err"
+}
+SYNC=(--platform linux/amd64 --list "$FIX/main.list")
+VIA_PROXY=(--mirror "$UP=$PROXY")
+CLEAN=$OUT/tree-clean
+
+clean_baseline() {
+  [ -d "$CLEAN" ] && return 0
+  local t0
+  t0=$(now)
+  check "fault-free: sync-images exits 0" kp clean --dest "$CLEAN" "${SYNC[@]}"
+  T_CLEAN=$(since "$t0")
+  check "fault-free: verify-registry accepts the tree" verify_ok "$CLEAN"
+  note "fault-free, direct: $(grep -c . "$FIX/main.list") refs, $(head -1 "$CLEAN.verify" | sed 's/^[^:]*: //'), ${T_CLEAN}s"
+}
+
+section_sync() {
+  clean_baseline
+  # The checks can fail: a changed byte, a link with a newline.
+  cp -a "$CLEAN" "$OUT/tree-damaged"
+  victim=$(find "$OUT/tree-damaged/docker/registry/v2/blobs" -name data -size +1M | sort | head -1)
+  printf 'X' | dd of="$victim" bs=1 seek=4321 conv=notrunc status=none
+  check "control: byte comparison catches one changed byte" bash -c "! diff -r '$CLEAN' '$OUT/tree-damaged' >/dev/null"
+  check "control: verify-registry catches it, naming the blob" bash -c \
+    "! '$KPBUILD' verify-registry '$OUT/tree-damaged' > '$OUT/damaged.verify' 2>&1 && grep -q 'blob-digest-mismatch' '$OUT/damaged.verify' && grep -qF '${victim#"$OUT"/tree-damaged/}' '$OUT/damaged.verify'"
+  rm -rf "$OUT/tree-damaged"
+
+  # Through the proxy without faults: the request count and time to compare with.
+  proxy_start p0 "$PROXY_PORT" "$UP" --seed "$SEED" --rate 0
+  local t0 t
+  t0=$(now)
+  check "proxy, no faults: sync-images exits 0" kp p0 --dest "$OUT/tree-p0" "${SYNC[@]}" "${VIA_PROXY[@]}"
+  t=$(since "$t0")
+  proxy_stop
+  check "proxy, no faults: tree equals the fault-free tree byte for byte" same_tree "$CLEAN" "$OUT/tree-p0"
+  local r0
+  r0=$(stat_of p0 's["requests"]')
+  note "through the proxy, 0% faults: $r0 requests, $(retries_of p0) retries, ${t}s"
+
+  # 10% faults per request, every kind, three seeds.
+  local total_req=0 total_faults=0 total_retries=0 s name
+  for s in "$SEED" $((SEED + 1)) $((SEED + 2)); do
+    name=p10-$s
+    proxy_start "$name" "$PROXY_PORT" "$UP" --seed "$s" --rate 0.1 --kinds all --retry-after 1 --stall-ms 20000
+    t0=$(now)
+    check "10% faults, seed $s: sync-images exits 0" \
+      kp "$name" --dest "$OUT/tree-$name" "${SYNC[@]}" "${VIA_PROXY[@]}" --read-timeout 3
+    t=$(since "$t0")
+    proxy_stop
+    check "10% faults, seed $s: tree equals the fault-free tree byte for byte" same_tree "$CLEAN" "$OUT/tree-$name"
+    check "10% faults, seed $s: verify-registry accepts it" verify_ok "$OUT/tree-$name"
+    local req f ret
+    req=$(stat_of "$name" 's["requests"]')
+    f=$(stat_of "$name" 's["faults_injected"]')
+    ret=$(retries_of "$name")
+    check "10% faults, seed $s: faults were injected ($f) and each was retried ($ret retries)" \
+      test "$f" -gt 0 -a "$ret" -ge "$f"
+    total_req=$((total_req + req)); total_faults=$((total_faults + f)); total_retries=$((total_retries + ret))
+    note "10% faults, seed $s: $req requests, $f faults ($(faults_by_kind "$name")), $ret retries, ${t}s (fault-free ${T_CLEAN}s)"
+  done
+  note "10% faults, 3 seeds: $total_req requests, $total_faults faults, $total_retries retries; every tree byte-identical to the fault-free one"
+
+  # 100% faults for one blob: a layer shared by two images (library/nginx and a/b/c).
+  local blob kind
+  blob=$(awk -F'\t' '$1=="nginx-bin"{print $2}' "$FIX/main.layers.tsv" | head -1)
+  local hex=${blob#sha256:}
+  for kind in 503 wrong reset; do
+    name=always-$kind
+    proxy_start "$name" "$PROXY_PORT" "$UP" --seed "$SEED" --always "/blobs/$blob=$kind"
+    t0=$(now)
+    kp "$name" --dest "$OUT/tree-$name" "${SYNC[@]}" "${VIA_PROXY[@]}" --read-timeout 3
+    local rc=$?
+    t=$(since "$t0")
+    proxy_stop
+    check "100% $kind for blob $blob: sync-images fails" test "$rc" != 0
+    check "100% $kind: the error names the blob and each image that needs it" bash -c "
+      grep -q '^error: image $UP/library/nginx:1.25: blob $blob' '$OUT/$name.err' &&
+      grep -q '^error: image $UP/a/b/c:v1: blob $blob' '$OUT/$name.err'"
+    check "100% $kind: no file for that blob, no temporary files" bash -c "
+      [ ! -e '$OUT/tree-$name/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex' ] && [ ! -e '$OUT/tree-$name/.kpbuild-tmp' ]"
+    check "100% $kind: the tree left is consistent (verify-registry; the failed images have no tag)" bash -c "
+      '$KPBUILD' verify-registry '$OUT/tree-$name' > '$OUT/tree-$name.verify' 2>&1 &&
+      [ ! -e '$OUT/tree-$name/docker/registry/v2/repositories/a/b/c/_manifests/tags' ]"
+    note "100% $kind for $blob: failed after $(stat_of "$name" 's["faults_injected"]') faulted requests for it, $(retries_of "$name") retries, ${t}s: $(grep -c '^error: image' "$OUT/$name.err") images failed naming it"
+    check "100% $kind: a rerun without faults completes the tree, equal to the fault-free one" bash -c "
+      '$KPBUILD' sync-images --dest '$OUT/tree-$name' ${SYNC[*]} > '$OUT/$name-rerun.out' 2> '$OUT/$name-rerun.err' &&
+      diff -r '$CLEAN' '$OUT/tree-$name' > /dev/null"
+  done
+}
+
+section_kill() {
+  clean_baseline
+  local t_ms i delay sig rc tree name killed_early=0 total_reused=0
+  t_ms=$(awk -v t="${T_CLEAN:-1.5}" 'BEGIN { printf "%d", t * 1000 }')
+  [ "$t_ms" -lt 300 ] && t_ms=300
+  RANDOM=$SEED
+  for i in $(seq 1 20); do
+    # Within the fault-free run's time, so that the kill lands mid-run (a slower machine
+    # only moves the points earlier in the run).
+    delay=$((30 + RANDOM % (t_ms * 9 / 10)))
+    sig=KILL; [ $((i % 4)) = 0 ] && sig=INT
+    name=kill-$i
+    tree=$OUT/tree-$name
+    "$KPBUILD" sync-images --dest "$tree" "${SYNC[@]}" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+    local pid=$!
+    sleep "$(awk -v d="$delay" 'BEGIN { printf "%.3f", d / 1000 }')"
+    kill -"$sig" "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rc=$?
+    [ "$rc" = 0 ] && killed_early=$((killed_early + 1))
+    # After the kill: nothing that looks complete is wrong. What an interrupted write leaves
+    # (temporary files, directories of files not yet renamed into place, a tag without its
+    # current link) is allowed, and counted; SIGINT removes the temporary files itself.
+    "$KPBUILD" verify-registry --allow-interrupted "$tree" >"$tree.after-kill.verify" 2>&1
+    local vrc=$?
+    local present tags temps
+    present=$(head -1 "$tree.after-kill.verify" | sed -n 's/.*(\([0-9]*\) bytes.*/\1/p')
+    tags=$(head -1 "$tree.after-kill.verify" | sed -n 's/.* \([0-9]*\) tags.*/\1/p')
+    temps=$(grep -c '\[temp-file\]' "$tree.after-kill.verify")
+    check "kill $i (SIG$sig after ${delay} ms, rc $rc): the tree left has no fault besides an interrupted write's leftovers" test "$vrc" = 0
+    [ "$sig" = INT ] && check "kill $i: SIGINT left no temporary file" test "$temps" = 0
+    "$KPBUILD" sync-images --dest "$tree" "${SYNC[@]}" >"$OUT/$name-rerun.out" 2>"$OUT/$name-rerun.err"
+    check "kill $i: the rerun exits 0" test $? = 0
+    check "kill $i: verify-registry accepts the tree, no temporary file left" verify_ok "$tree"
+    check "kill $i: the tree equals the fault-free tree" same_tree "$CLEAN" "$tree"
+    local reused fetched
+    reused=$(summary_field "$name-rerun" reused)
+    fetched=$(summary_field "$name-rerun" fetched)
+    # From where it stopped: every blob the killed run stored is reused (manifests, a few KiB,
+    # are fetched again by design).
+    check "kill $i: the rerun reused what was stored ($reused of $present bytes present)" \
+      test "${reused:-0}" -ge $((${present:-0} - 1048576))
+    total_reused=$((total_reused + ${reused:-0}))
+    local debris
+    debris=$(grep -cE '\[(blob-without-data|link-missing|tag-without-current)\]' "$tree.after-kill.verify")
+    note "kill $i: SIG$sig after ${delay} ms: ${tags:-0} tags and ${present:-0} bytes stored, $temps temporary files, $debris directories of files not renamed yet; rerun fetched $fetched bytes, reused $reused"
+    rm -rf "$tree"
+  done
+  note "kill: 20 runs killed (seed $SEED; $killed_early finished before their kill), every rerun verified and equal to the fault-free tree; $total_reused bytes reused in all"
+}
+
+# Writes N files under SRV/files.example/faults/SET/ with content new every run (so BuildKit's
+# cache, keyed by the pin, has none of them) under fixed URLs (so the seeded schedule faults the
+# same requests every run), and the spec CTX/Dockerfile.bundle that downloads them through the
+# files proxy.
+files_spec() { # CTX SRV SET N
+  local ctx=$1 srv=$2 set=$3 n=$4 i f nonce
+  nonce=$(date +%s%N)
+  mkdir -p "$ctx" "$srv/files.example/faults/$set"
+  {
+    printf '# syntax=%s\nname: faults\nversion: v0\nplatforms: [linux/amd64]\n' "$FRONTEND"
+    printf 'mirrors:\n  - from: https://files.example\n    to: http://127.0.0.1:%s/files.example\n' "$FILES_PROXY_PORT"
+    printf 'modules:\n  files:\n    kind: files\n    from-kubespray: none\n    extra:\n'
+    for i in $(seq -w 1 "$n"); do
+      f=$srv/files.example/faults/$set/file-$i.bin
+      python3 -c 'import hashlib, sys
+seed, size = sys.argv[2].encode(), int(sys.argv[3])
+out, block = bytearray(), hashlib.sha256(seed).digest()
+while len(out) < size:
+    block = hashlib.sha256(block).digest(); out += block * 64
+open(sys.argv[1], "wb").write(out[:size])' "$f" "$nonce-$set-$i" $(( (10#$i * 7919 % 97 + 3) * 32768 ))
+      printf '      - url: https://files.example/faults/%s/file-%s.bin\n        sha256: "%s"\n' \
+        "$set" "$i" "$(sha256sum "$f" | cut -d' ' -f1)"
+    done
+  } > "$ctx/Dockerfile.bundle"
+}
+
+# docker build --target files of CTX into DEST; log in DEST.log.
+files_build() { # CTX DEST
+  rm -rf "$2"
+  /usr/bin/docker build --network host --progress plain -f "$1/Dockerfile.bundle" --target files \
+    -o "type=local,dest=$2" "$1" > "$2.log" 2>&1
+}
+
+# The ERROR lines of a plain-progress log, each after the name of its vertex.
+build_errors() { # LOG
+  python3 - "$1" <<'PY'
+import re, sys
+names, errs = {}, []
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"#(\d+) (.*)", line.rstrip("\n"))
+    if not m: continue
+    n, rest = m.groups()
+    if n not in names and not rest.startswith(("sha256:", "DONE", "ERROR", "CACHED", "...")) and not re.match(r"\d+\.\d+ ", rest):
+        names[n] = rest
+    if rest.startswith("ERROR"):
+        errs.append(f"{names.get(n, '?')}: {rest}")
+print("\n".join(errs))
+PY
+}
+
+# Every file of CTX's plan is in DEST with the sha256 of its pin, and nothing else.
+files_verified() { # CTX DEST
+  "$KPBUILD" plan -f "$1/Dockerfile.bundle" --context "$1" --target files > "$2.plan.json" || return 1
+  python3 - "$2.plan.json" "$2" <<'PY'
+import hashlib, json, os, sys
+plan, out = json.load(open(sys.argv[1])), sys.argv[2]
+files = plan["platforms"][0]["modules"][0]["work"]["files"]
+bad, seen = [], set()
+for f in files:
+    p = os.path.join(out, "resources/nginx", f["path"])
+    seen.add(os.path.normpath(p))
+    if not os.path.isfile(p):
+        bad.append(f"missing {f['path']}"); continue
+    if hashlib.sha256(open(p, "rb").read()).hexdigest() != f["pin"]["hex"]:
+        bad.append(f"{f['path']}: sha256 differs from its pin")
+bad += [f"unexpected {os.path.join(d, n)}" for d, _, ns in os.walk(out) for n in ns
+        if os.path.normpath(os.path.join(d, n)) not in seen]
+for b in bad: print("  " + b)
+sys.exit(1 if bad or not files else 0)
+PY
+}
+
+section_files() {
+  local srv=$OUT/files-srv kind set ctx dest errs t0 t
+  DOCKER_HOST=$(hack/dockerd.sh) || { fail "files: dockerd"; return; }
+  export DOCKER_HOST DOCKER_BUILDKIT=1
+  hack/frontend-image.sh "$FRONTEND" >/dev/null || { fail "files: frontend image $FRONTEND"; return; }
+  mkdir -p "$srv"
+  hack/files-server.sh "$srv" "$FILES_PORT" >/dev/null && touch "$OUT/files-nginx.started" \
+    || { fail "files: nginx on $FILES_PORT"; return; }
+
+  # 1. Each fault kind once, on the first fetch of one file of three: what BuildKit's HTTP
+  #    source does with it; then the same build again (the fault spent) must complete.
+  for kind in 500 502 503 429 reset truncate wrong stall; do
+    set=kind-$kind
+    ctx=$OUT/files-$set
+    files_spec "$ctx" "$srv" "$set" 3
+    proxy_start "files-$set" "$FILES_PROXY_PORT" "127.0.0.1:$FILES_PORT" --seed "$SEED" \
+      --once "/faults/$set/file-2.bin=$kind" --retry-after 1 --stall-ms 5000
+    dest=$OUT/files-$set-out
+    t0=$(now)
+    if files_build "$ctx" "$dest"; then
+      t=$(since "$t0")
+      local fetches
+      fetches=$(grep -c "/faults/$set/file-2.bin" "$OUT/files-$set.log.jsonl")
+      note "files, $kind on the first fetch: BuildKit recovered: the build completed (${t}s; $fetches fetches of the faulted file)"
+      check "files, $kind: every file verified against its pin" files_verified "$ctx" "$dest"
+    else
+      errs=$(build_errors "$dest.log")
+      note "files, $kind on the first fetch: the build failed: $(head -1 <<<"$errs")"
+      check "files, $kind: the failure names the download" \
+        grep -q "download https://files.example/faults/$set/file-2.bin" <<<"$errs"
+      check "files, $kind: the failed build exported nothing" test ! -e "$dest/resources"
+      check "files, $kind: the build again (fault spent) completes" files_build "$ctx" "$dest"
+      check "files, $kind: every file verified against its pin" files_verified "$ctx" "$dest"
+    fi
+    proxy_stop
+  done
+
+  # 2. 10% faults per request over 40 files: build until it completes (at most 20 builds; a
+  #    failed build also cancels downloads that were going well, so it takes several).
+  set=rate-10
+  ctx=$OUT/files-$set
+  files_spec "$ctx" "$srv" "$set" 40
+  proxy_start "files-$set" "$FILES_PROXY_PORT" "127.0.0.1:$FILES_PORT" --seed "$SEED" --rate 0.1 --kinds all \
+    --retry-after 1 --stall-ms 5000
+  local attempt ok=false
+  dest=$OUT/files-$set-out
+  t0=$(now)
+  for attempt in $(seq 1 20); do
+    if files_build "$ctx" "$dest"; then
+      ok=true
+      break
+    fi
+    errs=$(build_errors "$dest.log")
+    check "files 10%, build $attempt: the failure names a download" \
+      grep -q "download https://files.example/faults/$set/file-" <<<"$errs"
+    note "files 10%, build $attempt: failed: $(head -1 <<<"$errs")"
+  done
+  t=$(since "$t0")
+  proxy_stop
+  check "files 10%: a build completes (build $attempt)" $ok
+  $ok && check "files 10%: every file verified against its pin (never a wrong file)" files_verified "$ctx" "$dest"
+  note "files 10%: $(stat_of "files-$set" 's["requests"]') requests, $(stat_of "files-$set" 's["faults_injected"]') faults ($(faults_by_kind "files-$set")), $attempt builds, ${t}s"
+}
+
+section_secrets() {
+  clean_baseline
+  local dir=$OUT/secrets user pw b64 wrong host=127.0.0.1:$SECRET_PORT
+  mkdir -p "$dir/docker" "$dir/docker-wrong"
+  # Unique, and seeded: nothing else anywhere holds these strings.
+  pw=kpbuild-planted-$(printf 'password-%s' "$SEED" | sha256sum | cut -c1-24)
+  wrong=kpbuild-planted-$(printf 'wrong-%s' "$SEED" | sha256sum | cut -c1-24)
+  user=planted-$(printf 'user-%s' "$SEED" | sha256sum | cut -c1-12)
+  b64=$(printf '%s:%s' "$user" "$pw" | base64 -w0)
+  htpasswd -Bbn "$user" "$pw" > "$dir/htpasswd"
+  registry_start faults-secret "$SECRET_PORT" "$FIX/storage" ro "$dir/htpasswd" || { fail "secrets: registry"; return; }
+  # The registry, and the proxy in front of it (credentials go to the host contacted).
+  printf '{"auths":{"%s":{"auth":"%s"},"%s":{"auth":"%s"}}}\n' "$host" "$b64" "$PROXY" "$b64" \
+    > "$dir/docker/config.json"
+  printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$host" "$(printf '%s:%s' "$user" "$wrong" | base64 -w0)" \
+    > "$dir/docker-wrong/config.json"
+  sed "s#^$UP/#$host/#" "$FIX/main.list" > "$dir/auth.list"
+  local -a needles=("$pw" "$b64" "$(printf '%s' "$pw" | base64 -w0)" "$wrong"
+    "$(printf '%s:%s' "$user" "$wrong" | base64 -w0)")
+
+  # 1. On a terminal (script(1) gives it one): the progress bar is drawn.
+  check "secrets: sync-images with the credential, progress bar on a terminal" \
+    script -qefc "env DOCKER_CONFIG='$dir/docker' '$KPBUILD' sync-images --dest '$dir/tree-tty' --platform linux/amd64 --list '$dir/auth.list'" \
+    "$dir/tty.log"
+  check "secrets: the terminal output is a progress display" grep -q 'images 26/26' "$dir/tty.log"
+  check "secrets: the tree equals the fault-free tree" same_tree "$CLEAN" "$dir/tree-tty"
+  # 2. Through the fault proxy at 10% faults: retry lines name URLs.
+  proxy_start secrets "$PROXY_PORT" "$host" --seed "$SEED" --rate 0.1 --kinds 500,503,429,reset,truncate --retry-after 1
+  check "secrets: through the fault proxy (10%), with retries" to "$dir/proxy.out" "$dir/proxy.err" \
+    env DOCKER_CONFIG="$dir/docker" "$KPBUILD" sync-images --dest "$dir/tree-proxy" --platform linux/amd64 \
+    --list "$dir/auth.list" --mirror "$host=$PROXY" --read-timeout 3
+  proxy_stop
+  note "secrets: through the proxy: $(stat_of secrets 's["faults_injected"]') faults, $(grep -c '^retry ' "$dir/proxy.err") retries printed"
+  # 3. Killed mid-run: temporary files stay behind; the process's argv and environment.
+  env DOCKER_CONFIG="$dir/docker" "$KPBUILD" sync-images --dest "$dir/tree-killed" --platform linux/amd64 \
+    --list "$dir/auth.list" >"$dir/killed.out" 2>"$dir/killed.err" &
+  local pid=$!
+  sleep 0.4
+  tr '\0' '\n' < "/proc/$pid/cmdline" > "$dir/proc-cmdline" 2>/dev/null
+  tr '\0' '\n' < "/proc/$pid/environ" > "$dir/proc-environ" 2>/dev/null
+  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  check "secrets: the killed run left temporary files to search" \
+    bash -c "find '$dir/tree-killed/.kpbuild-tmp' -type f -name 'blob-*' | grep -q ."
+  # 4. A wrong password: refused, and not echoed either.
+  DOCKER_CONFIG="$dir/docker-wrong" "$KPBUILD" sync-images --dest "$dir/tree-wrong" --platform linux/amd64 \
+    "$host/library/busybox:1.36" >"$dir/wrong.out" 2>"$dir/wrong.err"
+  check "secrets: a wrong password is refused, naming the registry" \
+    bash -c "grep -q 'registry $host refused the credentials' '$dir/wrong.err'"
+  "$KPBUILD" verify-registry "$dir/tree-tty" >"$dir/verify.out" 2>&1
+
+  # The search: every output and file, for each form of the credential.
+  local places=("$dir/tty.log" "$dir/proxy.out" "$dir/proxy.err" "$dir/killed.out" "$dir/killed.err"
+    "$dir/wrong.out" "$dir/wrong.err" "$dir/verify.out" "$dir/proc-cmdline" "$dir/proc-environ"
+    "$OUT/secrets.log.jsonl" "$OUT/secrets.stats.json"
+    "$dir/tree-tty" "$dir/tree-proxy" "$dir/tree-killed" "$dir/tree-wrong")
+  local n found=0 files
+  files=$(find "${places[@]}" -type f 2>/dev/null | wc -l)
+  for n in "${needles[@]}"; do
+    if grep -rlaF -- "$n" "${places[@]}" 2>/dev/null; then found=$((found + 1)); fi
+  done
+  check "secrets: the planted credential (password, base64 user:password, base64 password; and the wrong one) is in none of $files files searched" \
+    test "$found" = 0
+  # The search can find: the config file itself holds the base64 form.
+  check "control: the same search finds the credential in the Docker config" grep -qF -- "$b64" "$dir/docker/config.json"
+  check "secrets: the process had only the config's path, not its contents" \
+    grep -q "^DOCKER_CONFIG=$dir/docker\$" "$dir/proc-environ"
+  note "secrets: planted credential searched in $files files (outputs, trees, temporary files, /proc argv and environment): found 0 times"
+
+  # Through BuildKit: the images module with the credential as a build secret
+  # (--secret id=kpbuild-registry,src=config.json --build-arg KPBUILD_REGISTRY_SECRET=kpbuild-registry);
+  # BuildKit resolves the tag itself with the client's credentials (the same DOCKER_CONFIG).
+  DOCKER_HOST=$(hack/dockerd.sh) || { fail "secrets: dockerd"; registry_stop faults-secret; return; }
+  export DOCKER_HOST DOCKER_BUILDKIT=1
+  hack/frontend-image.sh "$FRONTEND" >/dev/null || { fail "secrets: frontend image $FRONTEND"; return; }
+  local ctx=$dir/buildkit-context daemon_log=${KPBUILD_DOCKER_ROOT:-/var/lib/kpbuild-docker}/dockerd.log mark
+  mkdir -p "$ctx"
+  printf '# syntax=%s\nname: secrets\nversion: v0\nplatforms: [linux/amd64]\nmodules:\n  images:\n    kind: images\n    from-kubespray: none\n    extra: [%s/library/busybox:1.36]\n' \
+    "$FRONTEND" "$host" > "$ctx/Dockerfile.bundle"
+  mark=$(wc -l < "$daemon_log" 2>/dev/null || echo 0)
+  local build=(/usr/bin/docker build --network host --progress plain -f "$ctx/Dockerfile.bundle" --target images)
+  DOCKER_CONFIG="$dir/docker" "${build[@]}" -o "type=local,dest=$dir/bk-nosecret" "$ctx" > "$dir/bk-nosecret.log" 2>&1
+  check "secrets, BuildKit: without the secret the sync op fails, saying the registry needs credentials" \
+    bash -c "[ $? != 0 ] && grep -q 'registry $host requires authentication' '$dir/bk-nosecret.log'"
+  check "secrets, BuildKit: with --secret and KPBUILD_REGISTRY_SECRET the images module builds" \
+    to "$dir/bk.log" "$dir/bk.err" env DOCKER_CONFIG="$dir/docker" "${build[@]}" \
+    --secret "id=kpbuild-registry,src=$dir/docker/config.json" \
+    --build-arg KPBUILD_REGISTRY_SECRET=kpbuild-registry -o "type=local,dest=$dir/bk-out" "$ctx"
+  check "secrets, BuildKit: verify-registry accepts the tree it made" \
+    verify_ok "$dir/bk-out/resources/registry"
+  tail -n +"$((mark + 1))" "$daemon_log" > "$dir/dockerd-during.log" 2>/dev/null
+  # BuildKit's own state: cache keys and metadata (its databases), the executor's scratch.
+  local bk_state=${KPBUILD_DOCKER_ROOT:-/var/lib/kpbuild-docker}/data/buildkit
+  local bk_places=("$dir/bk-nosecret.log" "$dir/bk.log" "$dir/bk.err" "$dir/dockerd-during.log" "$dir/bk-out" "$bk_state")
+  found=0
+  files=$(find "${bk_places[@]}" -type f 2>/dev/null | wc -l)
+  for n in "${needles[@]}"; do
+    if grep -rlaF -- "$n" "${bk_places[@]}" 2>/dev/null; then found=$((found + 1)); fi
+  done
+  check "secrets, BuildKit: the credential is in none of $files files (build logs, daemon log, exported tree, BuildKit's cache and metadata)" \
+    test "$found" = 0
+  note "secrets, BuildKit: credential as a build secret; searched in $files files (build output, daemon log, exported tree, BuildKit state $bk_state): found 0 times"
+  registry_stop faults-secret
+}
+
+for s in "${SECTIONS[@]}"; do
+  case $s in
+    sync) section_sync ;;
+    secrets) section_secrets ;;
+    kill) section_kill ;;
+    files) section_files ;;
+    *) fail "unknown section $s (sync, kill, files, secrets)" ;;
+  esac
+done
+
+echo
+echo "== numbers (also in $OUT/numbers.txt)"
+cat "$OUT/numbers.txt"
+echo
+echo "e2e-faults: $passed passed, $failed failed"
+[ "$failed" = 0 ]
