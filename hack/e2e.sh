@@ -10,7 +10,9 @@
 #   bundle   kpbuild build + export + verify of the root Dockerfile.bundle, and the bundle used
 #
 # Each stage starts from a clean target/e2e/STAGE/, leaves its outputs there, and fails (exit
-# non-zero) unless every check passed. Needs hack/setup.sh's packages; starts what it needs
+# non-zero) unless every check passed. Once a stage passed, its large outputs (trees, tarballs,
+# .debs: several GiB in all) are removed and its logs, lists and reports kept, so that the
+# stages fit a small disk; KPBUILD_E2E_KEEP=1 keeps everything. Needs hack/setup.sh's packages; starts what it needs
 # (the private dockerd, the frontend image, fixture servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,16 @@ DOCKER=/usr/bin/docker
 export DOCKER_BUILDKIT=1
 
 log() { printf '\n== e2e: %s\n' "$*" >&2; }
+# After a stage passed: drop its large outputs, keep logs, lists and reports (see above).
+shrink() { # DIR
+  [ "${KPBUILD_E2E_KEEP:-0}" = 1 ] && return 0
+  [ -d "$1" ] || return 0
+  local before
+  before=$(du -sm "$1" | cut -f1)
+  find "$1" -type f -size +256k ! -name '*.log' ! -name '*.txt' ! -name '*.json' -delete
+  find "$1" -depth -type d -empty -delete
+  echo "e2e: $(basename "$1"): large outputs removed (${before} MiB -> $(du -sm "$1" 2>/dev/null | cut -f1) MiB; KPBUILD_E2E_KEEP=1 keeps them)" >&2
+}
 fail() { printf 'e2e FAILED: %s\n' "$*" >&2; exit 1; }
 
 DOCKER_HOST=$(hack/dockerd.sh)
@@ -466,6 +478,7 @@ PY
   "$KPR" export -f "$ctx/Dockerfile.bundle" -o "oci-archive:$again/kubeplay-v0.1.0.oci.tar" 2>/dev/null
   cmp "$out/kubeplay-v0.1.0.oci.tar" "$again/kubeplay-v0.1.0.oci.tar" || fail "two OCI exports differ"
   echo "exports: .tar.gz, .tar.zst and the OCI archive byte-identical twice" >&2
+  rm -rf "$again"
 
   log "bundle: changing one image changes only the images module"
   sed -i 's#^    platforms: \[linux/amd64, linux/arm64\]#    platforms: [linux/amd64, linux/arm64]\n    extra: [docker.io/library/busybox:1.36-e2e-added]#' "$ctx/Dockerfile.bundle"
@@ -481,7 +494,8 @@ sys.exit(0 if changed == want else 1)
 PY
 
   log "bundle: verify names a corrupt blob, a deleted link, a truncated tarball"
-  local bad=$out/bad && cp -r "$kp" "$bad"
+  # The untarred bundle is not used after this: it is damaged in place (no second copy).
+  local bad=$kp
   local blob link
   blob=$(find "$bad/resources/registry/docker/registry/v2/blobs" -name data -size +100k | sort | head -1)
   printf 'CORRUPT' | dd of="$blob" bs=1 seek=100 conv=notrunc status=none
@@ -496,6 +510,9 @@ PY
   grep -Eq "truncated|corrupt|unexpected end" "$out/verify-truncated.log" || { cat "$out/verify-truncated.log" >&2; fail "verify did not say truncated"; }
   echo "verify: corrupt blob, deleted link and truncated tarball each named:" >&2
   grep -h "FAULT\|error" "$out/verify-bad.log" "$out/verify-truncated.log" | head -6 >&2
+  # The images docker load made (kubespray, nginx, registry: tags of their own) are not needed
+  # any more.
+  grep -ho 'Loaded image: .*' "$out"/load-*.log | sed 's/^Loaded image: //' | xargs -r $DOCKER rmi >/dev/null || true
 }
 
 # `image layer-digest` of every module image of the bundle spec, sorted.
@@ -581,5 +598,6 @@ for STAGE in "${STAGES[@]}"; do
     sync) bash hack/e2e-sync.sh || fail "sync (hack/e2e-sync.sh)" ;;
     *) fail "unknown stage $STAGE (sync, files, images, os-packages, bundle)" ;;
   esac
+  shrink "$ROOT/target/e2e/$STAGE"
 done
 echo "e2e: ${STAGES[*]}: all checks passed" >&2
