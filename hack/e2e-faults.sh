@@ -514,4 +514,10 @@ echo "== numbers (also in $OUT/numbers.txt)"
 cat "$OUT/numbers.txt"
 echo
 echo "e2e-faults: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+[ "$failed" = 0 ] || exit 1
+# Passed: drop the trees (GiBs), keep logs, stats and numbers (KPBUILD_E2E_KEEP=1 keeps all).
+if [ "${KPBUILD_E2E_KEEP:-0}" != 1 ]; then
+  find "$OUT" -type f -size +256k ! -name '*.log' ! -name '*.txt' ! -name '*.json' ! -name '*.jsonl' \
+    ! -name '*.err' ! -name '*.out' -delete
+  find "$OUT" -depth -type d -empty -delete
+fi

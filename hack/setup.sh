@@ -28,6 +28,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (https://rustup.rs)" >&2; exit 1; }
 cargo fetch -q
+# cargo-fuzz for hack/fuzz.sh (it builds on nightly, or on stable with RUSTC_BOOTSTRAP=1).
+command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
 # Services: the private Docker daemon (fixture servers start with the e2e stages that use them).
 # Debian's packages may have started their own nginx/registry on default ports: not ours, harmless.
 hack/dockerd.sh >/dev/null

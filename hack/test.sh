@@ -14,4 +14,8 @@ step "cargo test"
 cargo test --workspace -q
 step "end-to-end stages (hack/e2e.sh)"
 hack/e2e.sh
+step "reliability under faults, seeded (hack/e2e-faults.sh)"
+hack/e2e-faults.sh
+step "fuzz targets, ${KPBUILD_FUZZ_SECONDS:-30} s each (hack/fuzz.sh)"
+hack/fuzz.sh "${KPBUILD_FUZZ_SECONDS:-30}"
 echo "test: all passed"
