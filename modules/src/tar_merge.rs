@@ -1,0 +1,366 @@
+//! Merging module layers into one bundle stream, entry by entry, with no temporary copy.
+//!
+//! Each module image has one layer: a tar of the bundle tree from its root, in path order
+//! ([`bundle_tar::path_order`]). [`send_layer`] parses one such tar on a producer thread and
+//! sends its entries, with their data in chunks, to a [`LayerSource`]; [`merge`] reads every
+//! source at once and hands the entries of the bundle to a callback. The merge guarantees:
+//!
+//! - entries come in path order, one per path: a directory several modules have is emitted
+//!   once (with the first module's mode);
+//! - every entry's parent directories are emitted before it (created when no layer has them);
+//! - a path that is not a directory in every module having it (a file, a link) is refused,
+//!   naming the images that have it: modules must not write the same file;
+//! - entries that could escape the bundle are refused with the entry and the image: absolute
+//!   paths, `..`, links pointing outside; whiteouts and out-of-order layers are refused too.
+//!
+//! A producer's error (a truncated layer, a refused entry) reaches the merge as
+//! [`MergeError::Layer`]; the merge stops at the first error.
+
+use std::collections::BTreeSet;
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use crate::bundle_tar;
+
+/// One entry of a module layer, as the merge needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Normalized, relative to the bundle root (`resources/nginx`).
+    pub path: String,
+    pub kind: Kind,
+    /// The mode bits as the layer has them (normalized when written).
+    pub mode: u32,
+    /// The size of the data (files only; 0 for the others).
+    pub size: u64,
+}
+
+/// What an entry is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    /// A symbolic link with its target as stored (relative to the link's directory).
+    Symlink(String),
+    /// A hard link to an earlier entry (normalized, relative to the bundle root).
+    Hardlink(String),
+}
+
+/// What a producer sends for each entry: `Entry`, then `Data` chunks (files only), then `End`.
+/// The layer ends when the sender is dropped; `Failed` ends it with an error.
+#[derive(Debug)]
+pub enum Msg {
+    Entry(Meta),
+    Data(Vec<u8>),
+    End,
+    Failed(String),
+}
+
+/// Why a layer tar is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The tar could not be read (truncated, corrupt).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Path(#[from] bundle_tar::PathError),
+    #[error("layer entry `{0}` is a whiteout; kpbuild's module layers have none")]
+    Whiteout(String),
+    #[error("layer entries out of order (`{prev}` before `{path}`)")]
+    OutOfOrder { prev: String, path: String },
+    #[error("layer entry `{entry}` has an unsupported type {kind}")]
+    Unsupported { entry: String, kind: String },
+}
+
+/// How [`send_layer`] ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Every entry of the layer was sent.
+    Whole,
+    /// The receiving side hung up (the merge stopped): the rest was not read.
+    Abandoned,
+}
+
+/// The size of the data chunks [`send_layer`] sends.
+const CHUNK: usize = 256 * 1024;
+
+/// Parses one layer tar and sends its entries, checked and normalized, with their data.
+pub fn send_layer<R: Read>(layer: R, tx: &SyncSender<Msg>) -> Result<Sent, LayerError> {
+    let mut inner = tar::Archive::new(layer);
+    let mut last: Option<String> = None;
+    let mut buf = vec![0u8; CHUNK];
+    for e in inner.entries()? {
+        let mut e = e?;
+        let raw = e.path()?.to_string_lossy().into_owned();
+        let path = bundle_tar::normalize_entry(&raw)?;
+        if path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(".wh."))
+        {
+            return Err(LayerError::Whiteout(raw));
+        }
+        if let Some(prev) = &last
+            && bundle_tar::path_order(prev, &path) != std::cmp::Ordering::Less
+        {
+            return Err(LayerError::OutOfOrder {
+                prev: prev.clone(),
+                path,
+            });
+        }
+        let h = e.header();
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+            tar::EntryType::Symlink => {
+                let target = e
+                    .link_name()?
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                bundle_tar::check_symlink(&path, &target)?;
+                Kind::Symlink(target)
+            }
+            tar::EntryType::Link => {
+                let target = e
+                    .link_name()?
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Kind::Hardlink(bundle_tar::normalize_entry(&target)?)
+            }
+            other => {
+                return Err(LayerError::Unsupported {
+                    entry: raw,
+                    kind: format!("{other:?}"),
+                });
+            }
+        };
+        let meta = Meta {
+            path: path.clone(),
+            mode: h.mode()?,
+            size: if kind == Kind::File { h.size()? } else { 0 },
+            kind,
+        };
+        let is_file = meta.kind == Kind::File;
+        if tx.send(Msg::Entry(meta)).is_err() {
+            return Ok(Sent::Abandoned);
+        }
+        if is_file {
+            loop {
+                let n = e.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                if tx.send(Msg::Data(buf[..n].to_vec())).is_err() {
+                    return Ok(Sent::Abandoned);
+                }
+            }
+        }
+        if tx.send(Msg::End).is_err() {
+            return Ok(Sent::Abandoned);
+        }
+        last = Some(path);
+    }
+    Ok(Sent::Whole)
+}
+
+/// Why a merge stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// A module image's layer could not be read, or has an entry that is refused.
+    #[error("module image {image}: {message}")]
+    Layer { image: String, message: String },
+    /// A path that is not a directory in more than one module image.
+    #[error("`{path}` is in more than one module image ({}); modules must not write the same file", images.join(", "))]
+    Duplicate { path: String, images: Vec<String> },
+}
+
+/// The entries of one module image, produced on another thread.
+pub struct LayerSource {
+    image: String,
+    rx: Receiver<Msg>,
+}
+
+/// How many messages a producer may send ahead of the merge.
+const DEPTH: usize = 64;
+
+impl LayerSource {
+    /// Runs `produce` on a new thread: it sends the entries of `image` (with [`send_layer`]);
+    /// an error it returns ends the source with that error (its alternate form, `{:#}`).
+    pub fn spawn<E, F>(image: impl Into<String>, produce: F) -> LayerSource
+    where
+        E: std::fmt::Display,
+        F: FnOnce(&SyncSender<Msg>) -> Result<(), E> + Send + 'static,
+    {
+        let (tx, rx) = sync_channel::<Msg>(DEPTH);
+        std::thread::spawn(move || {
+            if let Err(e) = produce(&tx) {
+                let _ = tx.send(Msg::Failed(format!("{e:#}")));
+            }
+        });
+        LayerSource {
+            image: image.into(),
+            rx,
+        }
+    }
+
+    /// The module image this source reads.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    fn error(&self, message: impl Into<String>) -> MergeError {
+        MergeError::Layer {
+            image: self.image.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The next entry, `None` at the end of the layer.
+    fn next_entry(&mut self) -> Result<Option<Meta>, MergeError> {
+        match self.rx.recv() {
+            Ok(Msg::Entry(m)) => Ok(Some(m)),
+            Ok(Msg::Failed(e)) => Err(self.error(e)),
+            Ok(_) => Err(self.error("internal: data out of place")),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Reads the data of the current entry of a source.
+struct EntryReader<'a> {
+    src: &'a mut LayerSource,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl<'a> EntryReader<'a> {
+    fn new(src: &'a mut LayerSource) -> Self {
+        EntryReader {
+            src,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+
+    /// Reads what is left of the entry (when it is skipped).
+    fn drain(mut self) -> Result<(), MergeError> {
+        match io::copy(&mut self, &mut io::sink()) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.src.error(e.to_string())),
+        }
+    }
+}
+
+impl Read for EntryReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.src.rx.recv() {
+                Ok(Msg::Data(d)) => {
+                    self.buf = d;
+                    self.pos = 0;
+                }
+                Ok(Msg::End) => self.done = true,
+                Ok(Msg::Failed(e)) => return Err(io::Error::other(e)),
+                Ok(Msg::Entry(_)) | Err(_) => {
+                    return Err(io::Error::other("entry data ended early"));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What a merge emitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Entries emitted (directories included).
+    pub entries: u64,
+    /// Bytes of file content emitted.
+    pub bytes: u64,
+}
+
+/// Merges `sources` in path order and hands each entry of the bundle to `emit`, with a reader
+/// of its data when it is a file (what `emit` leaves unread is skipped). Stops at the first
+/// error, from a source or from `emit`.
+pub fn merge<E>(
+    mut sources: Vec<LayerSource>,
+    mut emit: impl FnMut(&Meta, Option<&mut dyn Read>) -> Result<(), E>,
+) -> Result<Stats, E>
+where
+    E: From<MergeError>,
+{
+    let mut heads: Vec<Option<Meta>> = Vec::with_capacity(sources.len());
+    for s in sources.iter_mut() {
+        heads.push(s.next_entry()?);
+    }
+    let mut emitted_dirs: BTreeSet<String> = BTreeSet::new();
+    let mut stats = Stats::default();
+    while let Some(min) = heads
+        .iter()
+        .flatten()
+        .map(|m| m.path.clone())
+        .min_by(|a, b| bundle_tar::path_order(a, b))
+    {
+        let holders: Vec<usize> = (0..heads.len())
+            .filter(|&i| heads[i].as_ref().is_some_and(|m| m.path == min))
+            .collect();
+        let metas: Vec<Meta> = holders
+            .iter()
+            .map(|&i| heads[i].clone().expect("held"))
+            .collect();
+        let all_dirs = metas.iter().all(|m| m.kind == Kind::Dir);
+        if !all_dirs && holders.len() > 1 {
+            return Err(MergeError::Duplicate {
+                path: min,
+                images: holders.iter().map(|&i| sources[i].image.clone()).collect(),
+            }
+            .into());
+        }
+        for parent in bundle_tar::parents(&min) {
+            if emitted_dirs.insert(parent.to_string()) {
+                emit(
+                    &Meta {
+                        path: parent.to_string(),
+                        kind: Kind::Dir,
+                        mode: 0o755,
+                        size: 0,
+                    },
+                    None,
+                )?;
+                stats.entries += 1;
+            }
+        }
+        let first = holders[0];
+        let meta = metas[0].clone();
+        if meta.kind == Kind::Dir {
+            if emitted_dirs.insert(meta.path.clone()) {
+                emit(&meta, None)?;
+                stats.entries += 1;
+            }
+        } else {
+            let mut reader = EntryReader::new(&mut sources[first]);
+            if meta.kind == Kind::File {
+                emit(&meta, Some(&mut reader))?;
+                stats.bytes += meta.size;
+            } else {
+                emit(&meta, None)?;
+            }
+            reader.drain()?;
+            stats.entries += 1;
+        }
+        for &i in &holders {
+            if meta.kind == Kind::Dir || i != first {
+                EntryReader::new(&mut sources[i]).drain()?;
+            }
+            heads[i] = sources[i].next_entry()?;
+        }
+    }
+    Ok(stats)
+}
