@@ -11,7 +11,9 @@
 //! - a path that is not a directory in every module having it (a file, a link) is refused,
 //!   naming the images that have it: modules must not write the same file;
 //! - entries that could escape the bundle are refused with the entry and the image: absolute
-//!   paths, `..`, links pointing outside; whiteouts and out-of-order layers are refused too.
+//!   paths, `..`, links pointing outside, entries written through a link an earlier entry made
+//!   (every entry goes through a [`TarEntryChecker`]); whiteouts, out-of-order layers and
+//!   truncated entries are refused too.
 //!
 //! A producer's error (a truncated layer, a refused entry) reaches the merge as
 //! [`MergeError::Layer`]; the merge stops at the first error.
@@ -21,6 +23,7 @@ use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use crate::bundle_tar;
+use crate::safe_path::{EntryKind, PathError, TarEntryChecker, relative_path};
 
 /// One entry of a module layer, as the merge needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,8 +64,11 @@ pub enum LayerError {
     /// The tar could not be read (truncated, corrupt).
     #[error(transparent)]
     Io(#[from] io::Error),
-    #[error(transparent)]
-    Path(#[from] bundle_tar::PathError),
+    /// An entry that could escape the bundle (see [`TarEntryChecker`]).
+    #[error("layer entry `{entry}` refused: {reason}")]
+    Refused { entry: String, reason: PathError },
+    #[error("layer entry `{entry}` is truncated: {got} of its {size} bytes")]
+    Truncated { entry: String, got: u64, size: u64 },
     #[error("layer entry `{0}` is a whiteout; kpbuild's module layers have none")]
     Whiteout(String),
     #[error("layer entries out of order (`{prev}` before `{path}`)")]
@@ -88,10 +94,36 @@ pub fn send_layer<R: Read>(layer: R, tx: &SyncSender<Msg>) -> Result<Sent, Layer
     let mut inner = tar::Archive::new(layer);
     let mut last: Option<String> = None;
     let mut buf = vec![0u8; CHUNK];
+    let mut checker = TarEntryChecker::new();
     for e in inner.entries()? {
         let mut e = e?;
         let raw = e.path()?.to_string_lossy().into_owned();
-        let path = bundle_tar::normalize_entry(&raw)?;
+        let refused = |reason| LayerError::Refused {
+            entry: raw.clone(),
+            reason,
+        };
+        let entry_type = e.header().entry_type();
+        let target = match entry_type {
+            tar::EntryType::Symlink | tar::EntryType::Link => e
+                .link_name()?
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let checked = match entry_type {
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+            tar::EntryType::Symlink => EntryKind::Symlink(&target),
+            tar::EntryType::Link => EntryKind::Hardlink(&target),
+            other => {
+                return Err(LayerError::Unsupported {
+                    entry: raw,
+                    kind: format!("{other:?}"),
+                });
+            }
+        };
+        // Names, link targets, and entries through a link an earlier entry made.
+        let path = checker.check(&raw, checked).map_err(refused)?;
         if path
             .rsplit('/')
             .next()
@@ -107,51 +139,44 @@ pub fn send_layer<R: Read>(layer: R, tx: &SyncSender<Msg>) -> Result<Sent, Layer
                 path,
             });
         }
-        let h = e.header();
-        let kind = match h.entry_type() {
-            tar::EntryType::Directory => Kind::Dir,
-            tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
-            tar::EntryType::Symlink => {
-                let target = e
-                    .link_name()?
-                    .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                bundle_tar::check_symlink(&path, &target)?;
-                Kind::Symlink(target)
-            }
-            tar::EntryType::Link => {
-                let target = e
-                    .link_name()?
-                    .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                Kind::Hardlink(bundle_tar::normalize_entry(&target)?)
-            }
-            other => {
-                return Err(LayerError::Unsupported {
-                    entry: raw,
-                    kind: format!("{other:?}"),
-                });
+        let kind = match checked {
+            EntryKind::Dir => Kind::Dir,
+            EntryKind::File => Kind::File,
+            EntryKind::Symlink(_) => Kind::Symlink(target.clone()),
+            EntryKind::Hardlink(_) => {
+                Kind::Hardlink(relative_path(&target, "the layer").map_err(refused)?)
             }
         };
+        let h = e.header();
         let meta = Meta {
             path: path.clone(),
             mode: h.mode()?,
             size: if kind == Kind::File { h.size()? } else { 0 },
             kind,
         };
-        let is_file = meta.kind == Kind::File;
+        let (is_file, size) = (meta.kind == Kind::File, meta.size);
         if tx.send(Msg::Entry(meta)).is_err() {
             return Ok(Sent::Abandoned);
         }
         if is_file {
+            let mut got = 0u64;
             loop {
                 let n = e.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
+                got += n as u64;
                 if tx.send(Msg::Data(buf[..n].to_vec())).is_err() {
                     return Ok(Sent::Abandoned);
                 }
+            }
+            // The tar reader ends an entry's data quietly at the end of its input.
+            if got != size {
+                return Err(LayerError::Truncated {
+                    entry: raw,
+                    got,
+                    size,
+                });
             }
         }
         if tx.send(Msg::End).is_err() {
@@ -171,6 +196,9 @@ pub enum MergeError {
     /// A path that is not a directory in more than one module image.
     #[error("`{path}` is in more than one module image ({}); modules must not write the same file", images.join(", "))]
     Duplicate { path: String, images: Vec<String> },
+    /// The data of an entry could not be read (the error names the image).
+    #[error(transparent)]
+    Data(io::Error),
 }
 
 /// The entries of one module image, produced on another thread.
@@ -245,10 +273,9 @@ impl<'a> EntryReader<'a> {
 
     /// Reads what is left of the entry (when it is skipped).
     fn drain(mut self) -> Result<(), MergeError> {
-        match io::copy(&mut self, &mut io::sink()) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.src.error(e.to_string())),
-        }
+        io::copy(&mut self, &mut io::sink())
+            .map(|_| ())
+            .map_err(MergeError::Data)
     }
 }
 
@@ -264,9 +291,9 @@ impl Read for EntryReader<'_> {
                     self.pos = 0;
                 }
                 Ok(Msg::End) => self.done = true,
-                Ok(Msg::Failed(e)) => return Err(io::Error::other(e)),
+                Ok(Msg::Failed(e)) => return Err(io::Error::other(self.src.error(e))),
                 Ok(Msg::Entry(_)) | Err(_) => {
-                    return Err(io::Error::other("entry data ended early"));
+                    return Err(io::Error::other(self.src.error("entry data ended early")));
                 }
             }
         }
@@ -364,3 +391,4 @@ where
     }
     Ok(stats)
 }
+
