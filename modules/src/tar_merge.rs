@@ -392,3 +392,296 @@ where
     Ok(stats)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry of a test layer: name (as stored, unchecked), type, link target, data.
+    type TestEntry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
+    fn file<'a>(name: &'a str, data: &'a [u8]) -> TestEntry<'a> {
+        (name, tar::EntryType::Regular, "", data)
+    }
+    fn dir(name: &str) -> TestEntry<'_> {
+        (name, tar::EntryType::Directory, "", b"")
+    }
+    fn symlink<'a>(name: &'a str, target: &'a str) -> TestEntry<'a> {
+        (name, tar::EntryType::Symlink, target, b"")
+    }
+    fn hardlink<'a>(name: &'a str, target: &'a str) -> TestEntry<'a> {
+        (name, tar::EntryType::Link, target, b"")
+    }
+
+    /// A layer tar with these entries, names and link targets stored as given (the tar
+    /// crate's path setters would refuse the bad ones).
+    fn layer(entries: &[TestEntry<'_>]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, target, data) in entries {
+            let mut h = tar::Header::new_old();
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name.as_bytes());
+            old.linkname[..target.len()].copy_from_slice(target.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_mode(if *kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn source(image: &str, tar: Vec<u8>) -> LayerSource {
+        LayerSource::spawn(image, move |tx| send_layer(tar.as_slice(), tx).map(|_| ()))
+    }
+
+    /// The emitted entries with their data.
+    type Emitted = Vec<(Meta, Vec<u8>)>;
+
+    /// Merges the layers.
+    fn run(layers: Vec<(&str, Vec<u8>)>) -> Result<(Emitted, Stats), MergeError> {
+        let sources = layers
+            .into_iter()
+            .map(|(image, tar)| source(image, tar))
+            .collect();
+        let mut out = Vec::new();
+        let stats = merge(sources, |m: &Meta, data: Option<&mut dyn Read>| {
+            let mut v = Vec::new();
+            if let Some(r) = data {
+                r.read_to_end(&mut v).map_err(MergeError::Data)?;
+            }
+            out.push((m.clone(), v));
+            Ok::<(), MergeError>(())
+        })?;
+        Ok((out, stats))
+    }
+
+    fn refused(layers: Vec<(&str, Vec<u8>)>) -> String {
+        match run(layers) {
+            Ok((out, _)) => panic!("merged: {out:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn two_layers_merge_in_path_order_shared_dirs_once_parents_first() {
+        let files = layer(&[
+            dir("./resources/"),
+            dir("./resources/files/"),
+            file("./resources/files/kubelet", b"kubelet bytes"),
+            symlink("./resources/files/latest", "kubelet"),
+            hardlink("./resources/files/same", "resources/files/kubelet"),
+        ]);
+        let images = layer(&[
+            file("deep/er/file", b"no parents in the layer"),
+            dir("resources"),
+            dir("resources/images"),
+            file("resources/images/index.json", b"{}"),
+            file("z.json", b"z"),
+        ]);
+        let (out, stats) = run(vec![("files", files), ("images", images)]).unwrap();
+        let paths: Vec<&str> = out.iter().map(|(m, _)| m.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "deep",
+                "deep/er",
+                "deep/er/file",
+                "resources",
+                "resources/files",
+                "resources/files/kubelet",
+                "resources/files/latest",
+                "resources/files/same",
+                "resources/images",
+                "resources/images/index.json",
+                "z.json",
+            ]
+        );
+        let get = |p: &str| out.iter().find(|(m, _)| m.path == p).unwrap();
+        assert_eq!(get("deep").0.kind, Kind::Dir);
+        assert_eq!(get("deep/er/file").1, b"no parents in the layer");
+        assert_eq!(get("resources/files/kubelet").1, b"kubelet bytes");
+        assert_eq!(get("resources/files/kubelet").0.size, 13);
+        assert_eq!(
+            get("resources/files/latest").0.kind,
+            Kind::Symlink("kubelet".into())
+        );
+        assert_eq!(
+            get("resources/files/same").0.kind,
+            Kind::Hardlink("resources/files/kubelet".into())
+        );
+        assert_eq!(
+            stats,
+            Stats {
+                entries: 11,
+                bytes: 13 + 2 + 23 + 1
+            }
+        );
+    }
+
+    #[test]
+    fn unread_data_is_skipped_and_emit_errors_stop_the_merge() {
+        let a = layer(&[file("a", b"aaaa"), file("b", b"bbbb")]);
+        let mut seen = Vec::new();
+        let stats = merge(vec![source("a", a.clone())], |m, _| {
+            seen.push(m.path.clone());
+            Ok::<(), MergeError>(())
+        })
+        .unwrap();
+        assert_eq!(seen, ["a", "b"]);
+        assert_eq!(stats.bytes, 8);
+        let r = merge(vec![source("a", a)], |m, _| {
+            if m.path == "b" {
+                Err(MergeError::Data(io::Error::other("disk full")))
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(r.unwrap_err().to_string(), "disk full");
+    }
+
+    #[test]
+    fn a_file_in_two_layers_is_refused_naming_both_images() {
+        let e = refused(vec![
+            (
+                "kubeplay/files:v0.1.0-amd64",
+                layer(&[dir("x"), file("x/f", b"1")]),
+            ),
+            (
+                "kubeplay/images:v0.1.0-amd64",
+                layer(&[dir("x"), file("x/f", b"2")]),
+            ),
+        ]);
+        assert_eq!(
+            e,
+            "`x/f` is in more than one module image (kubeplay/files:v0.1.0-amd64, kubeplay/images:v0.1.0-amd64); modules must not write the same file"
+        );
+        // A file in one, a link in the other: the same.
+        let e = refused(vec![
+            ("one", layer(&[file("x", b"1")])),
+            ("two", layer(&[symlink("x", "y")])),
+        ]);
+        assert!(
+            e.contains("`x` is in more than one module image (one, two)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn out_of_order_entries_are_refused() {
+        for entries in [
+            &[file("b", b""), file("a", b"")][..],
+            &[dir("a"), file("a-c", b""), file("a/b", b"")][..],
+            &[file("a", b""), file("./a", b"")][..],
+        ] {
+            let e = refused(vec![("img", layer(entries))]);
+            assert!(
+                e.starts_with("module image img: layer entries out of order"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_that_escape_are_refused_naming_the_entry_and_image() {
+        let image = "kubeplay/files:v0.1.0-amd64";
+        for (entries, entry, why) in [
+            (vec![file("../x", b"x")], "../x", "climbs out"),
+            (vec![file("a/../../x", b"x")], "a/../../x", "climbs out"),
+            (vec![file("/abs", b"x")], "/abs", "is absolute"),
+            (
+                vec![dir("a"), symlink("a/link", "../../etc")],
+                "a/link",
+                "points at \"../../etc\"",
+            ),
+            (vec![symlink("etc", "/etc")], "etc", "points at \"/etc\""),
+            (
+                vec![file("f", b"x"), hardlink("h", "../outside")],
+                "h",
+                "climbs out",
+            ),
+            (vec![hardlink("h", "/etc/shadow")], "h", "is absolute"),
+            (
+                vec![symlink("a", "."), file("a/b", b"x")],
+                "a/b",
+                "written through the symbolic link \"a\"",
+            ),
+            (
+                vec![symlink("a", "."), hardlink("h", "a/x")],
+                "h",
+                "written through the symbolic link \"a\"",
+            ),
+            (
+                vec![symlink("a", "."), symlink("b", "a/..")],
+                "b",
+                "written through the symbolic link \"a\"",
+            ),
+            (vec![file("a\\..\\x", b"x")], "a\\..\\x", "backslash"),
+        ] {
+            let e = refused(vec![(image, layer(&entries))]);
+            let want = format!("module image {image}: layer entry `{entry}` refused: ");
+            assert!(e.starts_with(&want) && e.contains(why), "{entry}: {e}");
+        }
+    }
+
+    #[test]
+    fn whiteouts_are_refused() {
+        for name in ["resources/.wh.old", ".wh..wh..opq"] {
+            let e = refused(vec![("img", layer(&[dir("resources"), file(name, b"")]))]);
+            assert_eq!(
+                e,
+                format!(
+                    "module image img: layer entry `{name}` is a whiteout; kpbuild's module layers have none"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_types_are_refused() {
+        let e = refused(vec![(
+            "img",
+            layer(&[("dev/null", tar::EntryType::Char, "", b"")]),
+        )]);
+        assert!(
+            e.starts_with("module image img: layer entry `dev/null` has an unsupported type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_layer_is_an_error_not_a_panic() {
+        let data = vec![7u8; 3000];
+        let whole = layer(&[dir("d"), file("d/big", &data), file("d/z", b"z")]);
+        // Cut within the data of `d/big`: the entry is named.
+        let e = refused(vec![("img", whole[..512 * 2 + 1000].to_vec())]);
+        assert_eq!(
+            e,
+            "module image img: layer entry `d/big` is truncated: 1000 of its 3000 bytes"
+        );
+        // Cut within a header.
+        let e = refused(vec![("img", whole[..512 + 100].to_vec())]);
+        assert!(e.starts_with("module image img: "), "{e}");
+        // Cuts all over: an error, or (cut between entries, or in the end-of-archive blocks)
+        // complete entries only.
+        let content_end = whole.len() - 1024;
+        for cut in (0..whole.len())
+            .step_by(11)
+            .chain([512, 1024, 4608, content_end])
+        {
+            if let Ok((out, _)) = run(vec![("img", whole[..cut].to_vec())]) {
+                for (m, d) in &out {
+                    assert_eq!(m.size, d.len() as u64, "cut {cut}: {m:?}");
+                }
+                assert!(
+                    cut % 512 == 0 || cut >= content_end,
+                    "cut {cut} accepted: {:?}",
+                    out.iter().map(|(m, _)| &m.path).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+}
