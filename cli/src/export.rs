@@ -276,7 +276,7 @@ fn parse_save(reader: ChannelReader, tx: &SyncSender<Msg>) -> anyhow::Result<()>
                 "the image has more than one layer; kpbuild's module images have one (rebuild with kpbuild build)"
             );
         }
-        if tar_merge::send_layer(entry, tx)? == Sent::Abandoned {
+        if tar_merge::send_layer(entry, |m| tx.send(m).is_ok())? == Sent::Abandoned {
             return Ok(());
         }
     }

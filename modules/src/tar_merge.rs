@@ -1,9 +1,10 @@
 //! Merging module layers into one bundle stream, entry by entry, with no temporary copy.
 //!
 //! Each module image has one layer: a tar of the bundle tree from its root, in path order
-//! ([`bundle_tar::path_order`]). [`send_layer`] parses one such tar on a producer thread and
-//! sends its entries, with their data in chunks, to a [`LayerSource`]; [`merge`] reads every
-//! source at once and hands the entries of the bundle to a callback. The merge guarantees:
+//! ([`bundle_tar::path_order`]). [`send_layer`] parses one such tar on a producer thread
+//! ([`LayerSource::spawn`]) and sends its entries, with their data in chunks, to a
+//! [`LayerSource`]; [`merge`] reads every source at once and hands the entries of the bundle to
+//! a callback. The merge guarantees:
 //!
 //! - entries come in path order, one per path: a directory several modules have is emitted
 //!   once (with the first module's mode);
@@ -20,7 +21,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 
 use crate::bundle_tar;
 use crate::safe_path::{EntryKind, PathError, TarEntryChecker, relative_path};
@@ -89,8 +90,12 @@ pub enum Sent {
 /// The size of the data chunks [`send_layer`] sends.
 const CHUNK: usize = 256 * 1024;
 
-/// Parses one layer tar and sends its entries, checked and normalized, with their data.
-pub fn send_layer<R: Read>(layer: R, tx: &SyncSender<Msg>) -> Result<Sent, LayerError> {
+/// Parses one layer tar and sends its entries, checked and normalized, with their data;
+/// `send` returns false when the receiving side is gone.
+pub fn send_layer<R: Read>(
+    layer: R,
+    mut send: impl FnMut(Msg) -> bool,
+) -> Result<Sent, LayerError> {
     let mut inner = tar::Archive::new(layer);
     let mut last: Option<String> = None;
     let mut buf = vec![0u8; CHUNK];
@@ -155,7 +160,7 @@ pub fn send_layer<R: Read>(layer: R, tx: &SyncSender<Msg>) -> Result<Sent, Layer
             kind,
         };
         let (is_file, size) = (meta.kind == Kind::File, meta.size);
-        if tx.send(Msg::Entry(meta)).is_err() {
+        if !send(Msg::Entry(meta)) {
             return Ok(Sent::Abandoned);
         }
         if is_file {
@@ -166,7 +171,7 @@ pub fn send_layer<R: Read>(layer: R, tx: &SyncSender<Msg>) -> Result<Sent, Layer
                     break;
                 }
                 got += n as u64;
-                if tx.send(Msg::Data(buf[..n].to_vec())).is_err() {
+                if !send(Msg::Data(buf[..n].to_vec())) {
                     return Ok(Sent::Abandoned);
                 }
             }
@@ -179,7 +184,7 @@ pub fn send_layer<R: Read>(layer: R, tx: &SyncSender<Msg>) -> Result<Sent, Layer
                 });
             }
         }
-        if tx.send(Msg::End).is_err() {
+        if !send(Msg::End) {
             return Ok(Sent::Abandoned);
         }
         last = Some(path);
@@ -211,8 +216,9 @@ pub struct LayerSource {
 const DEPTH: usize = 64;
 
 impl LayerSource {
-    /// Runs `produce` on a new thread: it sends the entries of `image` (with [`send_layer`]);
-    /// an error it returns ends the source with that error (its alternate form, `{:#}`).
+    /// Runs `produce` on a new thread: it sends the entries of `image` (with [`send_layer`],
+    /// through a bounded channel); an error it returns ends the source with that error (its
+    /// alternate form, `{:#}`).
     pub fn spawn<E, F>(image: impl Into<String>, produce: F) -> LayerSource
     where
         E: std::fmt::Display,
@@ -224,6 +230,19 @@ impl LayerSource {
                 let _ = tx.send(Msg::Failed(format!("{e:#}")));
             }
         });
+        LayerSource {
+            image: image.into(),
+            rx,
+        }
+    }
+
+    /// Parses a whole layer held in memory now, on this thread (tests, fuzzing): its entries,
+    /// then its error if it has one, wait in an unbounded channel.
+    pub fn from_bytes(image: impl Into<String>, layer: &[u8]) -> LayerSource {
+        let (tx, rx) = channel::<Msg>();
+        if let Err(e) = send_layer(layer, |m| tx.send(m).is_ok()) {
+            let _ = tx.send(Msg::Failed(e.to_string()));
+        }
         LayerSource {
             image: image.into(),
             rx,
@@ -435,7 +454,14 @@ mod tests {
     }
 
     fn source(image: &str, tar: Vec<u8>) -> LayerSource {
-        LayerSource::spawn(image, move |tx| send_layer(tar.as_slice(), tx).map(|_| ()))
+        LayerSource::from_bytes(image, &tar)
+    }
+
+    /// A source parsed on its own thread through a bounded channel, as `kpbuild export` has.
+    fn threaded(image: &str, tar: Vec<u8>) -> LayerSource {
+        LayerSource::spawn(image, move |tx| {
+            send_layer(tar.as_slice(), |m| tx.send(m).is_ok()).map(|_| ())
+        })
     }
 
     /// The emitted entries with their data.
@@ -520,6 +546,52 @@ mod tests {
                 bytes: 13 + 2 + 23 + 1
             }
         );
+    }
+
+    #[test]
+    fn threaded_sources_stream_big_files_and_stop_with_the_merge() {
+        let big: Vec<u8> = (0..3 * CHUNK + 5).map(|i| (i % 251) as u8).collect();
+        let names: Vec<String> = (0..2 * DEPTH).map(|i| format!("many/{i:04}")).collect();
+        let mut a = vec![file("big/a", &big)];
+        a.extend(names.iter().map(|n| file(n, b"small")));
+        let b = layer(&[file("big/b", &big[..CHUNK]), file("z", b"z")]);
+        let mut seen = Vec::new();
+        let stats = merge(
+            vec![threaded("a", layer(&a)), threaded("b", b.clone())],
+            |m, data| {
+                let mut v = Vec::new();
+                if let Some(r) = data {
+                    r.read_to_end(&mut v).map_err(MergeError::Data)?;
+                }
+                seen.push((m.path.clone(), v.len()));
+                Ok::<(), MergeError>(())
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            seen[..4],
+            [
+                ("big".to_string(), 0),
+                ("big/a".to_string(), big.len()),
+                ("big/b".to_string(), CHUNK),
+                ("many".to_string(), 0)
+            ]
+        );
+        assert_eq!(seen.len(), 4 + names.len() + 1);
+        assert_eq!(
+            stats.bytes,
+            (big.len() + CHUNK + 5 * names.len() + 1) as u64
+        );
+        // The merge stops at an error while the producers still have entries to send: they
+        // stop too (no hang).
+        let r = merge(vec![threaded("a", layer(&a)), threaded("b", b)], |m, _| {
+            if m.path == "big/b" {
+                Err(MergeError::Data(io::Error::other("stop")))
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(r.unwrap_err().to_string(), "stop");
     }
 
     #[test]
