@@ -201,6 +201,18 @@ pub enum MergeError {
     /// A path that is not a directory in more than one module image.
     #[error("`{path}` is in more than one module image ({}); modules must not write the same file", images.join(", "))]
     Duplicate { path: String, images: Vec<String> },
+    /// An entry inside a path that is not a directory (two entries, a directory and something
+    /// else, would have that path).
+    #[error(
+        "module image {image}: `{entry}` is inside `{parent}`, which is {parent_kind} in module image {parent_image}, not a directory"
+    )]
+    NotADirectory {
+        image: String,
+        entry: String,
+        parent: String,
+        parent_image: String,
+        parent_kind: &'static str,
+    },
     /// The data of an entry could not be read (the error names the image).
     #[error(transparent)]
     Data(io::Error),
@@ -347,6 +359,10 @@ where
         heads.push(s.next_entry()?);
     }
     let mut emitted_dirs: BTreeSet<String> = BTreeSet::new();
+    // The last entry emitted that is not a directory, and its source. In path order, the
+    // entries inside a path come right after it: a later entry inside this one would be the
+    // first, so this is the only one to check against.
+    let mut last_leaf: Option<(String, usize, Kind)> = None;
     let mut stats = Stats::default();
     while let Some(min) = heads
         .iter()
@@ -366,6 +382,25 @@ where
             return Err(MergeError::Duplicate {
                 path: min,
                 images: holders.iter().map(|&i| sources[i].image.clone()).collect(),
+            }
+            .into());
+        }
+        if let Some((leaf, i, kind)) = &last_leaf
+            && min
+                .strip_prefix(leaf.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        {
+            return Err(MergeError::NotADirectory {
+                image: sources[holders[0]].image.clone(),
+                entry: min,
+                parent: leaf.clone(),
+                parent_image: sources[*i].image.clone(),
+                parent_kind: match kind {
+                    Kind::File => "a file",
+                    Kind::Symlink(_) => "a symbolic link",
+                    Kind::Hardlink(_) => "a hard link",
+                    Kind::Dir => "a directory",
+                },
             }
             .into());
         }
@@ -400,6 +435,7 @@ where
             }
             reader.drain()?;
             stats.entries += 1;
+            last_leaf = Some((meta.path.clone(), first, meta.kind.clone()));
         }
         for &i in &holders {
             if meta.kind == Kind::Dir || i != first {
@@ -640,6 +676,39 @@ mod tests {
             e.contains("`x` is in more than one module image (one, two)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_entry_inside_a_file_or_link_is_refused() {
+        // Found by the tar_merge fuzz target: the parent was emitted a second time, as a
+        // directory (fuzz/regressions/tar_merge/file-then-child).
+        let e = refused(vec![("img", layer(&[file("a", b"x"), file("a/b", b"y")]))]);
+        assert_eq!(
+            e,
+            "module image img: `a/b` is inside `a`, which is a file in module image img, not a directory"
+        );
+        let e = refused(vec![
+            ("one", layer(&[file("a", b"x"), file("a-z", b"")])),
+            ("two", layer(&[dir("a/d"), file("a/d/f", b"y")])),
+        ]);
+        assert_eq!(
+            e,
+            "module image two: `a/d` is inside `a`, which is a file in module image one, not a directory"
+        );
+        let e = refused(vec![
+            ("one", layer(&[symlink("a", ".")])),
+            ("two", layer(&[file("a/b", b"y")])),
+        ]);
+        assert!(
+            e.contains("which is a symbolic link in module image one"),
+            "{e}"
+        );
+        // A sibling that sorts after the leaf's children is fine.
+        run(vec![(
+            "img",
+            layer(&[file("a", b"x"), file("a-b", b""), file("a.c/d", b"")]),
+        )])
+        .unwrap();
     }
 
     #[test]
