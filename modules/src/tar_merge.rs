@@ -11,15 +11,17 @@
 //! - every entry's parent directories are emitted before it (created when no layer has them);
 //! - a path that is not a directory in every module having it (a file, a link) is refused,
 //!   naming the images that have it: modules must not write the same file;
+//! - an entry inside a path that is not a directory is refused, naming both images;
 //! - entries that could escape the bundle are refused with the entry and the image: absolute
 //!   paths, `..`, links pointing outside, entries written through a link an earlier entry made
-//!   (every entry goes through a [`TarEntryChecker`]); whiteouts, out-of-order layers and
-//!   truncated entries are refused too.
+//!   (every entry of every layer goes through a [`TarEntryChecker`], and the merged entries
+//!   through another, for links across modules); whiteouts, out-of-order layers and truncated
+//!   entries are refused too.
 //!
 //! A producer's error (a truncated layer, a refused entry) reaches the merge as
 //! [`MergeError::Layer`]; the merge stops at the first error.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 
@@ -213,6 +215,17 @@ pub enum MergeError {
         parent_image: String,
         parent_kind: &'static str,
     },
+    /// An entry, or the target of a link, that goes through a symbolic link another entry
+    /// (of this module or another) made.
+    #[error(
+        "module image {image}: `{entry}` goes through the symbolic link `{link}` of module image {link_image}"
+    )]
+    ThroughLink {
+        image: String,
+        entry: String,
+        link: String,
+        link_image: String,
+    },
     /// The data of an entry could not be read (the error names the image).
     #[error(transparent)]
     Data(io::Error),
@@ -363,6 +376,10 @@ where
     // entries inside a path come right after it: a later entry inside this one would be the
     // first, so this is the only one to check against.
     let mut last_leaf: Option<(String, usize, Kind)> = None;
+    // The entries as merged, checked again: a link of one module may lead through a link of
+    // another (`x/y` or `l -> x/..` with `x -> .` from elsewhere).
+    let mut checker = TarEntryChecker::new();
+    let mut link_images: BTreeMap<String, usize> = BTreeMap::new();
     let mut stats = Stats::default();
     while let Some(min) = heads
         .iter()
@@ -404,6 +421,34 @@ where
             }
             .into());
         }
+        let first = holders[0];
+        let checked = match &metas[0].kind {
+            Kind::Dir => EntryKind::Dir,
+            Kind::File => EntryKind::File,
+            Kind::Symlink(t) => EntryKind::Symlink(t),
+            Kind::Hardlink(t) => EntryKind::Hardlink(t),
+        };
+        if let Err(e) = checker.check(&min, checked) {
+            let image = sources[first].image.clone();
+            return Err(match e {
+                PathError::ThroughSymlink { link, .. } => MergeError::ThroughLink {
+                    image,
+                    entry: min,
+                    link_image: link_images
+                        .get(&link)
+                        .map_or_else(|| "?".into(), |&i| sources[i].image.clone()),
+                    link,
+                },
+                other => MergeError::Layer {
+                    image,
+                    message: format!("entry `{min}` refused: {other}"),
+                },
+            }
+            .into());
+        }
+        if let Kind::Symlink(_) = metas[0].kind {
+            link_images.insert(min.clone(), first);
+        }
         for parent in bundle_tar::parents(&min) {
             if emitted_dirs.insert(parent.to_string()) {
                 emit(
@@ -418,7 +463,6 @@ where
                 stats.entries += 1;
             }
         }
-        let first = holders[0];
         let meta = metas[0].clone();
         if meta.kind == Kind::Dir {
             if emitted_dirs.insert(meta.path.clone()) {
@@ -708,6 +752,36 @@ mod tests {
             "img",
             layer(&[file("a", b"x"), file("a-b", b""), file("a.c/d", b"")]),
         )])
+        .unwrap();
+    }
+
+    #[test]
+    fn links_across_modules_are_checked_together() {
+        // Each layer alone is fine; merged, `l` would point at the bundle's parent.
+        let e = refused(vec![
+            ("one", layer(&[symlink("d", ".")])),
+            ("two", layer(&[symlink("l", "d/..")])),
+        ]);
+        assert_eq!(
+            e,
+            "module image two: `l` goes through the symbolic link `d` of module image one"
+        );
+        let e = refused(vec![
+            ("one", layer(&[symlink("a", ".")])),
+            ("two", layer(&[file("b", b""), hardlink("h", "a/b")])),
+        ]);
+        assert_eq!(
+            e,
+            "module image two: `h` goes through the symbolic link `a` of module image one"
+        );
+        // Links that stay inside, across modules: fine.
+        run(vec![
+            ("one", layer(&[dir("d"), symlink("d/l", "../e/f")])),
+            (
+                "two",
+                layer(&[dir("e"), file("e/f", b"f"), symlink("z", "d/l")]),
+            ),
+        ])
         .unwrap();
     }
 
