@@ -9,8 +9,10 @@
 //!   module layers as built (uncompressed, not recompressed), so shipping a new version moves only
 //!   the layers that changed.
 //!
-//! Outputs are written under a temporary name and renamed when complete, and are reproducible:
-//! the same images give byte-identical files (`SOURCE_DATE_EPOCH` sets every time stamp).
+//! Outputs are written under a temporary name (`OUT.partial`) and renamed when complete; on
+//! SIGINT or SIGTERM the partial output is removed ([`crate::interrupt`]). They are
+//! reproducible: the same images give byte-identical files (`SOURCE_DATE_EPOCH` sets every time
+//! stamp).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +26,8 @@ use kpbuild_modules::bundle_tar::{self, BUNDLE_ROOT};
 use kpbuild_modules::plan::bundle_modules;
 use kpbuild_modules::spec::{Platform, SpecFile};
 use kpbuild_modules::tar_merge::{self, Kind, LayerSource, Meta, Msg, Sent, Stats};
+
+use crate::interrupt::{self, Partial};
 use sha2::Digest as _;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -91,6 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    crate::interrupt::remove_partials_on_signal(&runtime, "kpbuild export")?;
     let docker =
         Docker::connect_with_defaults().context("connecting to the Docker daemon (DOCKER_HOST)")?;
     let started = std::time::Instant::now();
@@ -349,9 +354,10 @@ fn write_tarball(
     level: Option<i32>,
     threads: usize,
 ) -> anyhow::Result<Stats> {
-    let partial = partial_path(out);
-    let file = std::fs::File::create(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
+    // A stale `.partial` (a run killed with SIGKILL) is truncated.
+    let partial = Partial::new(partial_path(out));
+    let file = interrupt::fs(|| std::fs::File::create(partial.path()))
+        .with_context(|| format!("creating {}", partial.path().display()))?;
     let hash = Arc::new(Mutex::new(sha2::Sha256::new()));
     let hashed = HashingWriter {
         inner: std::io::BufWriter::with_capacity(1 << 20, file),
@@ -389,7 +395,7 @@ fn write_tarball(
     let stats = match result {
         Ok(s) => s,
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            partial.discard();
             return Err(e);
         }
     };
@@ -399,10 +405,21 @@ fn write_tarball(
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let sum = partial_path(&PathBuf::from(format!("{}.sha256", out.display())));
-    std::fs::write(&sum, format!("{digest}  {name}\n"))?;
-    std::fs::rename(&partial, out)?;
-    std::fs::rename(&sum, format!("{}.sha256", out.display()))?;
+    let sum = PathBuf::from(format!("{}.sha256", out.display()));
+    let sum_partial = partial_path(&sum);
+    // The checksum file is written and both renamed in one step an interruption cannot split.
+    partial
+        .complete(|p| {
+            let done = std::fs::write(&sum_partial, format!("{digest}  {name}\n"))
+                .and_then(|()| std::fs::rename(p, out))
+                .and_then(|()| std::fs::rename(&sum_partial, &sum));
+            if done.is_err() {
+                let _ = std::fs::remove_file(p);
+                let _ = std::fs::remove_file(&sum_partial);
+            }
+            done
+        })
+        .with_context(|| format!("writing {} and {}", out.display(), sum.display()))?;
     Ok(stats)
 }
 
@@ -442,36 +459,39 @@ fn write_dir(out: &Path, sources: Vec<LayerSource>) -> anyhow::Result<Stats> {
             out.display()
         );
     }
-    let partial = partial_path(out);
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial)?;
-    }
-    std::fs::create_dir_all(&partial)?;
+    let partial = Partial::new(partial_path(out));
+    let root = partial.path().to_path_buf();
+    // A stale `.partial` (a run killed with SIGKILL) is replaced.
+    interrupt::fs(|| {
+        interrupt::remove(&root)?;
+        std::fs::create_dir_all(&root)
+    })
+    .with_context(|| format!("creating {}", root.display()))?;
     let result = tar_merge::merge(sources, |meta, data| -> anyhow::Result<()> {
-        let p = partial.join(&meta.path);
+        let p = root.join(&meta.path);
         match (&meta.kind, data) {
-            (Kind::Dir, _) => std::fs::create_dir_all(&p)?,
+            (Kind::Dir, _) => interrupt::fs(|| std::fs::create_dir_all(&p))?,
             (Kind::File, Some(r)) => {
-                let mut f = std::fs::File::create(&p)?;
+                let mut f = interrupt::fs(|| std::fs::File::create(&p))?;
                 std::io::copy(r, &mut f)?;
                 use std::os::unix::fs::PermissionsExt;
                 f.set_permissions(std::fs::Permissions::from_mode(
                     bundle_tar::normalized_mode(false, meta.mode),
                 ))?;
             }
-            (Kind::Symlink(t), _) => std::os::unix::fs::symlink(t, &p)?,
-            (Kind::Hardlink(t), _) => std::fs::hard_link(partial.join(t), &p)?,
+            (Kind::Symlink(t), _) => interrupt::fs(|| std::os::unix::fs::symlink(t, &p))?,
+            (Kind::Hardlink(t), _) => interrupt::fs(|| std::fs::hard_link(root.join(t), &p))?,
             (Kind::File, None) => bail!("internal: file without data"),
         }
         Ok(())
     });
     match result {
         Ok(stats) => {
-            std::fs::rename(&partial, out)?;
+            partial.complete(|p| std::fs::rename(p, out))?;
             Ok(stats)
         }
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
+            partial.discard();
             Err(e)
         }
     }
