@@ -274,11 +274,6 @@ impl LayerSource {
         }
     }
 
-    /// The module image this source reads.
-    pub fn image(&self) -> &str {
-        &self.image
-    }
-
     fn error(&self, message: impl Into<String>) -> MergeError {
         MergeError::Layer {
             image: self.image.clone(),
