@@ -15,7 +15,7 @@ ROOT=$PWD
 SECONDS_EACH=${1:-30}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(spec_parse vars_render registry_tree manifest_parse names)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(spec_parse vars_render registry_tree manifest_parse names tar_merge)
 SEED=${KPBUILD_FUZZ_SEED:-1}
 OUT=$ROOT/target/fuzz
 

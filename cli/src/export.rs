@@ -9,10 +9,11 @@
 //!   module layers as built (uncompressed, not recompressed), so shipping a new version moves only
 //!   the layers that changed.
 //!
-//! Outputs are written under a temporary name and renamed when complete, and are reproducible:
-//! the same images give byte-identical files (`SOURCE_DATE_EPOCH` sets every time stamp).
+//! Outputs are written under a temporary name (`OUT.partial`) and renamed when complete; on
+//! SIGINT or SIGTERM the partial output is removed ([`crate::interrupt`]). They are
+//! reproducible: the same images give byte-identical files (`SOURCE_DATE_EPOCH` sets every time
+//! stamp).
 
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -24,6 +25,9 @@ use futures_util::StreamExt;
 use kpbuild_modules::bundle_tar::{self, BUNDLE_ROOT};
 use kpbuild_modules::plan::bundle_modules;
 use kpbuild_modules::spec::{Platform, SpecFile};
+use kpbuild_modules::tar_merge::{self, Kind, LayerSource, Meta, Msg, Sent, Stats};
+
+use crate::interrupt::{self, Partial};
 use sha2::Digest as _;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -91,6 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    crate::interrupt::remove_partials_on_signal(&runtime, "kpbuild export")?;
     let docker =
         Docker::connect_with_defaults().context("connecting to the Docker daemon (DOCKER_HOST)")?;
     let started = std::time::Instant::now();
@@ -193,90 +198,6 @@ fn output_of(args: &Args) -> anyhow::Result<(Format, PathBuf)> {
     Ok((args.format.unwrap_or(guessed), PathBuf::from(path)))
 }
 
-/// One entry of a module layer, as the merge needs it.
-#[derive(Clone, Debug)]
-pub(crate) struct Meta {
-    pub path: String,
-    pub kind: Kind,
-    pub mode: u32,
-    pub size: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    File,
-    Dir,
-    Symlink(String),
-    Hardlink(String),
-}
-
-pub(crate) enum Msg {
-    Entry(Meta),
-    Data(Vec<u8>),
-    End,
-    Failed(String),
-}
-
-/// A module image's entries, produced by a thread reading its `docker save` stream.
-pub(crate) struct LayerSource {
-    pub image: String,
-    rx: Receiver<Msg>,
-}
-
-impl LayerSource {
-    fn next_entry(&mut self) -> anyhow::Result<Option<Meta>> {
-        match self.rx.recv() {
-            Ok(Msg::Entry(m)) => Ok(Some(m)),
-            Ok(Msg::Failed(e)) => Err(anyhow!("module image {}: {e}", self.image)),
-            Ok(_) => Err(anyhow!(
-                "module image {}: internal: data out of place",
-                self.image
-            )),
-            Err(_) => Ok(None),
-        }
-    }
-}
-
-/// Reads the data of the current entry of a source.
-struct EntryReader<'a> {
-    src: &'a mut LayerSource,
-    buf: Vec<u8>,
-    pos: usize,
-    done: bool,
-}
-
-impl Read for EntryReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            if self.done {
-                return Ok(0);
-            }
-            match self.src.rx.recv() {
-                Ok(Msg::Data(d)) => {
-                    self.buf = d;
-                    self.pos = 0;
-                }
-                Ok(Msg::End) => self.done = true,
-                Ok(Msg::Failed(e)) => return Err(std::io::Error::other(e)),
-                Ok(Msg::Entry(_)) | Err(_) => {
-                    return Err(std::io::Error::other("entry data ended early"));
-                }
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl EntryReader<'_> {
-    /// Reads what is left of the entry (when it is skipped).
-    fn drain(mut self) -> std::io::Result<()> {
-        std::io::copy(&mut self, &mut std::io::sink()).map(|_| ())
-    }
-}
-
 /// A `Read` over byte chunks from a channel (an async stream bridged to a thread).
 pub(crate) struct ChannelReader {
     rx: Receiver<Result<bytes::Bytes, String>>,
@@ -337,24 +258,14 @@ pub(crate) fn save_stream(
     ChannelReader::new(rx)
 }
 
-/// Opens a module image: a thread parses its `docker save` stream and sends its layers'
+/// Opens a module image: a thread parses its `docker save` stream and sends its layer's
 /// entries, in order, with their data.
 fn open_layers(runtime: &tokio::runtime::Runtime, docker: &Docker, image: &str) -> LayerSource {
     let reader = save_stream(runtime, docker, image);
-    let (tx, rx) = sync_channel::<Msg>(64);
-    let name = image.to_string();
-    std::thread::spawn(move || {
-        if let Err(e) = parse_save(reader, &tx) {
-            let _ = tx.send(Msg::Failed(format!("{e:#}")));
-        }
-        let _ = name;
-    });
-    LayerSource {
-        image: image.to_string(),
-        rx,
-    }
+    LayerSource::spawn(image, move |tx| parse_save(reader, tx))
 }
 
+/// Finds the one `layer.tar` of a `docker save` stream and sends its entries.
 fn parse_save(reader: ChannelReader, tx: &SyncSender<Msg>) -> anyhow::Result<()> {
     let mut outer = tar::Archive::new(reader);
     let mut layers = 0;
@@ -370,173 +281,14 @@ fn parse_save(reader: ChannelReader, tx: &SyncSender<Msg>) -> anyhow::Result<()>
                 "the image has more than one layer; kpbuild's module images have one (rebuild with kpbuild build)"
             );
         }
-        let mut inner = tar::Archive::new(entry);
-        let mut last: Option<String> = None;
-        for e in inner.entries()? {
-            let mut e = e?;
-            let raw = e.path()?.to_string_lossy().into_owned();
-            let path = bundle_tar::normalize_entry(&raw)?;
-            if path
-                .rsplit('/')
-                .next()
-                .is_some_and(|n| n.starts_with(".wh."))
-            {
-                bail!("layer entry `{raw}` is a whiteout; kpbuild's module layers have none");
-            }
-            if let Some(prev) = &last
-                && bundle_tar::path_order(prev, &path) != std::cmp::Ordering::Less
-            {
-                bail!("layer entries out of order (`{prev}` before `{path}`)");
-            }
-            let h = e.header();
-            let kind = match h.entry_type() {
-                tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
-                tar::EntryType::Symlink => {
-                    let target = e
-                        .link_name()?
-                        .map(|l| l.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    bundle_tar::check_symlink(&path, &target)?;
-                    Kind::Symlink(target)
-                }
-                tar::EntryType::Link => {
-                    let target = e
-                        .link_name()?
-                        .map(|l| l.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    Kind::Hardlink(bundle_tar::normalize_entry(&target)?)
-                }
-                other => bail!("layer entry `{raw}` has an unsupported type {other:?}"),
-            };
-            let meta = Meta {
-                path: path.clone(),
-                mode: h.mode()?,
-                size: if kind == Kind::File { h.size()? } else { 0 },
-                kind,
-            };
-            if tx.send(Msg::Entry(meta.clone())).is_err() {
-                return Ok(());
-            }
-            if meta.kind == Kind::File {
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = e.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    if tx.send(Msg::Data(buf[..n].to_vec())).is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            if tx.send(Msg::End).is_err() {
-                return Ok(());
-            }
-            last = Some(path);
+        if tar_merge::send_layer(entry, |m| tx.send(m).is_ok())? == Sent::Abandoned {
+            return Ok(());
         }
     }
     if layers == 0 {
         bail!("no layer in the image");
     }
     Ok(())
-}
-
-pub(crate) struct Stats {
-    pub entries: u64,
-    pub bytes: u64,
-}
-
-/// Merges sources in path order and hands each entry to `emit` (with its data when a file).
-fn merge(
-    mut sources: Vec<LayerSource>,
-    mut emit: impl FnMut(&Meta, Option<&mut dyn Read>) -> anyhow::Result<()>,
-) -> anyhow::Result<Stats> {
-    let mut heads: Vec<Option<Meta>> = Vec::with_capacity(sources.len());
-    for s in sources.iter_mut() {
-        heads.push(s.next_entry()?);
-    }
-    let mut emitted_dirs: BTreeSet<String> = BTreeSet::new();
-    let mut stats = Stats {
-        entries: 0,
-        bytes: 0,
-    };
-    while let Some(min) = heads
-        .iter()
-        .flatten()
-        .map(|m| m.path.clone())
-        .min_by(|a, b| bundle_tar::path_order(a, b))
-    {
-        let holders: Vec<usize> = (0..heads.len())
-            .filter(|&i| heads[i].as_ref().is_some_and(|m| m.path == min))
-            .collect();
-        let metas: Vec<Meta> = holders
-            .iter()
-            .map(|&i| heads[i].clone().expect("held"))
-            .collect();
-        let all_dirs = metas.iter().all(|m| m.kind == Kind::Dir);
-        if !all_dirs && holders.len() > 1 {
-            bail!(
-                "`{min}` is in more than one module image ({}); modules must not write the same file",
-                holders
-                    .iter()
-                    .map(|&i| sources[i].image.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        for parent in bundle_tar::parents(&min) {
-            if emitted_dirs.insert(parent.to_string()) {
-                emit(
-                    &Meta {
-                        path: parent.to_string(),
-                        kind: Kind::Dir,
-                        mode: 0o755,
-                        size: 0,
-                    },
-                    None,
-                )?;
-                stats.entries += 1;
-            }
-        }
-        let first = holders[0];
-        let meta = metas[0].clone();
-        if meta.kind == Kind::Dir {
-            if emitted_dirs.insert(meta.path.clone()) {
-                emit(&meta, None)?;
-                stats.entries += 1;
-            }
-        } else {
-            let src = &mut sources[first];
-            let mut reader = EntryReader {
-                src,
-                buf: Vec::new(),
-                pos: 0,
-                done: false,
-            };
-            if meta.kind == Kind::File {
-                emit(&meta, Some(&mut reader))?;
-                stats.bytes += meta.size;
-            } else {
-                emit(&meta, None)?;
-            }
-            reader.drain()?;
-            stats.entries += 1;
-        }
-        for &i in &holders {
-            if meta.kind == Kind::Dir || i != first {
-                EntryReader {
-                    src: &mut sources[i],
-                    buf: Vec::new(),
-                    pos: 0,
-                    done: false,
-                }
-                .drain()?;
-            }
-            heads[i] = sources[i].next_entry()?;
-        }
-    }
-    Ok(stats)
 }
 
 /// A writer that hashes what passes through.
@@ -602,9 +354,10 @@ fn write_tarball(
     level: Option<i32>,
     threads: usize,
 ) -> anyhow::Result<Stats> {
-    let partial = partial_path(out);
-    let file = std::fs::File::create(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
+    // A stale `.partial` (a run killed with SIGKILL) is truncated.
+    let partial = Partial::new(partial_path(out));
+    let file = interrupt::fs(|| std::fs::File::create(partial.path()))
+        .with_context(|| format!("creating {}", partial.path().display()))?;
     let hash = Arc::new(Mutex::new(sha2::Sha256::new()));
     let hashed = HashingWriter {
         inner: std::io::BufWriter::with_capacity(1 << 20, file),
@@ -642,7 +395,7 @@ fn write_tarball(
     let stats = match result {
         Ok(s) => s,
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            partial.discard();
             return Err(e);
         }
     };
@@ -652,10 +405,21 @@ fn write_tarball(
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let sum = partial_path(&PathBuf::from(format!("{}.sha256", out.display())));
-    std::fs::write(&sum, format!("{digest}  {name}\n"))?;
-    std::fs::rename(&partial, out)?;
-    std::fs::rename(&sum, format!("{}.sha256", out.display()))?;
+    let sum = PathBuf::from(format!("{}.sha256", out.display()));
+    let sum_partial = partial_path(&sum);
+    // The checksum file is written and both renamed in one step an interruption cannot split.
+    partial
+        .complete(|p| {
+            let done = std::fs::write(&sum_partial, format!("{digest}  {name}\n"))
+                .and_then(|()| std::fs::rename(p, out))
+                .and_then(|()| std::fs::rename(&sum_partial, &sum));
+            if done.is_err() {
+                let _ = std::fs::remove_file(p);
+                let _ = std::fs::remove_file(&sum_partial);
+            }
+            done
+        })
+        .with_context(|| format!("writing {} and {}", out.display(), sum.display()))?;
     Ok(stats)
 }
 
@@ -675,7 +439,7 @@ fn write_entries<W: Write>(
         format!("{BUNDLE_ROOT}/"),
         std::io::empty(),
     )?;
-    let stats = merge(sources, |meta, data| {
+    let stats = tar_merge::merge(sources, |meta, data| -> anyhow::Result<()> {
         let mut h = tar_header(meta, epoch)?;
         let name = format!("{BUNDLE_ROOT}/{}", meta.path);
         match data {
@@ -695,36 +459,39 @@ fn write_dir(out: &Path, sources: Vec<LayerSource>) -> anyhow::Result<Stats> {
             out.display()
         );
     }
-    let partial = partial_path(out);
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial)?;
-    }
-    std::fs::create_dir_all(&partial)?;
-    let result = merge(sources, |meta, data| {
-        let p = partial.join(&meta.path);
+    let partial = Partial::new(partial_path(out));
+    let root = partial.path().to_path_buf();
+    // A stale `.partial` (a run killed with SIGKILL) is replaced.
+    interrupt::fs(|| {
+        interrupt::remove(&root)?;
+        std::fs::create_dir_all(&root)
+    })
+    .with_context(|| format!("creating {}", root.display()))?;
+    let result = tar_merge::merge(sources, |meta, data| -> anyhow::Result<()> {
+        let p = root.join(&meta.path);
         match (&meta.kind, data) {
-            (Kind::Dir, _) => std::fs::create_dir_all(&p)?,
+            (Kind::Dir, _) => interrupt::fs(|| std::fs::create_dir_all(&p))?,
             (Kind::File, Some(r)) => {
-                let mut f = std::fs::File::create(&p)?;
+                let mut f = interrupt::fs(|| std::fs::File::create(&p))?;
                 std::io::copy(r, &mut f)?;
                 use std::os::unix::fs::PermissionsExt;
                 f.set_permissions(std::fs::Permissions::from_mode(
                     bundle_tar::normalized_mode(false, meta.mode),
                 ))?;
             }
-            (Kind::Symlink(t), _) => std::os::unix::fs::symlink(t, &p)?,
-            (Kind::Hardlink(t), _) => std::fs::hard_link(partial.join(t), &p)?,
+            (Kind::Symlink(t), _) => interrupt::fs(|| std::os::unix::fs::symlink(t, &p))?,
+            (Kind::Hardlink(t), _) => interrupt::fs(|| std::fs::hard_link(root.join(t), &p))?,
             (Kind::File, None) => bail!("internal: file without data"),
         }
         Ok(())
     });
     match result {
         Ok(stats) => {
-            std::fs::rename(&partial, out)?;
+            partial.complete(|p| std::fs::rename(p, out))?;
             Ok(stats)
         }
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
+            partial.discard();
             Err(e)
         }
     }

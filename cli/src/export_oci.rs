@@ -2,7 +2,8 @@
 //! (the same layout as one tar). One manifest per platform whose layers are the module images'
 //! layers exactly as built (uncompressed tars, digests unchanged), under one index tagged with
 //! the bundle version. Blobs are streamed from the daemon and checked against the digests the
-//! daemon reports; nothing is recompressed.
+//! daemon reports; nothing is recompressed. The layout (or archive) is written under
+//! `OUT.partial`, renamed when complete, and removed on SIGINT or SIGTERM.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use bollard::Docker;
 use kpbuild_modules::spec::{Platform, Spec};
+
+use crate::interrupt::{self, Partial};
 use serde_json::json;
 use sha2::Digest as _;
 
@@ -24,6 +27,7 @@ trait Sink {
     /// Writes a blob of `size` bytes from `r`, which must hash to `digest`.
     fn blob_stream(&mut self, digest: &str, size: u64, r: &mut dyn Read) -> anyhow::Result<()>;
     fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()>;
+    /// Flushes what is written; the caller renames the partial output.
     fn finish(self: Box<Self>) -> anyhow::Result<()>;
 }
 
@@ -51,34 +55,36 @@ fn check(digest: &str, hash: sha2::Sha256) -> anyhow::Result<()> {
 
 struct DirSink {
     partial: PathBuf,
-    out: PathBuf,
 }
 
 impl Sink for DirSink {
     fn blob_stream(&mut self, digest: &str, _size: u64, r: &mut dyn Read) -> anyhow::Result<()> {
         let hex = digest.trim_start_matches("sha256:");
         let dir = self.partial.join("blobs/sha256");
-        std::fs::create_dir_all(&dir)?;
         let tmp = dir.join(format!("{hex}.partial"));
         let mut v = Verify {
             inner: r,
             hash: sha2::Sha256::new(),
         };
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = interrupt::fs(|| {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::File::create(&tmp)
+        })?;
         std::io::copy(&mut v, &mut f)?;
         f.sync_all()?;
         check(digest, v.hash)?;
-        std::fs::rename(&tmp, dir.join(hex))?;
+        interrupt::fs(|| std::fs::rename(&tmp, dir.join(hex)))?;
         Ok(())
     }
     fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
         let p = self.partial.join(name);
-        std::fs::create_dir_all(p.parent().expect("in the layout"))?;
-        std::fs::write(p, data)?;
+        interrupt::fs(|| {
+            std::fs::create_dir_all(p.parent().expect("in the layout"))?;
+            std::fs::write(&p, data)
+        })?;
         Ok(())
     }
     fn finish(self: Box<Self>) -> anyhow::Result<()> {
-        std::fs::rename(&self.partial, &self.out)?;
         Ok(())
     }
 }
@@ -86,8 +92,6 @@ impl Sink for DirSink {
 struct TarSink {
     builder: tar::Builder<std::io::BufWriter<std::fs::File>>,
     epoch: u64,
-    partial: PathBuf,
-    out: PathBuf,
 }
 
 impl TarSink {
@@ -126,7 +130,6 @@ impl Sink for TarSink {
         let mut w = self.builder.into_inner()?;
         w.flush()?;
         w.get_ref().sync_all()?;
-        std::fs::rename(&self.partial, &self.out)?;
         Ok(())
     }
 }
@@ -154,26 +157,24 @@ pub fn write(
             out.display()
         );
     }
-    let part = partial(out);
-    if part.is_dir() {
-        std::fs::remove_dir_all(&part)?;
-    }
-    let mut sink: Box<dyn Sink> = if archive {
-        let f =
-            std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
-        Box::new(TarSink {
-            builder: tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, f)),
-            epoch,
-            partial: part.clone(),
-            out: out.to_path_buf(),
+    let part = Partial::new(partial(out));
+    // A stale `.partial` (a run killed with SIGKILL) is replaced.
+    let mut sink: Box<dyn Sink> = interrupt::fs(|| -> std::io::Result<Box<dyn Sink>> {
+        interrupt::remove(part.path())?;
+        Ok(if archive {
+            let f = std::fs::File::create(part.path())?;
+            Box::new(TarSink {
+                builder: tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, f)),
+                epoch,
+            })
+        } else {
+            std::fs::create_dir_all(part.path())?;
+            Box::new(DirSink {
+                partial: part.path().to_path_buf(),
+            })
         })
-    } else {
-        std::fs::create_dir_all(&part)?;
-        Box::new(DirSink {
-            partial: part.clone(),
-            out: out.to_path_buf(),
-        })
-    };
+    })
+    .with_context(|| format!("creating {}", part.path().display()))?;
     let result = (|| -> anyhow::Result<usize> {
         let mut written: BTreeSet<String> = BTreeSet::new();
         let mut manifests = Vec::new();
@@ -262,18 +263,13 @@ pub fn write(
         sink.file("index.json", &index)?;
         Ok(n_layers)
     })();
-    match result {
+    match result.and_then(|n| sink.finish().map(|()| n)) {
         Ok(n) => {
-            sink.finish()?;
+            part.complete(|p| std::fs::rename(p, out))?;
             Ok(n)
         }
         Err(e) => {
-            drop(sink);
-            let _ = if archive {
-                std::fs::remove_file(&part)
-            } else {
-                std::fs::remove_dir_all(&part)
-            };
+            part.discard();
             Err(e)
         }
     }

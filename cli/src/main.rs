@@ -6,6 +6,7 @@
 mod build;
 mod export;
 mod export_oci;
+mod interrupt;
 mod lists;
 mod plan_cmd;
 mod sync_images;

@@ -4,12 +4,14 @@
 
 use std::path::{Component, Path};
 
+use kpbuild_modules::bundle_tar::{parents, path_order};
 use kpbuild_modules::image_ref::{ImageRef, stored_repository, validate_repository};
 use kpbuild_modules::plan::{self, PlanOptions, Work, bundle_path_of_url};
 use kpbuild_modules::registry_layout::{Layout, parse_manifest};
 use kpbuild_modules::safe_path::{EntryKind, TarEntryChecker, relative_path};
 use kpbuild_modules::source::MemSource;
 use kpbuild_modules::spec::{SpecFile, is_relative_clean};
+use kpbuild_modules::tar_merge::{self, Kind, LayerSource, MergeError};
 use kpbuild_modules::vars::{Evaluator, Precedence, VarSet};
 
 pub mod tree;
@@ -192,4 +194,128 @@ pub fn names(data: &[u8]) {
         }
     }
     tree::assert_extraction_stays_inside(&accepted);
+}
+
+/// What separates the layers of a `tar_merge` input.
+pub const LAYER_SEPARATOR: &[u8] = b"\n--kpbuild-layer--\n";
+
+/// Sets the checksum of each header along a tar's chain of headers (as a reader walks it:
+/// header, data rounded up to 512 bytes, next header, until a zero block), so that mutated
+/// header fields reach the parser instead of failing its checksum test.
+pub fn fix_tar_checksums(tar: &mut [u8]) {
+    let mut pos = 0usize;
+    while pos + 512 <= tar.len() {
+        let block = &mut tar[pos..pos + 512];
+        if block.iter().all(|&b| b == 0) {
+            break;
+        }
+        block[148..156].fill(b' ');
+        let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
+        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let size = tar::Header::from_byte_slice(block)
+            .entry_size()
+            .unwrap_or(0);
+        let Some(next) = usize::try_from(size)
+            .ok()
+            .and_then(|s| s.checked_next_multiple_of(512))
+            .and_then(|s| s.checked_add(pos + 512))
+        else {
+            break;
+        };
+        pos = next;
+    }
+}
+
+/// One to three layer tars, separated by [`LAYER_SEPARATOR`] (their header checksums fixed
+/// with [`fix_tar_checksums`]), merged as `kpbuild export` merges module layers. Errors are fine; when the merge succeeds, the entries are in strict
+/// path order, each path clean and relative, each parent emitted (as a directory) before its
+/// children, each file with all its data, and extracting them in order keeps every entry and
+/// every symbolic link inside the bundle.
+pub fn tar_merge(data: &[u8]) {
+    let mut layers: Vec<&[u8]> = Vec::new();
+    let mut rest = data;
+    while layers.len() < 2 {
+        match rest
+            .windows(LAYER_SEPARATOR.len())
+            .position(|w| w == LAYER_SEPARATOR)
+        {
+            Some(i) => {
+                layers.push(&rest[..i]);
+                rest = &rest[i + LAYER_SEPARATOR.len()..];
+            }
+            None => break,
+        }
+    }
+    layers.push(rest);
+    let sources = layers
+        .into_iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            let mut layer = layer.to_vec();
+            fix_tar_checksums(&mut layer);
+            LayerSource::from_bytes(format!("layer{i}"), &layer)
+        })
+        .collect();
+    let mut emitted: Vec<(String, Kind)> = Vec::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    let result = tar_merge::merge(sources, |meta, data| {
+        let p = meta.path.as_str();
+        assert!(
+            !p.is_empty()
+                && !p.starts_with('/')
+                && p.split('/').all(|c| !matches!(c, "" | "." | "..")),
+            "unclean path {p:?}"
+        );
+        if let Some((prev, _)) = emitted.last() {
+            assert_eq!(
+                path_order(prev, p),
+                std::cmp::Ordering::Less,
+                "{p:?} after {prev:?}: {emitted:?}"
+            );
+        }
+        for parent in parents(p) {
+            assert!(
+                dirs.contains(parent),
+                "{p:?} before its directory {parent:?}: {emitted:?}"
+            );
+        }
+        match (&meta.kind, data) {
+            (Kind::File, Some(r)) => {
+                let mut buf = Vec::new();
+                r.read_to_end(&mut buf).map_err(MergeError::Data)?;
+                assert_eq!(buf.len() as u64, meta.size, "{p:?}");
+            }
+            (Kind::File, None) => panic!("file {p:?} without data"),
+            (_, Some(_)) => panic!("{p:?} ({:?}) with data", meta.kind),
+            (Kind::Dir, None) => {
+                dirs.insert(p.to_string());
+            }
+            (Kind::Hardlink(t), None) => {
+                assert!(
+                    !t.is_empty()
+                        && !t.starts_with('/')
+                        && t.split('/').all(|c| !matches!(c, "" | "." | "..")),
+                    "hard link {p:?} to {t:?}"
+                );
+            }
+            (Kind::Symlink(_), None) => {}
+        }
+        emitted.push((p.to_string(), meta.kind.clone()));
+        Ok::<(), MergeError>(())
+    });
+    match result {
+        Ok(_) => {
+            let accepted: Vec<(String, Option<String>)> = emitted
+                .into_iter()
+                .map(|(p, k)| match k {
+                    Kind::Symlink(t) => (p, Some(t)),
+                    _ => (p, None),
+                })
+                .collect();
+            tree::assert_extraction_stays_inside(&accepted);
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
 }

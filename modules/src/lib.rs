@@ -16,5 +16,6 @@ pub mod registry_verify;
 pub mod safe_path;
 pub mod source;
 pub mod spec;
+pub mod tar_merge;
 pub mod vars;
 pub mod verify;
