@@ -14,7 +14,7 @@
 # non-zero, saying why, when a check fails. KPBUILD_FAULT_SEED (default 7) seeds the delays.
 # The exports run with this shell's environment: SOURCE_DATE_EPOCH must be the reference's.
 #
-# Sourced by nothing yet: `. hack/e2e-export-kill.sh && export_interrupted "$KPR" "$ctx" "$out"`.
+# hack/e2e.sh's bundle stage sources it: `. hack/e2e-export-kill.sh && export_interrupted "$KPR" "$ctx" "$out"`.
 
 export_interrupted() {
   local kpr=${1:?usage: export_interrupted KPR CTX OUT} ctx=${2:?usage: export_interrupted KPR CTX OUT}

@@ -138,7 +138,7 @@ section_sync() {
   clean_baseline
   # The checks can fail: a changed byte, a link with a newline.
   cp -a "$CLEAN" "$OUT/tree-damaged"
-  victim=$(find "$OUT/tree-damaged/docker/registry/v2/blobs" -name data -size +1M | sort | head -1)
+  victim=$(find "$OUT/tree-damaged/docker/registry/v2/blobs" -name data -size +1M | sort | sed -n 1p)
   printf 'X' | dd of="$victim" bs=1 seek=4321 conv=notrunc status=none
   check "control: byte comparison catches one changed byte" bash -c "! diff -r '$CLEAN' '$OUT/tree-damaged' >/dev/null"
   check "control: verify-registry catches it, naming the blob" bash -c \
@@ -182,7 +182,7 @@ section_sync() {
 
   # 100% faults for one blob: a layer shared by two images (library/nginx and a/b/c).
   local blob kind
-  blob=$(awk -F'\t' '$1=="nginx-bin"{print $2}' "$FIX/main.layers.tsv" | head -1)
+  blob=$(awk -F'\t' '$1=="nginx-bin"{print $2}' "$FIX/main.layers.tsv" | sed -n 1p)
   local hex=${blob#sha256:}
   for kind in 503 wrong reset; do
     name=always-$kind

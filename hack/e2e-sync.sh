@@ -100,7 +100,7 @@ done
 
 # The checker itself must be able to fail: a link with a newline, an extra blob.
 cp -a "$OUT/tree-linux-amd64" "$OUT/tree-damaged"
-link=$(find "$OUT/tree-damaged" -path '*_manifests/tags/*/current/link' | head -1)
+link=$(find "$OUT/tree-damaged" -path '*_manifests/tags/*/current/link' | sed -n 1p)
 printf '%s\n' "$(cat "$link")" > "$link.new" && mv "$link.new" "$link"
 check "checker catches a link file with a newline" \
   bash -c "! python3 hack/e2e-expect.py --upstream $UP --list $FIX/main.list --platform linux/amd64 --tree $OUT/tree-damaged >/dev/null"
@@ -108,8 +108,8 @@ rm -rf "$OUT/tree-damaged"
 
 # ---------------------------------------------------------------------------------------
 # 2. Two images sharing layers: each shared layer fetched once (fixture access log), stored once.
-nginx_bin=$(awk -F'\t' '$1=="nginx-bin"{print $2}' "$FIX/main.layers.tsv" | head -1)
-debian=$(awk -F'\t' '$1=="debian-amd64"{print $2}' "$FIX/main.layers.tsv" | head -1)
+nginx_bin=$(awk -F'\t' '$1=="nginx-bin"{print $2}' "$FIX/main.layers.tsv" | sed -n 1p)
+debian=$(awk -F'\t' '$1=="debian-amd64"{print $2}' "$FIX/main.layers.tsv" | sed -n 1p)
 mark=$(log_mark)
 check "shared: sync library/nginx:1.25 and a/b/c:v1" \
   kp shared --dest "$OUT/tree-shared" --platform linux/amd64 "$UP/library/nginx:1.25" "$UP/a/b/c:v1"
@@ -140,7 +140,7 @@ log_settle
 c=$(tail -n +"$((mark + 1))" "$FIXLOG" | grep -c '"GET /v2/[^ ]*/blobs/' || true)
 check "rerun: no blob fetched (fixture saw $c blob GETs)" [ "$c" = 0 ]
 check "rerun: summary says 0 fetched" err_has rerun "(0 fetched,"
-victim=$(find "$tree/docker/registry/v2/blobs" -name data -size +1M | head -1)
+victim=$(find "$tree/docker/registry/v2/blobs" -name data -size +1M | sed -n 1p)
 printf 'XXXX' | dd of="$victim" bs=1 seek=100 conv=notrunc status=none
 check "rerun after damage: sync-images exits 0" kp rerun2 --dest "$tree" --platform linux/amd64 --list "$FIX/main.list"
 check "rerun after damage: exactly the damaged blob fetched again" err_has rerun2 "(1 fetched,"

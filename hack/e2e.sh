@@ -80,7 +80,7 @@ expect_failure() { # CONTEXT NAME SED MESSAGE_RE
     fail "$2: the build succeeded"
   fi
   grep -Eq "$4" "$out/$2.log" || { tail -15 "$out/$2.log" >&2; fail "$2: no /$4/ in $out/$2.log"; }
-  echo "$2: refused: $(grep -Eo "$4.{0,60}" "$out/$2.log" | head -1)" >&2
+  echo "$2: refused: $(grep -Eo "$4.{0,60}" "$out/$2.log" | sed -n 1p)" >&2
 }
 
 # The e2e build context in OUT/context (kubespray's variables, the e2e spec, the re-pinned
@@ -252,7 +252,7 @@ PY
   grep -q "network.host is not allowed" "$out/nohost.log" || { tail "$out/nohost.log" >&2; fail "no refusal"; }
   grep -q "use the host's network (docker build --network host" "$out/nohost.log" \
     || { tail "$out/nohost.log" >&2; fail "no --network host hint"; }
-  echo "images: without --network host: $(grep -o 'network.host is not allowed' "$out/nohost.log" | head -1), hint given" >&2
+  echo "images: without --network host: $(grep -o 'network.host is not allowed' "$out/nohost.log" | sed -n 1p), hint given" >&2
 }
 
 GONE=(aufs-tools netcat python-apt)   # optional in the e2e spec: gone from Debian 12
@@ -480,6 +480,12 @@ PY
   echo "exports: .tar.gz, .tar.zst and the OCI archive byte-identical twice" >&2
   rm -rf "$again"
 
+  log "bundle: kpbuild export killed (SIGKILL) and interrupted (SIGINT), then rerun"
+  # shellcheck source=hack/e2e-export-kill.sh
+  . hack/e2e-export-kill.sh
+  export_interrupted "$KPR" "$ctx" "$out" >&2 || fail "interrupted export (hack/e2e-export-kill.sh)"
+  rm -rf "$out/kill"
+
   log "bundle: changing one image changes only the images module"
   sed -i 's#^    platforms: \[linux/amd64, linux/arm64\]#    platforms: [linux/amd64, linux/arm64]\n    extra: [docker.io/library/busybox:1.36-e2e-added]#' "$ctx/Dockerfile.bundle"
   "$KPR" build -f "$ctx/Dockerfile.bundle" > "$out/changed.log" 2>&1 || { tail -20 "$out/changed.log" >&2; fail "build with one image more"; }
@@ -497,9 +503,9 @@ PY
   # The untarred bundle is not used after this: it is damaged in place (no second copy).
   local bad=$kp
   local blob link
-  blob=$(find "$bad/resources/registry/docker/registry/v2/blobs" -name data -size +100k | sort | head -1)
+  blob=$(find "$bad/resources/registry/docker/registry/v2/blobs" -name data -size +100k | sort | sed -n 1p)
   printf 'CORRUPT' | dd of="$blob" bs=1 seek=100 conv=notrunc status=none
-  link=$(find "$bad/resources/registry/docker/registry/v2/repositories" -path '*/_layers/*' -name link | sort | head -1)
+  link=$(find "$bad/resources/registry/docker/registry/v2/repositories" -path '*/_layers/*' -name link | sort | sed -n 1p)
   rm "$link"
   if "$KPR" verify "$bad" > "$out/verify-bad.log" 2>&1; then fail "verify accepted a corrupt tree"; fi
   grep -q "${blob#"$bad"/}" "$out/verify-bad.log" || { cat "$out/verify-bad.log" >&2; fail "verify did not name the corrupt blob"; }
@@ -509,7 +515,7 @@ PY
   if "$KPR" verify "$out/truncated.tar.gz" > "$out/verify-truncated.log" 2>&1; then fail "verify accepted a truncated tarball"; fi
   grep -Eq "truncated|corrupt|unexpected end" "$out/verify-truncated.log" || { cat "$out/verify-truncated.log" >&2; fail "verify did not say truncated"; }
   echo "verify: corrupt blob, deleted link and truncated tarball each named:" >&2
-  grep -h "FAULT\|error" "$out/verify-bad.log" "$out/verify-truncated.log" | head -6 >&2
+  grep -h "FAULT\|error" "$out/verify-bad.log" "$out/verify-truncated.log" | sed -n 1,6p >&2
   # The images docker load made (kubespray, nginx, registry: tags of their own) are not needed
   # any more.
   grep -ho 'Loaded image: .*' "$out"/load-*.log | sed 's/^Loaded image: //' | xargs -r $DOCKER rmi >/dev/null || true

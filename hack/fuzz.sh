@@ -67,7 +67,7 @@ for t in "${TARGETS[@]}"; do
   echo "$line" | tee -a "$OUT/summary.txt"
   if [ "$rc" != 0 ]; then
     failed=1
-    grep -E "panicked|ERROR: libFuzzer|SUMMARY|Test unit written" "$log" | head -5 >&2
+    grep -E "panicked|ERROR: libFuzzer|SUMMARY|Test unit written" "$log" | sed -n 1,5p >&2
   fi
 done
 exit $failed

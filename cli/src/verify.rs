@@ -6,10 +6,11 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
-use kpbuild_modules::bundle_tar::{self, BUNDLE_ROOT};
+use anyhow::{Context, anyhow, bail};
+use kpbuild_modules::bundle_tar::BUNDLE_ROOT;
+use kpbuild_modules::registry_verify;
+use kpbuild_modules::safe_path::{self, EntryKind, TarEntryChecker};
 use kpbuild_modules::verify::{Fault, verify_bundle};
-use sha2::Digest as _;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -79,17 +80,10 @@ fn check_sha256_file(path: &Path) -> anyhow::Result<Vec<Fault>> {
         return Ok(vec![]);
     };
     let want = text.split_whitespace().next().unwrap_or("").to_string();
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let got = hex::encode(h.finalize());
+    let got = registry_verify::sha256_file(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .hex()
+        .to_string();
     Ok(if got == want {
         vec![]
     } else {
@@ -111,22 +105,118 @@ fn unpack(path: &Path, dest: &Path) -> anyhow::Result<()> {
         Box::new(f)
     };
     let mut archive = tar::Archive::new(reader);
+    // Names, link targets and writes through earlier links are checked before anything is
+    // written: a crafted tarball cannot reach outside `dest`.
+    let mut checker = TarEntryChecker::new();
     for entry in archive.entries().context("reading the tarball")? {
         let mut entry = entry.context("the tarball is truncated or corrupt")?;
         let raw = entry.path()?.to_string_lossy().into_owned();
-        let rel = bundle_tar::normalize_entry(&raw)?;
-        if let Some(target) = entry.link_name()?.map(|l| l.to_string_lossy().into_owned())
-            && entry.header().entry_type() == tar::EntryType::Symlink
-        {
-            bundle_tar::check_symlink(&rel, &target)?;
-        }
+        let link = entry
+            .link_name()?
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let kind = match entry.header().entry_type() {
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+            tar::EntryType::Symlink => EntryKind::Symlink(&link),
+            tar::EntryType::Link => EntryKind::Hardlink(&link),
+            other => bail!(
+                "{}: entry `{raw}` has type {other:?}; a bundle holds files, directories and links only",
+                path.display()
+            ),
+        };
+        let rel = checker
+            .check(&raw, kind)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let out = dest.join(&rel);
         if let Some(parent) = out.parent() {
             std::fs::create_dir_all(parent)?;
+        }
+        if let EntryKind::Hardlink(target) = kind {
+            // Relative to the archive's root (the checker refused anything else), not to the
+            // working directory as `Entry::unpack` would take it.
+            let target = safe_path::relative_path(target, "the bundle")
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            std::fs::hard_link(dest.join(&target), &out).with_context(|| {
+                format!("the tarball's hard link `{raw}` names `{target}`, which is not before it")
+            })?;
+            continue;
         }
         entry
             .unpack(&out)
             .with_context(|| format!("the tarball is truncated or corrupt at `{raw}`"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball(dir: &Path, entries: &[(&str, Option<&str>, bool)]) -> PathBuf {
+        // (name, link target, hard link?) — no target: a small file.
+        let p = dir.join("bundle.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&p).unwrap());
+        for (name, target, hard) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match target {
+                None => {
+                    h.set_size(4);
+                    h.set_entry_type(tar::EntryType::Regular);
+                    b.append_data(&mut h, name, &b"data"[..]).unwrap();
+                }
+                Some(t) => {
+                    h.set_size(0);
+                    h.set_entry_type(if *hard {
+                        tar::EntryType::Link
+                    } else {
+                        tar::EntryType::Symlink
+                    });
+                    b.append_link(&mut h, name, t).unwrap();
+                }
+            }
+        }
+        b.finish().unwrap();
+        p
+    }
+
+    #[test]
+    fn unpack_refuses_a_write_through_a_link_out_of_the_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        // d -> . ; x -> d/.. (climbs out through d) ; x/evil would land beside dest.
+        let t = tarball(
+            dir.path(),
+            &[
+                ("d", Some("."), false),
+                ("x", Some("d/.."), false),
+                ("x/evil", None, false),
+            ],
+        );
+        let e = unpack(&t, &dest).unwrap_err().to_string();
+        assert!(e.contains("bundle.tar") && e.contains('x'), "{e}");
+        assert!(!dir.path().join("evil").exists());
+    }
+
+    #[test]
+    fn unpack_makes_hard_links_inside_the_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let t = tarball(
+            dir.path(),
+            &[("a/f", None, false), ("a/g", Some("a/f"), true)],
+        );
+        unpack(&t, &dest).unwrap();
+        assert_eq!(std::fs::read(dest.join("a/g")).unwrap(), b"data");
+        let out = tarball(
+            dir.path(),
+            &[("a/f", None, false), ("a/g", Some("../f"), true)],
+        );
+        let dest2 = dir.path().join("dest2");
+        std::fs::create_dir(&dest2).unwrap();
+        assert!(unpack(&out, &dest2).is_err());
+    }
 }

@@ -328,7 +328,8 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<Digest> {
+/// The sha256 of a file's content, read in 1 MiB pieces.
+pub fn sha256_file(path: &Path) -> std::io::Result<Digest> {
     let mut f = fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
