@@ -519,6 +519,8 @@ PY
   # The images docker load made (kubespray, nginx, registry: tags of their own) are not needed
   # any more.
   grep -ho 'Loaded image: .*' "$out"/load-*.log | sed 's/^Loaded image: //' | xargs -r $DOCKER rmi >/dev/null || true
+  registry_stop e2e-images
+  hack/files-server.sh stop 8081 >/dev/null
 }
 
 # `image layer-digest` of every module image of the bundle spec, sorted.
