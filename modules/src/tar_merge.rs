@@ -375,6 +375,8 @@ where
     // another (`x/y` or `l -> x/..` with `x -> .` from elsewhere).
     let mut checker = TarEntryChecker::new();
     let mut link_images: BTreeMap<String, usize> = BTreeMap::new();
+    // Regular files (and hard links to them) emitted so far: what a hard link may name.
+    let mut emitted_files: BTreeSet<String> = BTreeSet::new();
     let mut stats = Stats::default();
     while let Some(min) = heads
         .iter()
@@ -441,8 +443,23 @@ where
             }
             .into());
         }
-        if let Kind::Symlink(_) = metas[0].kind {
-            link_images.insert(min.clone(), first);
+        match &metas[0].kind {
+            Kind::Symlink(_) => {
+                link_images.insert(min.clone(), first);
+            }
+            Kind::Hardlink(t) if !emitted_files.contains(t) => {
+                return Err(MergeError::Layer {
+                    image: sources[first].image.clone(),
+                    message: format!(
+                        "hard link `{min}` names `{t}`, which is not a file before it in the bundle"
+                    ),
+                }
+                .into());
+            }
+            Kind::File | Kind::Hardlink(_) => {
+                emitted_files.insert(min.clone());
+            }
+            Kind::Dir => {}
         }
         for parent in bundle_tar::parents(&min) {
             if emitted_dirs.insert(parent.to_string()) {
@@ -778,6 +795,26 @@ mod tests {
             ),
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn a_hard_link_names_a_file_before_it() {
+        // To a file of another module that comes before it: fine.
+        let a = layer(&[file("a", b"x")]);
+        let b = layer(&[hardlink("b", "a")]);
+        run(vec![("one", a), ("two", b)]).unwrap();
+        // To a path that comes later, that is missing, or that is a directory: refused.
+        for entries in [
+            vec![hardlink("a", "b"), file("b", b"x")],
+            vec![hardlink("h", "missing")],
+            vec![dir("d"), hardlink("h", "d")],
+        ] {
+            let e = refused(vec![("kubeplay/files:v0.1.0-amd64", layer(&entries))]);
+            assert!(
+                e.contains("kubeplay/files:v0.1.0-amd64") && e.contains("not a file before it"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
