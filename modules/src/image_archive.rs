@@ -28,6 +28,72 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
     }
 }
 
+/// A docker-archive being written under `<out>.partial`: regular entries with fixed metadata,
+/// then `manifest.json`, then the rename to `out`.
+struct ArchiveWriter {
+    partial: std::path::PathBuf,
+    out: std::path::PathBuf,
+    tar: tar::Builder<std::io::BufWriter<std::fs::File>>,
+}
+
+impl ArchiveWriter {
+    fn create(out: &Path) -> Result<ArchiveWriter, ArchiveError> {
+        let partial = out.with_extension("tar.partial");
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let file = std::fs::File::create(&partial).map_err(io(&partial))?;
+        Ok(ArchiveWriter {
+            tar: tar::Builder::new(std::io::BufWriter::new(file)),
+            partial,
+            out: out.to_path_buf(),
+        })
+    }
+
+    fn append_reader(
+        &mut self,
+        name: &str,
+        data: &mut dyn std::io::Read,
+        size: u64,
+    ) -> Result<(), ArchiveError> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        self.tar
+            .append_data(&mut h, name, data)
+            .map_err(io(&self.partial))
+    }
+
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<(), ArchiveError> {
+        self.append_reader(name, &mut &data[..], data.len() as u64)
+    }
+
+    /// Writes `manifest.json` (one image: its config, tag and layers) and renames the archive
+    /// into place.
+    fn finish(
+        mut self,
+        config_name: &str,
+        repo_tag: &str,
+        layer_names: &[String],
+    ) -> Result<(), ArchiveError> {
+        let manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": config_name,
+            "RepoTags": [repo_tag],
+            "Layers": layer_names,
+        }]))
+        .expect("json");
+        self.append("manifest.json", &manifest)?;
+        self.tar
+            .into_inner()
+            .map_err(io(&self.partial))?
+            .flush()
+            .map_err(io(&self.partial))?;
+        std::fs::rename(&self.partial, &self.out).map_err(io(&self.out))
+    }
+}
+
 /// Writes `repo:tag` of the tree at `root`, for `platform`, as a docker-archive at `out`, tagged
 /// `repo_tag` (what `docker load` names it). Returns the digest of the manifest archived.
 pub fn write_docker_archive(
@@ -69,28 +135,10 @@ pub fn write_docker_archive(
     else {
         return Err(bad(format!("{digest} is an index inside an index")));
     };
-    let partial = out.with_extension("tar.partial");
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let file = std::fs::File::create(&partial).map_err(io(&partial))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let mut append =
-        |name: &str, data: &mut dyn std::io::Read, size: u64| -> Result<(), ArchiveError> {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(size);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut h, name, data).map_err(io(&partial))
-        };
+    let mut archive = ArchiveWriter::create(out)?;
     let config_name = format!("{}.json", config.digest.hex());
     let config_bytes = read(&config.digest)?;
-    append(
-        &config_name,
-        &mut config_bytes.as_slice(),
-        config_bytes.len() as u64,
-    )?;
+    archive.append(&config_name, &config_bytes)?;
     let mut layer_names = Vec::new();
     for l in layers.iter().filter(|l| !l.is_foreign()) {
         let name = format!("{}/layer.tar", l.digest.hex());
@@ -98,24 +146,10 @@ pub fn write_docker_archive(
         let mut f =
             std::fs::File::open(&path).map_err(|e| bad(format!("layer {}: {e}", l.digest)))?;
         let size = f.metadata().map_err(io(&path))?.len();
-        append(&name, &mut f, size)?;
+        archive.append_reader(&name, &mut f, size)?;
         layer_names.push(name);
     }
-    let manifest = serde_json::to_vec(&serde_json::json!([{
-        "Config": config_name,
-        "RepoTags": [repo_tag],
-        "Layers": layer_names,
-    }]))
-    .expect("json");
-    append(
-        "manifest.json",
-        &mut manifest.as_slice(),
-        manifest.len() as u64,
-    )?;
-    let mut w = tar.into_inner().map_err(io(&partial))?;
-    w.flush().map_err(io(&partial))?;
-    drop(w);
-    std::fs::rename(&partial, out).map_err(io(out))?;
+    archive.finish(&config_name, repo_tag, &layer_names)?;
     Ok(digest)
 }
 
@@ -178,47 +212,15 @@ pub fn write_rootfs_archive(
     let config_bytes = serde_json::to_vec(&config).expect("json");
     let config_name = format!("{}.json", hex::encode(sha2::Sha256::digest(&config_bytes)));
     let layer_name = format!("{}/layer.tar", layer_digest.trim_start_matches("sha256:"));
-    let partial = out.with_extension("tar.partial");
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let file = std::fs::File::create(&partial).map_err(io(&partial))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let mut append =
-        |name: &str, data: &mut dyn std::io::Read, size: u64| -> Result<(), ArchiveError> {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(size);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut h, name, data).map_err(io(&partial))
-        };
+    let mut archive = ArchiveWriter::create(out)?;
     let size = std::fs::metadata(&layer_path)
         .map_err(io(&layer_path))?
         .len();
     let mut layer = std::fs::File::open(&layer_path).map_err(io(&layer_path))?;
-    append(&layer_name, &mut layer, size)?;
-    append(
-        &config_name,
-        &mut config_bytes.as_slice(),
-        config_bytes.len() as u64,
-    )?;
-    let manifest = serde_json::to_vec(&serde_json::json!([{
-        "Config": config_name,
-        "RepoTags": [repo_tag],
-        "Layers": [layer_name],
-    }]))
-    .expect("json");
-    append(
-        "manifest.json",
-        &mut manifest.as_slice(),
-        manifest.len() as u64,
-    )?;
-    tar.into_inner()
-        .map_err(io(&partial))?
-        .flush()
-        .map_err(io(&partial))?;
+    archive.append_reader(&layer_name, &mut layer, size)?;
+    drop(layer);
     std::fs::remove_file(&layer_path).map_err(io(&layer_path))?;
-    std::fs::rename(&partial, out).map_err(io(out))?;
+    archive.append(&config_name, &config_bytes)?;
+    archive.finish(&config_name, repo_tag, &[layer_name])?;
     Ok(layer_digest)
 }
