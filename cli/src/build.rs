@@ -122,16 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let spec = SpecFile::read(&args.spec)?;
-    let context = args
-        .context
-        .clone()
-        .or_else(|| {
-            args.spec
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map(Path::to_path_buf)
-        })
-        .unwrap_or_else(|| PathBuf::from("."));
+    let context = crate::plan_cmd::context_dir(&args.spec, args.context.as_deref());
     // Plan here first: a bad spec, target or input fails before anything is sent.
     let planned = plan(
         &spec,

@@ -1,7 +1,7 @@
 //! `kpbuild lists`: the lists of an offline bundle, rendered from kubespray's variables.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
@@ -107,13 +107,7 @@ fn load(args: &Args) -> anyhow::Result<Kubespray> {
         .as_deref()
         .expect("clap requires --kubespray or --spec");
     let spec = SpecFile::read(spec_path)?;
-    let context = match &args.context {
-        Some(c) => c.clone(),
-        None => spec_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
-    };
+    let context = crate::plan_cmd::context_dir(spec_path, args.context.as_deref());
     let Some(dir) = spec.spec.vars.kubespray.clone() else {
         bail!(
             "{}: `vars.kubespray` is not set, so there is nothing to list",
@@ -132,11 +126,7 @@ fn load(args: &Args) -> anyhow::Result<Kubespray> {
                 .join(", ")
         ),
     };
-    let ctx = LocalDir::new(if context.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        context
-    });
+    let ctx = LocalDir::new(context);
     let vars = load_vars(&spec, &ctx)
         .with_context(|| format!("loading the variables of {}", spec_path.display()))?;
     Ok(Kubespray::from_vars(

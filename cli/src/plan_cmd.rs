@@ -38,18 +38,22 @@ pub(crate) fn parse_platform(s: &str) -> Result<Platform, String> {
         .ok_or_else(|| format!("unknown platform `{s}`; use linux/amd64, linux/arm64, …"))
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let spec = SpecFile::read(&args.spec)?;
-    let context = args
-        .context
-        .clone()
+/// The build context: `--context`, else the spec's directory, else the working directory.
+pub fn context_dir(spec: &Path, context: Option<&Path>) -> PathBuf {
+    context
+        .filter(|c| !c.as_os_str().is_empty())
+        .map(Path::to_path_buf)
         .or_else(|| {
-            args.spec
-                .parent()
+            spec.parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .map(Path::to_path_buf)
         })
-        .unwrap_or_else(|| PathBuf::from("."));
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let spec = SpecFile::read(&args.spec)?;
+    let context = context_dir(&args.spec, args.context.as_deref());
     let opts = PlanOptions {
         extra_vars: args.extra,
         platforms: args.platform,
