@@ -18,9 +18,11 @@ use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kpbuild_modules::plan::{BUNDLE_TARGET, PlanOptions, Work, bundle_modules, plan};
+use kpbuild_modules::layout::{self, BUNDLE_TARGET};
+use kpbuild_modules::plan::{PlanOptions, bundle_modules, plan};
+use kpbuild_modules::platform::Platform;
 use kpbuild_modules::source::LocalDir;
-use kpbuild_modules::spec::{Platform, SpecFile};
+use kpbuild_modules::spec::SpecFile;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,11 +58,6 @@ pub struct Args {
     /// Builds run at the same time.
     #[arg(long, default_value_t = 3)]
     jobs: usize,
-}
-
-/// The image a module of a platform is built into.
-pub fn module_image(bundle: &str, module: &str, version: &str, arch: &str) -> String {
-    format!("{bundle}/{module}:{version}-{arch}")
 }
 
 struct Unit {
@@ -134,23 +131,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             distros: args.distro.clone(),
         },
     )?;
-    let host_network = planned
-        .platforms
-        .iter()
-        .flat_map(|p| &p.modules)
-        .any(|m| match &m.work {
-            Work::Images { images } => images.iter().any(|i| {
-                kpbuild_frontend::lower::is_loopback_registry(
-                    i.fetch.split('/').next().unwrap_or(""),
-                )
-            }),
-            _ => false,
-        });
+    // The plan's own answer: every op that fetches from a registry on this machine.
+    let host_network = planned.needs_host_network();
     let units: Vec<Unit> = planned
         .platforms
         .iter()
         .flat_map(|p| {
-            let all = bundle_modules(&spec.spec, p.platform);
+            let all = bundle_modules(&spec.spec, &p.platform);
             let wanted: Vec<String> =
                 if args.target.is_empty() || args.target.iter().any(|t| t == BUNDLE_TARGET) {
                     all
@@ -162,14 +149,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             wanted
                 .into_iter()
                 .map(|m| Unit {
-                    image: module_image(
+                    image: layout::module_image(
                         &spec.spec.name,
                         &m,
                         &spec.spec.version,
-                        p.platform.arch.image_arch(),
+                        &p.platform,
                     ),
                     module: m,
-                    platform: p.platform,
+                    platform: p.platform.clone(),
                 })
                 .collect::<Vec<_>>()
         })

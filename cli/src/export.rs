@@ -23,8 +23,10 @@ use anyhow::{Context, anyhow, bail};
 use bollard::Docker;
 use futures_util::StreamExt;
 use kpbuild_modules::bundle_tar::{self, BUNDLE_ROOT};
+use kpbuild_modules::layout;
 use kpbuild_modules::plan::bundle_modules;
-use kpbuild_modules::spec::{Platform, SpecFile};
+use kpbuild_modules::platform::Platform;
+use kpbuild_modules::spec::SpecFile;
 use kpbuild_modules::tar_merge::{self, Kind, LayerSource, Meta, Msg, Sent, Stats};
 
 use crate::interrupt::{self, Partial};
@@ -79,16 +81,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.platform.clone()
     };
     let images_of = |p: &Platform| -> Vec<String> {
-        bundle_modules(&spec.spec, *p)
+        bundle_modules(&spec.spec, p)
             .iter()
-            .map(|m| {
-                crate::build::module_image(
-                    &spec.spec.name,
-                    m,
-                    &spec.spec.version,
-                    p.arch.image_arch(),
-                )
-            })
+            .map(|m| layout::module_image(&spec.spec.name, m, &spec.spec.version, p))
             .collect()
     };
     let epoch = bundle_tar::source_date_epoch().map_err(|e| anyhow!(e))?;
@@ -119,15 +114,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 );
             };
             let out = match (&format, out.is_dir()) {
-                (Format::TarGz | Format::TarZst, true) => out.join(format!(
-                    "kubeplay-{}-linux-{}.{}",
-                    spec.spec.version,
-                    platform.arch.image_arch(),
+                (Format::TarGz | Format::TarZst, true) => out.join(layout::tarball_name(
+                    &spec.spec.name,
+                    &spec.spec.version,
+                    platform,
                     if format == Format::TarGz {
                         "tar.gz"
                     } else {
                         "tar.zst"
-                    }
+                    },
                 )),
                 _ => out,
             };

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use bollard::Docker;
-use kpbuild_modules::spec::{Platform, Spec};
+use kpbuild_modules::layout;
+use kpbuild_modules::platform::Platform;
+use kpbuild_modules::spec::Spec;
 
 use crate::interrupt::{self, Partial};
 use serde_json::json;
@@ -181,10 +183,10 @@ pub fn write(
         let mut n_layers = 0;
         sink.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         for p in platforms {
-            let arch = p.arch.image_arch();
+            let arch = p.architecture.as_str();
             let mut layers = Vec::new();
-            for m in &kpbuild_modules::plan::bundle_modules(spec, *p) {
-                let image = crate::build::module_image(&spec.name, m, &spec.version, arch);
+            for m in &kpbuild_modules::plan::bundle_modules(spec, p) {
+                let image = layout::module_image(&spec.name, m, &spec.version, p);
                 let info = runtime
                     .block_on(docker.inspect_image(&image))
                     .map_err(|e| anyhow!("module image {image}: {e}"))?;
@@ -239,7 +241,7 @@ pub fn write(
                 "mediaType": OCI_MANIFEST,
                 "digest": digest,
                 "size": size,
-                "platform": {"architecture": arch, "os": "linux"},
+                "platform": {"architecture": arch, "os": p.os},
             }));
         }
         // The layout's index.json names one image, the bundle version: a multi-platform image

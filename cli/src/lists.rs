@@ -116,7 +116,7 @@ fn load(args: &Args) -> anyhow::Result<Kubespray> {
     };
     let arch = match (args.arch, spec.spec.platforms.as_slice()) {
         (Some(a), _) => a,
-        (None, [only]) => only.arch,
+        (None, [only]) => only.arch().expect("spec platforms are bundle platforms"),
         (None, many) => bail!(
             "{} targets {}; choose one with --arch",
             spec_path.display(),

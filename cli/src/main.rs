@@ -49,9 +49,9 @@ enum Command {
     /// Run as a BuildKit frontend (the frontend image's entrypoint; stdio is BuildKit's gRPC).
     #[command(hide = true)]
     Frontend,
-    /// Jobs run inside BuildKit exec ops.
-    #[command(hide = true, subcommand)]
-    Worker(worker::Worker),
+    /// Run a job file inside a BuildKit exec op (written by the frontend).
+    #[command(hide = true)]
+    Worker(worker::Args),
 }
 
 /// Where the kpbuild binary is in the frontend image (`FROM scratch`, `COPY kpbuild /kpbuild`).
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::VerifyRegistry(args) => verify_registry::run(args),
         Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),
-        Command::Worker(w) => worker::run(w),
+        Command::Worker(args) => worker::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

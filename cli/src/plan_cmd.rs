@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use kpbuild_modules::plan::{PlanOptions, plan};
+use kpbuild_modules::platform::Platform;
 use kpbuild_modules::source::LocalDir;
-use kpbuild_modules::spec::{Platform, SpecFile};
+use kpbuild_modules::spec::SpecFile;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,8 +35,7 @@ pub struct Args {
 }
 
 pub(crate) fn parse_platform(s: &str) -> Result<Platform, String> {
-    Platform::parse(s)
-        .ok_or_else(|| format!("unknown platform `{s}`; use linux/amd64, linux/arm64, …"))
+    Platform::parse_bundle(s).map_err(|e| e.to_string())
 }
 
 /// The build context: `--context`, else the spec's directory, else the working directory.

@@ -248,6 +248,14 @@ pub fn run(args: SyncImagesArgs) -> Result<()> {
             ..ClientConfig::default()
         },
     };
+    sync_with_progress(refs, opts)
+}
+
+/// Syncs `refs` into `opts.dest` with progress and a summary on stderr and one line per image
+/// on stdout; SIGINT/SIGTERM stop it keeping what is complete. `kpbuild sync-images` and the
+/// sync-image worker job both run this.
+pub(crate) fn sync_with_progress(refs: Vec<ImageRef>, opts: SyncOptions) -> Result<()> {
+    let dest = opts.dest.clone();
     let progress = Arc::new(CliProgress::new());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -272,7 +280,7 @@ pub fn run(args: SyncImagesArgs) -> Result<()> {
             rt.shutdown_timeout(Duration::from_secs(10));
             eprintln!(
                 "sync-images: interrupted by {signal}; blobs and images completed so far are kept in {}, nothing partial is; rerun the same command to continue",
-                args.dest.display()
+                dest.display()
             );
             std::process::exit(code);
         }
@@ -290,7 +298,7 @@ pub fn run(args: SyncImagesArgs) -> Result<()> {
             "{} of {} images failed; they have no tag in {} (rerun to retry: blobs already stored are kept)",
             summary.failures.len(),
             summary.failures.len() + summary.images.len(),
-            args.dest.display()
+            dest.display()
         );
     }
     Ok(())

@@ -14,6 +14,9 @@ use fe::llb_bridge_client::LlbBridgeClient;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::bridge::{Bridge, DirEntry, RefId};
+use crate::llb::{Platform, pb_platform};
+
 /// Errors talking to BuildKit.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -51,7 +54,7 @@ pub struct BuildInfo {
     /// Gateway API capabilities (`proto.refarray`, `readdir`, …).
     pub api_caps: BTreeSet<String>,
     /// The default platform of the worker (`linux/amd64`).
-    pub worker_platform: Option<(String, String)>,
+    pub worker_platform: Option<Platform>,
 }
 
 impl BuildInfo {
@@ -82,17 +85,21 @@ impl BuildInfo {
     }
 }
 
-/// `(os, architecture)` of the first platform of the first worker in `BUILDKIT_WORKERS`.
-fn first_worker_platform(json: &str) -> Option<(String, String)> {
+/// The first platform of the first worker in `BUILDKIT_WORKERS`.
+fn first_worker_platform(json: &str) -> Option<Platform> {
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
     let p = v.get(0)?.get("platforms")?.get(0)?;
-    let os = p.get("os").or_else(|| p.get("OS"))?.as_str()?.to_string();
-    let arch = p
-        .get("architecture")
-        .or_else(|| p.get("Architecture"))?
-        .as_str()?
-        .to_string();
-    Some((os, arch))
+    let field = |k: &str, upper: &str| {
+        p.get(k)
+            .or_else(|| p.get(upper))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    Some(Platform {
+        os: field("os", "OS")?,
+        architecture: field("architecture", "Architecture")?,
+        variant: field("variant", "Variant").filter(|v| !v.is_empty()),
+    })
 }
 
 /// A connected gateway client.
@@ -131,137 +138,6 @@ impl Gateway {
             .map(|c| c.id.clone())
             .collect();
         Ok(Gateway { client, info })
-    }
-
-    /// Solves a definition and returns the result's ref id.
-    pub async fn solve(&mut self, definition: pb::Definition) -> Result<String, GatewayError> {
-        let req = fe::SolveRequest {
-            definition: Some(definition),
-            allow_result_return: true,
-            allow_result_array_ref: self.info.api_caps.contains("proto.refarray"),
-            ..Default::default()
-        };
-        let resp = self
-            .client
-            .solve(req)
-            .await
-            .map_err(|s| GatewayError::call("Solve", s))?
-            .into_inner();
-        #[allow(deprecated)]
-        let legacy = resp.r#ref.clone();
-        let id = match resp.result.and_then(|r| r.result) {
-            Some(fe::result::Result::Ref(r)) => r.id,
-            Some(fe::result::Result::RefDeprecated(id)) => id,
-            _ => legacy,
-        };
-        Ok(id)
-    }
-
-    /// Solves with another frontend (BuildKit's own `dockerfile.v0`): returns the result's
-    /// definition (to use it as a state of our graph) and the result's metadata
-    /// (`containerimage.config`, …).
-    pub async fn solve_frontend(
-        &mut self,
-        frontend: &str,
-        opts: HashMap<String, String>,
-        inputs: HashMap<String, pb::Definition>,
-    ) -> Result<(Option<pb::Definition>, HashMap<String, Vec<u8>>), GatewayError> {
-        let req = fe::SolveRequest {
-            frontend: frontend.to_string(),
-            frontend_opt: opts,
-            frontend_inputs: inputs,
-            allow_result_return: true,
-            allow_result_array_ref: self.info.api_caps.contains("proto.refarray"),
-            ..Default::default()
-        };
-        let resp = self
-            .client
-            .solve(req)
-            .await
-            .map_err(|s| GatewayError::call("Solve", s))?
-            .into_inner();
-        let result = resp.result.unwrap_or_default();
-        let def = match result.result {
-            Some(fe::result::Result::Ref(r)) => r.def,
-            _ => None,
-        };
-        Ok((def, result.metadata))
-    }
-
-    /// The inputs the caller handed to this frontend (`context`, `dockerfile`), as definitions:
-    /// a Dockerfile frontend forwarding through `# syntax=` passes what it already loaded.
-    pub async fn inputs(&mut self) -> Result<HashMap<String, pb::Definition>, GatewayError> {
-        if !self.info.api_caps.contains("frontend.inputs") {
-            return Ok(HashMap::new());
-        }
-        Ok(self
-            .client
-            .inputs(fe::InputsRequest {})
-            .await
-            .map_err(|s| GatewayError::call("Inputs", s))?
-            .into_inner()
-            .definitions)
-    }
-
-    /// Reads a whole file of a solved ref.
-    pub async fn read_file(&mut self, ref_id: &str, path: &str) -> Result<Vec<u8>, GatewayError> {
-        let req = fe::ReadFileRequest {
-            r#ref: ref_id.to_string(),
-            file_path: path.to_string(),
-            ..Default::default()
-        };
-        Ok(self
-            .client
-            .read_file(req)
-            .await
-            .map_err(|s| GatewayError::call("ReadFile", s))?
-            .into_inner()
-            .data)
-    }
-
-    /// Lists a directory of a solved ref.
-    pub async fn read_dir(
-        &mut self,
-        ref_id: &str,
-        path: &str,
-    ) -> Result<Vec<bollard_buildkit_proto::fsutil::types::Stat>, GatewayError> {
-        let req = fe::ReadDirRequest {
-            r#ref: ref_id.to_string(),
-            dir_path: path.to_string(),
-            ..Default::default()
-        };
-        Ok(self
-            .client
-            .read_dir(req)
-            .await
-            .map_err(|s| GatewayError::call("ReadDir", s))?
-            .into_inner()
-            .entries)
-    }
-
-    /// Resolves an image reference to its (root) manifest digest and the platform's config,
-    /// always asking the registry: Docker's image store would answer for images it holds
-    /// locally, without a digest.
-    pub async fn resolve_image(
-        &mut self,
-        reference: &str,
-        platform: &pb::Platform,
-    ) -> Result<(String, Vec<u8>), GatewayError> {
-        let req = fe::ResolveImageConfigRequest {
-            r#ref: reference.to_string(),
-            platform: Some(platform.clone()),
-            resolve_mode: "pull".into(),
-            log_name: format!("resolve {reference}"),
-            session_id: self.info.session_id.clone(),
-            ..Default::default()
-        };
-        let resp = self
-            .client
-            .resolve_image_config(req)
-            .await
-            .map_err(|s| GatewayError::call("ResolveImageConfig", s))?
-            .into_inner();
-        Ok((resp.digest, resp.config))
     }
 
     /// Returns a single ref (or none, for an empty result) with metadata.
@@ -361,6 +237,152 @@ impl Gateway {
     }
 }
 
+/// Go's `os.ModeDir` in fsutil's `Stat.mode`.
+const MODE_DIR: u32 = 1 << 31;
+
+impl Bridge for Gateway {
+    fn info(&self) -> &BuildInfo {
+        &self.info
+    }
+
+    /// Solves a definition and returns the result's ref id.
+    async fn solve(&mut self, definition: pb::Definition) -> Result<RefId, GatewayError> {
+        let req = fe::SolveRequest {
+            definition: Some(definition),
+            allow_result_return: true,
+            allow_result_array_ref: self.info.api_caps.contains("proto.refarray"),
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .solve(req)
+            .await
+            .map_err(|s| GatewayError::call("Solve", s))?
+            .into_inner();
+        #[allow(deprecated)]
+        let legacy = resp.r#ref.clone();
+        let id = match resp.result.and_then(|r| r.result) {
+            Some(fe::result::Result::Ref(r)) => r.id,
+            Some(fe::result::Result::RefDeprecated(id)) => id,
+            _ => legacy,
+        };
+        Ok(id)
+    }
+
+    /// Solves with another frontend (BuildKit's own `dockerfile.v0`): returns the result's
+    /// definition (to use it as a state of our graph) and the result's metadata
+    /// (`containerimage.config`, …).
+    async fn solve_frontend(
+        &mut self,
+        frontend: &str,
+        opts: HashMap<String, String>,
+        inputs: HashMap<String, pb::Definition>,
+    ) -> Result<(Option<pb::Definition>, HashMap<String, Vec<u8>>), GatewayError> {
+        let req = fe::SolveRequest {
+            frontend: frontend.to_string(),
+            frontend_opt: opts,
+            frontend_inputs: inputs,
+            allow_result_return: true,
+            allow_result_array_ref: self.info.api_caps.contains("proto.refarray"),
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .solve(req)
+            .await
+            .map_err(|s| GatewayError::call("Solve", s))?
+            .into_inner();
+        let result = resp.result.unwrap_or_default();
+        let def = match result.result {
+            Some(fe::result::Result::Ref(r)) => r.def,
+            _ => None,
+        };
+        Ok((def, result.metadata))
+    }
+
+    /// The inputs the caller handed to this frontend (`context`, `dockerfile`), as definitions:
+    /// a Dockerfile frontend forwarding through `# syntax=` passes what it already loaded.
+    async fn inputs(&mut self) -> Result<HashMap<String, pb::Definition>, GatewayError> {
+        if !self.info.api_caps.contains("frontend.inputs") {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .client
+            .inputs(fe::InputsRequest {})
+            .await
+            .map_err(|s| GatewayError::call("Inputs", s))?
+            .into_inner()
+            .definitions)
+    }
+
+    /// Reads a whole file of a solved ref.
+    async fn read_file(&mut self, ref_id: &RefId, path: &str) -> Result<Vec<u8>, GatewayError> {
+        let req = fe::ReadFileRequest {
+            r#ref: ref_id.to_string(),
+            file_path: path.to_string(),
+            ..Default::default()
+        };
+        Ok(self
+            .client
+            .read_file(req)
+            .await
+            .map_err(|s| GatewayError::call("ReadFile", s))?
+            .into_inner()
+            .data)
+    }
+
+    /// Lists a directory of a solved ref.
+    async fn read_dir(
+        &mut self,
+        ref_id: &RefId,
+        path: &str,
+    ) -> Result<Vec<DirEntry>, GatewayError> {
+        let req = fe::ReadDirRequest {
+            r#ref: ref_id.to_string(),
+            dir_path: path.to_string(),
+            ..Default::default()
+        };
+        Ok(self
+            .client
+            .read_dir(req)
+            .await
+            .map_err(|s| GatewayError::call("ReadDir", s))?
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| DirEntry {
+                name: e.path.rsplit('/').next().unwrap_or(&e.path).to_string(),
+                is_dir: e.mode & MODE_DIR != 0,
+            })
+            .collect())
+    }
+
+    /// Resolves an image reference to its (root) manifest digest and the platform's config,
+    /// always asking the registry: Docker's image store would answer for images it holds
+    /// locally, without a digest.
+    async fn resolve_image(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(String, Vec<u8>), GatewayError> {
+        let req = fe::ResolveImageConfigRequest {
+            r#ref: reference.to_string(),
+            platform: Some(pb_platform(platform)),
+            resolve_mode: "pull".into(),
+            log_name: format!("resolve {reference}"),
+            session_id: self.info.session_id.clone(),
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .resolve_image_config(req)
+            .await
+            .map_err(|s| GatewayError::call("ResolveImageConfig", s))?
+            .into_inner();
+        Ok((resp.digest, resp.config))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,8 +391,10 @@ mod tests {
     fn worker_platform_from_env_json() {
         let json = r#"[{"id":"x","labels":{},"platforms":[{"architecture":"amd64","os":"linux"},{"architecture":"386","os":"linux"}]}]"#;
         assert_eq!(
-            first_worker_platform(json),
-            Some(("linux".into(), "amd64".into()))
+            first_worker_platform(json)
+                .map(|p| p.to_string())
+                .as_deref(),
+            Some("linux/amd64")
         );
         assert_eq!(first_worker_platform("nonsense"), None);
     }

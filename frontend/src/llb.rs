@@ -20,40 +20,15 @@ use bollard_buildkit_proto::pb;
 use prost::Message;
 use sha2::{Digest as _, Sha256};
 
-/// The OCI platform of an op.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: String,
-}
+pub use kpbuild_modules::platform::Platform;
 
-impl Platform {
-    pub fn linux(architecture: &str) -> Self {
-        Platform {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            variant: String::new(),
-        }
-    }
-
-    fn to_pb(&self) -> pb::Platform {
-        pb::Platform {
-            architecture: self.architecture.clone(),
-            os: self.os.clone(),
-            variant: self.variant.clone(),
-            ..Default::default()
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if !self.variant.is_empty() {
-            write!(f, "/{}", self.variant)?;
-        }
-        Ok(())
+/// An op's platform as LLB encodes it.
+pub fn pb_platform(p: &Platform) -> pb::Platform {
+    pb::Platform {
+        architecture: p.architecture.clone(),
+        os: p.os.clone(),
+        variant: p.variant.clone().unwrap_or_default(),
+        ..Default::default()
     }
 }
 
@@ -838,7 +813,7 @@ impl Marshaller {
         };
         let op = pb::Op {
             inputs,
-            platform: node.platform.as_ref().map(Platform::to_pb),
+            platform: node.platform.as_ref().map(pb_platform),
             constraints: None,
             op: Some(op),
         };
@@ -1049,7 +1024,7 @@ mod tests {
     use super::*;
 
     fn amd64() -> Platform {
-        Platform::linux("amd64")
+        Platform::linux(kpbuild_modules::platform::Arch::Amd64)
     }
 
     #[test]

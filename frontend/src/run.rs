@@ -1,33 +1,104 @@
-//! The frontend's main flow: read `Dockerfile.bundle` and the inputs it names from the build
-//! context, plan, resolve image tags to digests, lower to LLB, solve, return.
-//!
-//! Options (`docker build --target/--platform/--build-arg`, or `kpbuild build`):
-//! - `filename`: the spec in the `dockerfile` local source (default `Dockerfile.bundle`);
-//! - `target`: a module name, or `bundle` (default: every module merged into the bundle tree);
-//! - `platform`: comma-separated platforms (default: the spec's);
-//! - `build-arg:NAME=VALUE`: extra variables, like `kpbuild lists -e NAME=VALUE`;
-//! - `build-arg:KPBUILD_REGISTRY_SECRET=ID`: registry credentials for the sync ops from the build
-//!   secret ID, a Docker config file (`docker build --secret id=ID,src=~/.docker/config.json`).
-//!   Tags are resolved by BuildKit itself, with the client's own credentials.
+//! The frontend's flow: read `Dockerfile.bundle` and the inputs it names from the build
+//! context, plan, resolve image tags to digests, run the nested Dockerfile builds, lower to
+//! LLB, solve, return. It runs against [`Bridge`] (the gateway in production, a fake in the
+//! tests below); options are parsed once ([`FrontendOptions`]).
 
 use std::collections::{BTreeMap, HashMap};
 
 use sha2::Digest as _;
 
-use kpbuild_modules::image_ref::{self, ImageRef, Mirror};
-use kpbuild_modules::plan::{self, PlanOptions, Work, context_inputs};
-use kpbuild_modules::source::MemSource;
-use kpbuild_modules::spec::{Platform as SpecPlatform, SpecFile};
+use kpbuild_modules::image_ref::{Mirror, MirrorError};
+use kpbuild_modules::layout::LOCK_TARGET;
+use kpbuild_modules::plan::{self, Plan, PlanError, build_inputs, context_inputs};
+use kpbuild_modules::platform::Platform;
+use kpbuild_modules::registry_layout::Digest;
+use kpbuild_modules::spec::{SpecError, SpecFile};
 
-use crate::gateway::{BuildInfo, Gateway};
-use crate::llb::{self, Platform};
-use crate::lower::{self, LowerEnv};
+use crate::bridge::{Bridge, RefId};
+use crate::context::{ContextSource, read_context};
+use crate::gateway::{BuildInfo, Gateway, GatewayError};
+use crate::llb::{self, MarshalError};
+use crate::lower::{self, LockParams, LowerEnv, LowerError};
+use crate::options::{FrontendOptions, OptionsError, Target};
+
+/// Why a build failed: what the user reads.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error("reading {file}: {message}")]
+    ReadSpec { file: String, message: String },
+    #[error("{0} is not UTF-8 text")]
+    SpecNotUtf8(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{0}")]
+    Context(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{spec}: registry mirror: {source}")]
+    Mirror { spec: String, source: MirrorError },
+    #[error(
+        "BuildKit did not pass the frontend image (`source` option); run through `# syntax=` or kpbuild build"
+    )]
+    NoSource,
+    #[error("module `{module}`: image {image} (from {at}) for {platform}: {message}")]
+    Resolve {
+        module: String,
+        image: String,
+        at: String,
+        platform: Box<Platform>,
+        message: String,
+    },
+    #[error(
+        "module `{module}`: image {image} (from {at}): BuildKit resolved no manifest digest ({digest:?})"
+    )]
+    NoDigest {
+        module: String,
+        image: String,
+        at: String,
+        digest: String,
+    },
+    #[error("module `{module}` ({platform}): the Dockerfile build failed: {message}")]
+    Dockerfile {
+        module: String,
+        platform: Platform,
+        message: String,
+    },
+    #[error(
+        "module `{0}`: BuildKit returned no definition for the Dockerfile build (it needs the proto.refarray cap)"
+    )]
+    DockerfileNoResult(String),
+    #[error(transparent)]
+    Lower(#[from] LowerError),
+    #[error("nothing to build for {0}")]
+    Nothing(Platform),
+    #[error("{0}")]
+    Solve(String),
+    #[error(transparent)]
+    Marshal(#[from] MarshalError),
+    #[error("{0}")]
+    Gateway(String),
+    #[error("{0}")]
+    Debug(String),
+}
+
+impl From<GatewayError> for FrontendError {
+    fn from(e: GatewayError) -> Self {
+        FrontendError::Gateway(e.message())
+    }
+}
+
+/// What the build returns: one tree, or one per platform.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    Single(RefId),
+    /// `(platform, ref)` for each platform.
+    PerPlatform(Vec<(Platform, RefId)>),
+}
 
 /// Runs the frontend (the image's entrypoint) and exits the process: tokio's stdin reader
 /// would otherwise keep it alive after `Return`.
-/// The build argument naming the build secret with registry credentials.
-pub const REGISTRY_SECRET_ARG: &str = "KPBUILD_REGISTRY_SECRET";
-
 pub fn main_entry(tool_binary: &str) -> ! {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -38,19 +109,23 @@ pub fn main_entry(tool_binary: &str) -> ! {
 }
 
 async fn run(tool_binary: &str) -> i32 {
-    let info = BuildInfo::from_env();
-    let mut gw = match Gateway::connect(info).await {
+    let mut gw = match Gateway::connect(BuildInfo::from_env()).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("kpbuild frontend: {e}");
             return 1;
         }
     };
-    let outcome = build(&mut gw, tool_binary).await;
-    let returned = match outcome {
+    let returned = match build(&mut gw, tool_binary).await {
         Ok(Output::Single(id)) => gw.return_ref(Some(id), HashMap::new()).await,
-        Ok(Output::PerPlatform(refs)) => gw.return_refs(refs, HashMap::new()).await,
-        Err(message) => gw.return_error(&message).await,
+        Ok(Output::PerPlatform(refs)) => {
+            let refs = refs
+                .into_iter()
+                .map(|(p, id)| (p.to_string(), id))
+                .collect();
+            gw.return_refs(refs, HashMap::new()).await
+        }
+        Err(e) => gw.return_error(&e.to_string()).await,
     };
     match returned {
         Ok(()) => 0,
@@ -61,516 +136,276 @@ async fn run(tool_binary: &str) -> i32 {
     }
 }
 
-enum Output {
-    Single(String),
-    PerPlatform(Vec<(String, String)>),
-}
-
-const DEFAULT_SPEC: &str = "Dockerfile.bundle";
-
-async fn build(gw: &mut Gateway, tool_binary: &str) -> Result<Output, String> {
-    let opts = gw.info.opts.clone();
-    // `--build-arg KPBUILD_DEBUG=caps`: what this BuildKit offers, as the build's error.
-    if opts.get("build-arg:KPBUILD_DEBUG").map(String::as_str) == Some("caps") {
-        let inputs = gw.inputs().await.map_err(|e| e.message())?;
-        return Err(format!(
-            "kpbuild debug: inputs: {:?}\nLLB caps: {}\ngateway caps: {}\noptions: {:?}",
-            inputs.keys().collect::<Vec<_>>(),
-            gw.info
-                .llb_caps
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(" "),
-            gw.info
-                .api_caps
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(" "),
-            opts
-        ));
+/// The whole build against `gw`; `tool_binary` is the kpbuild binary's path in the frontend
+/// image.
+pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, FrontendError> {
+    let opts = FrontendOptions::parse(&gw.info().opts)?;
+    if opts.debug_caps {
+        return Err(debug_caps(gw).await);
     }
-    let session = gw.info.session_id.clone();
-    let filename = opts
-        .get("filename")
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_SPEC.to_string());
-    let inputs = gw.inputs().await.map_err(|e| e.message())?;
-    let source = ContextSource::from_opts(&opts, &session, &inputs);
-
-    // The spec: the `dockerfile` local source, or inside the uploaded context.
-    let (spec_state, spec_path) = source.spec_state(&filename);
-    let def = llb::marshal(&spec_state).map_err(|e| e.to_string())?;
-    let spec_ref = gw
-        .solve(def.definition)
+    let inputs = gw.inputs().await?;
+    let source = ContextSource::from_opts(&gw.info().opts, &gw.info().session_id, &inputs);
+    let (spec, spec_sha256) = read_spec(gw, &source, &opts.filename).await?;
+    let ctx = read_context(gw, &source, &context_inputs(&spec.spec))
         .await
-        .map_err(|e| format!("reading {filename}: {}", e.message()))?;
-    let text = gw
-        .read_file(&spec_ref, &spec_path)
-        .await
-        .map_err(|e| format!("reading {filename}: {}", e.message()))?;
-    let text = String::from_utf8(text).map_err(|_| format!("{filename} is not UTF-8 text"))?;
-    let spec_name = spec_path
-        .rsplit('/')
-        .next()
-        .unwrap_or(&spec_path)
-        .to_string();
-    let spec = SpecFile::parse(&text, &spec_name).map_err(|e| e.to_string())?;
-    let spec_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+        .map_err(FrontendError::Context)?;
+    let plan = plan::plan(&spec, &ctx, &opts.plan_options())?;
 
-    // The inputs the plan reads, from the build context.
-    let ctx = read_context(gw, &source, &context_inputs(&spec.spec)).await?;
-
-    let platforms = match opts.get("platform").filter(|p| !p.is_empty()) {
-        Some(list) => list
-            .split(',')
-            .map(|p| {
-                SpecPlatform::parse(p.trim()).ok_or_else(|| {
-                    format!("--platform {p}: kpbuild builds linux/amd64, linux/arm64, …")
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        None => vec![],
-    };
-    let target = opts.get("target").filter(|t| !t.is_empty()).cloned();
-    // `--build-arg KPBUILD_REGISTRY_SECRET=ID`: registry credentials come from the build
-    // secret ID (`--secret id=ID,src=…/config.json`); not a variable.
-    let registry_secret = opts
-        .get(&format!("build-arg:{REGISTRY_SECRET_ARG}"))
-        .filter(|v| !v.is_empty())
-        .cloned();
-    // Build arguments are extra variables, but for kpbuild's own `KPBUILD_*` settings.
-    let extra_vars: Vec<String> = opts
-        .iter()
-        .filter_map(|(k, v)| k.strip_prefix("build-arg:").map(|name| (name, v)))
-        .filter(|(name, _)| !name.starts_with("KPBUILD_"))
-        .map(|(name, v)| format!("{name}={v}"))
-        .collect();
-    let distros: Vec<String> = opts
-        .get("build-arg:KPBUILD_DISTROS")
-        .map(|d| {
-            d.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    let plan_opts = PlanOptions {
-        extra_vars,
-        platforms,
-        targets: target.iter().cloned().collect(),
-        distros,
-    };
-    let plan = plan::plan(&spec, &ctx, &plan_opts).map_err(|e| e.to_string())?;
-
-    let worker = gw.info.worker_platform.clone().map(|(os, arch)| Platform {
-        os,
-        architecture: arch,
-        variant: String::new(),
-    });
-    let worker = worker.unwrap_or_else(|| Platform::linux("amd64"));
-    let tool_image = opts
-        .get("source")
-        .cloned()
-        .ok_or("BuildKit did not pass the frontend image (`source` option); run through `# syntax=` or kpbuild build")?;
-    let registry_mirrors: Vec<String> = spec
+    let tool_image = opts.source.clone().ok_or(FrontendError::NoSource)?;
+    let registry_mirrors: Vec<Mirror> = spec
         .spec
         .registry_mirrors
         .iter()
-        .map(|m| format!("{}={}", m.from, m.to))
-        .collect();
-    let mirrors: Vec<Mirror> = registry_mirrors
-        .iter()
-        .filter_map(|m| m.parse().ok())
-        .collect();
-
-    // Pin every image to the digest its tag has now: its op is cached until upstream moves.
-    let mut digests = BTreeMap::new();
-    for p in &plan.platforms {
-        for m in &p.modules {
-            let sources: Vec<&String> = match &m.work {
-                Work::Images { images } => images.iter().map(|i| &i.source).collect(),
-                Work::Compose(c) => c.archives.iter().map(|a| &a.source).collect(),
-                _ => continue,
-            };
-            for source in sources {
-                if digests.contains_key(source) {
-                    continue;
-                }
-                let r = ImageRef::parse(source).map_err(|e| e.to_string())?;
-                let digest = match &r.digest {
-                    Some(d) => d.to_string(),
-                    None => {
-                        let at = image_ref::fetch_location(&r, &mirrors);
-                        let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
-                        let pb_platform = Platform::linux(p.platform.arch.image_arch());
-                        let (d, _) = gw
-                            .resolve_image(&format!("{at}:{tag}"), &pb_platform.to_pb_platform())
-                            .await
-                            .map_err(|e| {
-                                format!(
-                                    "module `{}`: image {source} (from {at}:{tag}) for {}: {}",
-                                    m.name,
-                                    p.platform,
-                                    e.message()
-                                )
-                            })?;
-                        if !d.starts_with("sha256:") {
-                            return Err(format!(
-                                "module `{}`: image {source} (from {at}:{tag}): BuildKit resolved no manifest digest ({d:?})",
-                                m.name
-                            ));
-                        }
-                        d
-                    }
-                };
-                digests.insert(source.clone(), digest);
-            }
-        }
-    }
-
+        .map(|m| format!("{}={}", m.from, m.to).parse())
+        .collect::<Result<_, _>>()
+        .map_err(|source| FrontendError::Mirror {
+            spec: spec.path.display().to_string(),
+            source,
+        })?;
+    let digests = resolve_digests(gw, &plan).await?;
     // The build context, for modules that copy from it: only the directories they name.
-    let context_dirs: Vec<String> = spec
-        .spec
-        .modules
-        .values()
-        .filter_map(|m| match m {
-            kpbuild_modules::spec::Module::Compose(c) => c.installer.clone(),
-            kpbuild_modules::spec::Module::Dockerfile(d) => Some(d.context.clone()),
-            _ => None,
-        })
-        .collect();
-    let context = (!context_dirs.is_empty()).then(|| source.context_state(&context_dirs));
-
-    // Dockerfile modules: a nested solve through BuildKit's own Dockerfile frontend, per platform.
-    let mut dockerfiles = BTreeMap::new();
-    for p in &plan.platforms {
-        for m in &p.modules {
-            let Work::Dockerfile(d) = &m.work else {
-                continue;
-            };
-            let dir = d.context.trim_matches('/').to_string();
-            let ctx = llb::FileOp::on(None)
-                .copy(
-                    context
-                        .as_ref()
-                        .expect("dockerfile contexts are in context_dirs"),
-                    &format!("/{dir}/"),
-                    "/",
-                    llb::CopyOptions {
-                        contents_only: true,
-                        create_parents: true,
-                        ..Default::default()
-                    },
-                )
-                .named(format!("{}: Dockerfile context {dir}", m.name))
-                .result();
-            let def = llb::marshal(&ctx).map_err(|e| e.to_string())?.definition;
-            let mut fopts = HashMap::new();
-            fopts.insert("filename".to_string(), d.dockerfile.clone());
-            fopts.insert("platform".to_string(), p.platform.to_string());
-            for (k, v) in &d.build_args {
-                fopts.insert(format!("build-arg:{k}"), v.clone());
-            }
-            let mut inputs = HashMap::new();
-            inputs.insert("context".to_string(), def.clone());
-            inputs.insert("dockerfile".to_string(), def);
-            let (result, metadata) = gw
-                .solve_frontend("dockerfile.v0", fopts, inputs)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "module `{}` ({}): the Dockerfile build failed: {}",
-                        m.name,
-                        p.platform,
-                        e.message()
-                    )
-                })?;
-            let result = result.ok_or_else(|| {
-                format!("module `{}`: BuildKit returned no definition for the Dockerfile build (it needs the proto.refarray cap)", m.name)
-            })?;
-            let config = metadata.get("containerimage.config").cloned().unwrap_or_else(|| {
-                serde_json::to_vec(&serde_json::json!({"architecture": p.platform.arch.image_arch(), "os": "linux", "config": {}})).expect("json")
-            });
-            dockerfiles.insert(
-                (m.name.clone(), p.platform.arch.image_arch().to_string()),
-                (result, config),
-            );
-        }
-    }
-
+    let dirs = build_inputs(&spec.spec);
+    let context = (!dirs.is_empty()).then(|| source.context_state(&dirs));
+    let dockerfiles = nested_builds(gw, &plan, context.as_ref()).await?;
     let env = LowerEnv {
         tool_image,
         tool_binary: tool_binary.to_string(),
-        worker_platform: worker,
-        merge_op: gw.info.has_llb_cap("mergeop"),
+        worker_platform: gw
+            .info()
+            .worker_platform
+            .clone()
+            .unwrap_or_else(|| Platform::linux(kpbuild_modules::platform::Arch::Amd64)),
+        merge_op: gw.info().has_llb_cap("mergeop"),
         digests,
         registry_mirrors,
         context,
         dockerfiles,
-        registry_secret,
+        registry_secret: opts.registry_secret.clone(),
     };
-    // BuildKit refuses host networking before any op runs, with a bare "network.host is not
-    // allowed" that never reaches the frontend; say beforehand, as a vertex in the progress
-    // output, why it is needed.
-    let loopback: std::collections::BTreeSet<String> = plan
-        .platforms
-        .iter()
-        .flat_map(|p| p.modules.iter())
-        .filter_map(|m| {
-            if let Work::Images { images } = &m.work {
-                Some(images)
-            } else {
-                None
-            }
-        })
-        .flatten()
-        .filter_map(|i| {
-            i.fetch
-                .split('/')
-                .next()
-                .filter(|h| lower::is_loopback_registry(h))
-                .map(str::to_string)
-        })
-        .collect();
-    if !loopback.is_empty() {
-        let hosts = loopback.into_iter().collect::<Vec<_>>().join(", ");
-        let note = llb::FileOp::on(None)
-            .mkfile("/note", 0o644, "host network")
-            .named(format!(
-                "note: images come from {hosts} on this machine: the sync ops use the host's network \
-                 (docker build --network host, or kpbuild build)"
-            ))
-            .result();
-        let def = llb::marshal(&note).map_err(|e| e.to_string())?;
-        let id = gw.solve(def.definition).await.map_err(|e| e.message())?;
-        // Solved refs are lazy: reading the file makes the vertex run and show.
-        gw.read_file(&id, "/note").await.map_err(|e| e.message())?;
-    }
-
-    // What to return: one module, the manifest, or the bundle (every module and the manifest).
-    let module_target = target
-        .as_deref()
-        .filter(|t| *t != plan::BUNDLE_TARGET && *t != plan::LOCK_TARGET);
-    let lock_only = target.as_deref() == Some(plan::LOCK_TARGET);
-    let lock_params = lower::LockParams {
+    announce_host_network(gw, &plan).await?;
+    let lock = LockParams {
         bundle: spec.spec.name.clone(),
         version: spec.spec.version.clone(),
-        spec_file: spec_name.clone(),
-        spec_sha256: spec_sha256.clone(),
+        spec_file: spec.path.display().to_string(),
+        spec_sha256,
     };
+    solve_targets(gw, &plan, &opts.target, &env, &lock).await
+}
+
+/// `--build-arg KPBUILD_DEBUG=caps`: what this BuildKit offers, as the build's error.
+async fn debug_caps<B: Bridge>(gw: &mut B) -> FrontendError {
+    let inputs = match gw.inputs().await {
+        Ok(i) => i,
+        Err(e) => return e.into(),
+    };
+    let info = gw.info();
+    let join = |caps: &std::collections::BTreeSet<String>| {
+        caps.iter().cloned().collect::<Vec<_>>().join(" ")
+    };
+    FrontendError::Debug(format!(
+        "kpbuild debug: inputs: {:?}\nLLB caps: {}\ngateway caps: {}\noptions: {:?}",
+        inputs.keys().collect::<Vec<_>>(),
+        join(&info.llb_caps),
+        join(&info.api_caps),
+        info.opts
+    ))
+}
+
+/// The spec (from the `dockerfile` local source, or inside the uploaded context) and the
+/// sha256 of its text.
+async fn read_spec<B: Bridge>(
+    gw: &mut B,
+    source: &ContextSource,
+    filename: &str,
+) -> Result<(SpecFile, String), FrontendError> {
+    let read_err = |e: GatewayError| FrontendError::ReadSpec {
+        file: filename.to_string(),
+        message: e.message(),
+    };
+    let (state, path) = source.spec_state(filename);
+    let spec_ref = gw
+        .solve(llb::marshal(&state)?.definition)
+        .await
+        .map_err(read_err)?;
+    let bytes = gw.read_file(&spec_ref, &path).await.map_err(read_err)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| FrontendError::SpecNotUtf8(filename.to_string()))?;
+    let name = path.rsplit('/').next().unwrap_or(&path);
+    let spec = SpecFile::parse(&text, name)?;
+    Ok((spec, hex::encode(sha2::Sha256::digest(text.as_bytes()))))
+}
+
+/// Pins every image to the digest its tag has now: its op is cached until upstream moves.
+async fn resolve_digests<B: Bridge>(
+    gw: &mut B,
+    plan: &Plan,
+) -> Result<BTreeMap<kpbuild_modules::image_ref::ImageRef, Digest>, FrontendError> {
+    let mut digests = BTreeMap::new();
+    for p in &plan.platforms {
+        for m in &p.modules {
+            for (image, fetch) in m.work.kind().images_to_resolve() {
+                if digests.contains_key(image) {
+                    continue;
+                }
+                let digest = match &image.digest {
+                    Some(d) => d.clone(),
+                    None => {
+                        let at = format!(
+                            "{fetch}:{}",
+                            image.tag.clone().unwrap_or_else(|| "latest".into())
+                        );
+                        let (d, _) = gw.resolve_image(&at, &p.platform).await.map_err(|e| {
+                            FrontendError::Resolve {
+                                module: m.name.clone(),
+                                image: image.to_string(),
+                                at: at.clone(),
+                                platform: Box::new(p.platform.clone()),
+                                message: e.message(),
+                            }
+                        })?;
+                        d.parse().map_err(|_| FrontendError::NoDigest {
+                            module: m.name.clone(),
+                            image: image.to_string(),
+                            at,
+                            digest: d,
+                        })?
+                    }
+                };
+                digests.insert(image.clone(), digest);
+            }
+        }
+    }
+    Ok(digests)
+}
+
+/// The builds modules need through BuildKit's own Dockerfile frontend, per platform: the
+/// result's definition and image config by (module, architecture).
+async fn nested_builds<B: Bridge>(
+    gw: &mut B,
+    plan: &Plan,
+    context: Option<&llb::State>,
+) -> Result<lower::NestedResults, FrontendError> {
+    let mut out = BTreeMap::new();
+    for p in &plan.platforms {
+        let arch = p
+            .platform
+            .arch()
+            .ok_or_else(|| FrontendError::Nothing(p.platform.clone()))?;
+        for m in &p.modules {
+            let Some(nested) = m.work.kind().nested_build() else {
+                continue;
+            };
+            let Some(context) = context else {
+                return Err(LowerError::Unsupported {
+                    module: m.name.clone(),
+                    kind: "dockerfile (no build context)",
+                }
+                .into());
+            };
+            let dir = nested.context.trim_matches('/').to_string();
+            let ctx = llb::FileOp::on(None)
+                .copy(context, &format!("/{dir}/"), "/", lower::contents())
+                .named(format!("{}: Dockerfile context {dir}", m.name))
+                .result();
+            let def = llb::marshal(&ctx)?.definition;
+            let mut fopts = HashMap::new();
+            fopts.insert("filename".to_string(), nested.dockerfile.to_string());
+            fopts.insert("platform".to_string(), p.platform.to_string());
+            for (k, v) in nested.build_args {
+                fopts.insert(format!("build-arg:{k}"), v.clone());
+            }
+            let inputs = HashMap::from([
+                ("context".to_string(), def.clone()),
+                ("dockerfile".to_string(), def),
+            ]);
+            let (result, metadata) = gw
+                .solve_frontend("dockerfile.v0", fopts, inputs)
+                .await
+                .map_err(|e| FrontendError::Dockerfile {
+                    module: m.name.clone(),
+                    platform: p.platform.clone(),
+                    message: e.message(),
+                })?;
+            let result = result.ok_or_else(|| FrontendError::DockerfileNoResult(m.name.clone()))?;
+            let config = metadata
+                .get("containerimage.config")
+                .cloned()
+                .unwrap_or_else(|| {
+                    serde_json::to_vec(&serde_json::json!({
+                        "architecture": arch.image_arch(), "os": "linux", "config": {}
+                    }))
+                    .expect("json")
+                });
+            out.insert((m.name.clone(), arch), (result, config));
+        }
+    }
+    Ok(out)
+}
+
+/// BuildKit refuses host networking before any op runs, with a bare "network.host is not
+/// allowed" that never reaches the frontend; say beforehand, as a vertex in the progress
+/// output, why it is needed.
+async fn announce_host_network<B: Bridge>(gw: &mut B, plan: &Plan) -> Result<(), FrontendError> {
+    let hosts = plan.loopback_registries();
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let note = llb::FileOp::on(None)
+        .mkfile("/note", 0o644, "host network")
+        .named(format!(
+            "note: images come from {} on this machine: the sync ops use the host's network \
+             (docker build --network host, or kpbuild build)",
+            hosts.join(", ")
+        ))
+        .result();
+    let id = gw.solve(llb::marshal(&note)?.definition).await?;
+    // Solved refs are lazy: reading the file makes the vertex run and show.
+    gw.read_file(&id, "/note").await?;
+    Ok(())
+}
+
+/// Solves what the target asks for on every platform: one module, the manifest, or the
+/// bundle (every module and the manifest, merged).
+async fn solve_targets<B: Bridge>(
+    gw: &mut B,
+    plan: &Plan,
+    target: &Target,
+    env: &LowerEnv,
+    lock: &LockParams,
+) -> Result<Output, FrontendError> {
     let mut results = Vec::new();
     for p in &plan.platforms {
-        let modules = lower::lower_platform(p, &env).map_err(|e| e.to_string())?;
+        let modules = lower::lower_platform(p, env)?;
         if modules.is_empty() {
-            return Err(format!("nothing to build for {}", p.platform));
+            return Err(FrontendError::Nothing(p.platform.clone()));
         }
-        let state = if module_target.is_some() {
-            modules
-                .into_iter()
-                .next()
-                .map(|(_, s)| s)
-                .expect("one module")
-        } else {
-            let lock =
-                lower::lock_op(p, &modules, &lock_params, &env).map_err(|e| e.to_string())?;
-            if lock_only {
-                lock
-            } else {
-                let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
-                let mut states: Vec<llb::State> = modules.into_iter().map(|(_, s)| s).collect();
-                states.push(lock);
-                lower::merge_trees(
-                    states,
-                    &format!("bundle [{}]: {} + lock", p.platform, names.join(" + ")),
-                    &env,
-                )
+        let state = match target {
+            Target::Module(_) => modules.into_iter().next().map(|(_, s)| s).expect("one"),
+            Target::Lock => lower::lock_op(p, &modules, lock, env),
+            Target::Bundle => {
+                let lock_state = lower::lock_op(p, &modules, lock, env);
+                let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+                let name = format!(
+                    "bundle [{}]: {} + {LOCK_TARGET}",
+                    p.platform,
+                    names.join(" + ")
+                );
+                let mut states: Vec<llb::State> = modules.iter().map(|(_, s)| s.clone()).collect();
+                states.push(lock_state);
+                lower::merge_trees(states, &name, env)
             }
         };
-        let def = llb::marshal(&state).map_err(|e| e.to_string())?;
         let id = gw
-            .solve(def.definition)
+            .solve(llb::marshal(&state)?.definition)
             .await
-            .map_err(|e| explain_solve_error(&e.message()))?;
-        results.push((p.platform.to_string(), id));
+            .map_err(|e| FrontendError::Solve(explain_solve_error(&e.message())))?;
+        results.push((p.platform.clone(), id));
     }
     if results.len() == 1 {
         Ok(Output::Single(results.remove(0).1))
     } else {
         Ok(Output::PerPlatform(results))
     }
-}
-
-fn local_attrs(session: &str, name: &str, include: &[String]) -> BTreeMap<String, String> {
-    let mut attrs = BTreeMap::new();
-    attrs.insert("local.session".into(), session.to_string());
-    attrs.insert("local.sharedkeyhint".into(), name.to_string());
-    if !include.is_empty() {
-        attrs.insert(
-            "local.includepattern".into(),
-            serde_json::to_string(include).expect("json"),
-        );
-    }
-    attrs
-}
-
-/// Where the build context comes from.
-#[derive(Clone, Debug)]
-pub enum ContextSource {
-    /// `docker build` / buildx: the client's session syncs the `context` and `dockerfile`
-    /// local sources.
-    Local { session: String },
-    /// A context uploaded as a tar through the Engine API (`kpbuild build`): the daemon passes
-    /// a one-shot URL of it (`context=http://build-context-…`); the spec is inside.
-    Tar { url: String },
-    /// States handed over as frontend inputs (the Dockerfile frontend forwarding through
-    /// `# syntax=` passes the context it already loaded: the one-shot URL is spent).
-    Inputs {
-        context: llb::State,
-        dockerfile: llb::State,
-    },
-}
-
-impl ContextSource {
-    pub fn from_opts(
-        opts: &BTreeMap<String, String>,
-        session: &str,
-        inputs: &HashMap<String, bollard_buildkit_proto::pb::Definition>,
-    ) -> ContextSource {
-        let state = |name: &str| inputs.get(name).and_then(llb::from_definition);
-        if let Some(context) = state("context") {
-            let dockerfile = state("dockerfile").unwrap_or_else(|| context.clone());
-            return ContextSource::Inputs {
-                context,
-                dockerfile,
-            };
-        }
-        match opts.get("context") {
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                ContextSource::Tar { url: url.clone() }
-            }
-            _ => ContextSource::Local {
-                session: session.to_string(),
-            },
-        }
-    }
-
-    /// The uploaded tar, unpacked. The URL answers once, and the Dockerfile frontend that
-    /// forwarded here through `# syntax=` has fetched it already: the source op is encoded
-    /// byte for byte as it encodes it, so BuildKit shares that vertex instead of fetching again.
-    fn unpacked(url: &str) -> llb::State {
-        let tar = llb::http_go_encoded(url, "context");
-        llb::FileOp::on(None)
-            .copy(
-                &tar,
-                "/context",
-                "/",
-                llb::CopyOptions {
-                    unpack: true,
-                    allow_wildcard: true,
-                    ..Default::default()
-                },
-            )
-            .named("unpack build context")
-            .result()
-    }
-
-    /// The state holding the spec, and the spec's path in it.
-    pub fn spec_state(&self, filename: &str) -> (llb::State, String) {
-        match self {
-            ContextSource::Local { session } => {
-                let name = filename.rsplit('/').next().unwrap_or(filename).to_string();
-                let state = llb::local(
-                    "dockerfile",
-                    local_attrs(session, "dockerfile", std::slice::from_ref(&name)),
-                )
-                .named(format!("load spec {name}"));
-                (state, name)
-            }
-            ContextSource::Tar { url } => (
-                Self::unpacked(url),
-                filename.trim_start_matches("./").to_string(),
-            ),
-            ContextSource::Inputs { dockerfile, .. } => (
-                dockerfile.clone(),
-                filename.trim_start_matches("./").to_string(),
-            ),
-        }
-    }
-
-    /// The build context restricted to `include` (paths or directories; all when empty).
-    pub fn context_state(&self, include: &[String]) -> llb::State {
-        match self {
-            ContextSource::Local { session } => {
-                llb::local("context", local_attrs(session, "context", include))
-                    .named("load build context")
-            }
-            ContextSource::Tar { url } => Self::unpacked(url),
-            ContextSource::Inputs { context, .. } => context.clone(),
-        }
-    }
-}
-
-/// Go's `os.ModeDir` in fsutil's `Stat.mode`.
-const MODE_DIR: u32 = 1 << 31;
-
-/// Reads the named paths (files or directories, recursively) of the build context into memory.
-async fn read_context(
-    gw: &mut Gateway,
-    source: &ContextSource,
-    inputs: &[String],
-) -> Result<MemSource, String> {
-    let mut mem = MemSource::new("build context");
-    if inputs.is_empty() {
-        return Ok(mem);
-    }
-    let ctx = source.context_state(inputs);
-    let def = llb::marshal(&ctx).map_err(|e| e.to_string())?;
-    let id = gw
-        .solve(def.definition)
-        .await
-        .map_err(|e| format!("reading the build context: {}", e.message()))?;
-    let mut files = 0usize;
-    for input in inputs {
-        let input = input
-            .trim_start_matches("./")
-            .trim_end_matches('/')
-            .to_string();
-        // A directory lists; a file does not (then it is read); a missing path is left for the
-        // plan to report with its spec position.
-        let mut stack = match gw.read_dir(&id, &input).await {
-            Ok(_) => vec![input.clone()],
-            Err(_) => {
-                if let Ok(data) = gw.read_file(&id, &input).await {
-                    mem.insert(&input, String::from_utf8_lossy(&data).into_owned());
-                }
-                continue;
-            }
-        };
-        while let Some(dir) = stack.pop() {
-            mem.insert_dir(&dir);
-            let entries = gw.read_dir(&id, &dir).await.map_err(|e| e.message())?;
-            for e in entries {
-                let name = e.path.rsplit('/').next().unwrap_or(&e.path).to_string();
-                let path = format!("{dir}/{name}");
-                if e.mode & MODE_DIR != 0 {
-                    stack.push(path);
-                } else {
-                    files += 1;
-                    if files > 10_000 {
-                        return Err("the build context inputs hold more than 10000 files; point vars.kubespray at a kubespray checkout".into());
-                    }
-                    let data = gw
-                        .read_file(&id, &path)
-                        .await
-                        .map_err(|e| format!("reading {path}: {}", e.message()))?;
-                    mem.insert(&path, String::from_utf8_lossy(&data).into_owned());
-                }
-            }
-        }
-    }
-    Ok(mem)
 }
 
 /// Turns BuildKit's terse refusals into what to do.
@@ -584,13 +419,283 @@ fn explain_solve_error(message: &str) -> String {
     message.to_string()
 }
 
-impl Platform {
-    fn to_pb_platform(&self) -> bollard_buildkit_proto::pb::Platform {
-        bollard_buildkit_proto::pb::Platform {
-            architecture: self.architecture.clone(),
-            os: self.os.clone(),
-            variant: self.variant.clone(),
-            ..Default::default()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::DirEntry;
+    use crate::kinds::tests::{execs, jobs};
+    use bollard_buildkit_proto::pb;
+    use kpbuild_modules::jobs::Job;
+
+    /// A BuildKit that holds a build context in memory and records what it was asked.
+    struct Fake {
+        info: BuildInfo,
+        files: BTreeMap<String, Vec<u8>>,
+        solved: Vec<pb::Definition>,
+        resolved: Vec<String>,
+        missing_images: Vec<String>,
+        solve_error: Option<String>,
+    }
+
+    const SPEC: &str = "# syntax=kpbuild/frontend:dev
+name: b
+version: v1
+platforms: [linux/amd64, linux/arm64]
+vars:
+  files: [vars/extra.yml]
+registry-mirrors:
+  - from: docker.io
+    to: 127.0.0.1:5000/docker.io
+modules:
+  files:
+    kind: files
+    from-kubespray: none
+    extra:
+      - url: https://get.helm.sh/helm-{arch}.tar.gz
+  images:
+    kind: images
+    from-kubespray: none
+    extra: [docker.io/library/registry:2.8.1, quay.io/x/y:1]
+  compose:
+    kind: compose
+    nginx-image: docker.io/library/nginx:1.27
+    registry-image: docker.io/library/registry:2.8.1
+";
+
+    fn fake(opts: &[(&str, &str)]) -> Fake {
+        let mut all = BTreeMap::from([("source".to_string(), "kpbuild/frontend:dev".to_string())]);
+        for (k, v) in opts {
+            all.insert(k.to_string(), v.to_string());
         }
+        Fake {
+            info: BuildInfo {
+                opts: all,
+                session_id: "s".into(),
+                worker_platform: Some(Platform::linux(kpbuild_modules::platform::Arch::Amd64)),
+                ..Default::default()
+            },
+            files: BTreeMap::from([
+                ("Dockerfile.bundle".to_string(), SPEC.as_bytes().to_vec()),
+                ("vars/extra.yml".to_string(), b"a: 1\n".to_vec()),
+            ]),
+            solved: vec![],
+            resolved: vec![],
+            missing_images: vec![],
+            solve_error: None,
+        }
+    }
+
+    fn call_err(call: &'static str, message: &str) -> GatewayError {
+        GatewayError::Call {
+            call,
+            message: message.to_string(),
+        }
+    }
+
+    impl Bridge for Fake {
+        fn info(&self) -> &BuildInfo {
+            &self.info
+        }
+        async fn inputs(&mut self) -> Result<HashMap<String, pb::Definition>, GatewayError> {
+            Ok(HashMap::new())
+        }
+        async fn solve(&mut self, definition: pb::Definition) -> Result<RefId, GatewayError> {
+            let has_exec = llb::decode(&definition)
+                .iter()
+                .any(|(_, o)| matches!(o.op, Some(pb::op::Op::Exec(_))));
+            if has_exec && let Some(e) = &self.solve_error {
+                return Err(call_err("Solve", e));
+            }
+            self.solved.push(definition);
+            Ok(format!("ref{}", self.solved.len()))
+        }
+        async fn solve_frontend(
+            &mut self,
+            _frontend: &str,
+            _opts: HashMap<String, String>,
+            _inputs: HashMap<String, pb::Definition>,
+        ) -> Result<(Option<pb::Definition>, HashMap<String, Vec<u8>>), GatewayError> {
+            Err(call_err("Solve", "no Dockerfile frontend here"))
+        }
+        async fn read_file(&mut self, _r: &RefId, path: &str) -> Result<Vec<u8>, GatewayError> {
+            if path == "/note" {
+                return Ok(b"host network".to_vec());
+            }
+            self.files
+                .get(path)
+                .cloned()
+                .ok_or_else(|| call_err("ReadFile", "no such file"))
+        }
+        async fn read_dir(
+            &mut self,
+            _r: &RefId,
+            path: &str,
+        ) -> Result<Vec<DirEntry>, GatewayError> {
+            let prefix = format!("{path}/");
+            let mut out: Vec<DirEntry> = self
+                .files
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .map(|rest| match rest.split_once('/') {
+                    Some((dir, _)) => DirEntry {
+                        name: dir.into(),
+                        is_dir: true,
+                    },
+                    None => DirEntry {
+                        name: rest.into(),
+                        is_dir: false,
+                    },
+                })
+                .collect();
+            out.dedup();
+            if out.is_empty() {
+                return Err(call_err("ReadDir", "not a directory"));
+            }
+            Ok(out)
+        }
+        async fn resolve_image(
+            &mut self,
+            reference: &str,
+            _platform: &Platform,
+        ) -> Result<(String, Vec<u8>), GatewayError> {
+            self.resolved.push(reference.to_string());
+            if self.missing_images.iter().any(|m| m == reference) {
+                return Err(call_err("ResolveImageConfig", "not found"));
+            }
+            Ok((format!("sha256:{}", "1".repeat(64)), vec![]))
+        }
+    }
+
+    fn run_build(f: &mut Fake) -> Result<Output, FrontendError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(build(f, "/kpbuild"))
+    }
+
+    fn ops_of(def: &pb::Definition) -> Vec<pb::Op> {
+        llb::decode(def).into_iter().map(|(_, o)| o).collect()
+    }
+
+    fn notes(f: &Fake) -> usize {
+        f.solved
+            .iter()
+            .filter(|d| {
+                d.metadata.values().any(|m| {
+                    m.description
+                        .get("llb.customname")
+                        .is_some_and(|n| n.starts_with("note: images come from 127.0.0.1:5000"))
+                })
+            })
+            .count()
+    }
+
+    #[test]
+    fn the_bundle_for_every_platform_with_the_manifest() {
+        let mut f = fake(&[]);
+        let out = run_build(&mut f).unwrap();
+        let Output::PerPlatform(refs) = out else {
+            panic!("{out:?}")
+        };
+        let platforms: Vec<String> = refs.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+        // Tags were resolved once each, through the mirror.
+        assert!(
+            f.resolved
+                .contains(&"127.0.0.1:5000/docker.io/library/registry:2.8.1".into())
+        );
+        assert!(f.resolved.contains(&"quay.io/x/y:1".into()));
+        assert_eq!(notes(&f), 1, "the host network is announced once");
+        let last = ops_of(f.solved.last().unwrap());
+        let kinds: Vec<&'static str> = jobs(&last).iter().map(Job::name).collect();
+        for want in ["sync-image", "save-image", "bundle-manifest"] {
+            assert!(kinds.contains(&want), "{kinds:?}");
+        }
+        let Some(Job::BundleManifest(lock)) = jobs(&last)
+            .into_iter()
+            .find(|j| matches!(j, Job::BundleManifest(_)))
+        else {
+            panic!()
+        };
+        assert_eq!(lock.plan.platform.to_string(), "linux/arm64");
+        assert_eq!(lock.trees.len(), 3);
+        assert_eq!(lock.spec_sha256, hex::encode(sha2::Sha256::digest(SPEC)));
+    }
+
+    #[test]
+    fn one_module_for_one_platform() {
+        let mut f = fake(&[("target", "files"), ("platform", "linux/arm64")]);
+        let out = run_build(&mut f).unwrap();
+        assert_eq!(out, Output::Single(format!("ref{}", f.solved.len())));
+        assert_eq!(notes(&f), 0, "files need no host network");
+        assert!(f.resolved.is_empty());
+        let ops = ops_of(f.solved.last().unwrap());
+        assert!(ops.iter().any(|o| matches!(&o.op,
+            Some(pb::op::Op::Source(s)) if s.identifier == "https://get.helm.sh/helm-arm64.tar.gz")));
+    }
+
+    #[test]
+    fn compose_alone_asks_for_the_host_network_it_needs() {
+        let mut f = fake(&[("target", "compose"), ("platform", "linux/amd64")]);
+        run_build(&mut f).unwrap();
+        assert_eq!(notes(&f), 1);
+        let ops = ops_of(f.solved.last().unwrap());
+        assert!(
+            execs(&ops)
+                .iter()
+                .all(|e| e.network == pb::NetMode::Host as i32),
+            "both images come from the loopback mirror"
+        );
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let err = |f: &mut Fake| run_build(f).unwrap_err().to_string();
+        let e = err(&mut fake(&[("target", "imagez")]));
+        assert!(
+            e.contains("unknown target `imagez`")
+                && e.contains("files, images, compose, lock, bundle"),
+            "{e}"
+        );
+        let e = err(&mut fake(&[("platform", "linux/s390x")]));
+        assert!(e.starts_with("--platform linux/s390x:"), "{e}");
+        let mut f = fake(&[]);
+        f.info.opts.remove("source");
+        assert!(matches!(run_build(&mut f), Err(FrontendError::NoSource)));
+        let mut f = fake(&[("platform", "linux/amd64")]);
+        f.missing_images = vec!["quay.io/x/y:1".into()];
+        assert_eq!(
+            err(&mut f),
+            "module `images`: image quay.io/x/y:1 (from quay.io/x/y:1) for linux/amd64: not found"
+        );
+        let mut f = fake(&[]);
+        f.solve_error = Some("network.host is not allowed".into());
+        let e = err(&mut f);
+        assert!(e.contains("docker build --network host"), "{e}");
+        let mut f = fake(&[]);
+        f.files.insert(
+            "Dockerfile.bundle".into(),
+            SPEC.replace("kind: images", "kind: imagez").into_bytes(),
+        );
+        let e = err(&mut f);
+        assert!(e.starts_with("Dockerfile.bundle:17:"), "{e}");
+        let mut f = fake(&[]);
+        f.files.remove("Dockerfile.bundle");
+        assert_eq!(err(&mut f), "reading Dockerfile.bundle: no such file");
+        let mut f = fake(&[]);
+        f.files.remove("vars/extra.yml");
+        let e = err(&mut f);
+        assert!(e.contains("vars/extra.yml"), "{e}");
+    }
+
+    #[test]
+    fn debug_caps_is_an_error_listing_the_caps() {
+        let mut f = fake(&[("build-arg:KPBUILD_DEBUG", "caps")]);
+        f.info.llb_caps.insert("mergeop".into());
+        let e = run_build(&mut f).unwrap_err().to_string();
+        assert!(
+            e.starts_with("kpbuild debug: inputs: []\nLLB caps: mergeop"),
+            "{e}"
+        );
     }
 }

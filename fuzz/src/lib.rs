@@ -6,7 +6,8 @@ use std::path::{Component, Path};
 
 use kpbuild_modules::bundle_tar::{parents, path_order};
 use kpbuild_modules::image_ref::{ImageRef, stored_repository, validate_repository};
-use kpbuild_modules::plan::{self, PlanOptions, Work, bundle_path_of_url};
+use kpbuild_modules::layout::file_path_of_url as bundle_path_of_url;
+use kpbuild_modules::plan::{self, PlanOptions, Work};
 use kpbuild_modules::registry_layout::{Layout, parse_manifest};
 use kpbuild_modules::safe_path::{EntryKind, TarEntryChecker, relative_path};
 use kpbuild_modules::source::MemSource;
@@ -54,22 +55,22 @@ pub fn spec_parse(data: &[u8]) {
     for pp in &p.platforms {
         for m in &pp.modules {
             match &m.work {
-                Work::Files { files } => {
-                    for fw in files {
+                Work::Files(w) => {
+                    for fw in &w.files {
                         assert!(
                             fw.path.starts_with("files/") && is_relative_clean(&fw.path),
                             "{fw:?}"
                         );
                     }
                 }
-                Work::Images { images } => {
-                    for i in images {
-                        let repo = i.stored.split([':', '@']).next().unwrap();
+                Work::Images(w) => {
+                    for i in &w.images {
+                        let repo = &i.stored.repository;
                         validate_repository(repo, repo).expect("stored names are valid");
                     }
                 }
-                Work::OsPackages { distros } => {
-                    for d in distros {
+                Work::OsPackages(w) => {
+                    for d in &w.distros {
                         assert!(is_relative_clean(&d.path), "{d:?}");
                     }
                 }

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use indexmap::IndexMap;
 use kpbuild_modules::kubespray::{Arch, Kubespray};
-use kpbuild_modules::plan::bundle_path_of_url;
+use kpbuild_modules::layout::file_path_of_url as bundle_path_of_url;
 use kpbuild_modules::vars::VarSet;
 use sha2::Digest as _;
 

@@ -10,11 +10,12 @@
 
 use std::path::Path;
 
+use kpbuild_modules::kinds::os_packages::script::{self as ospkg, ScriptOptions};
 use kpbuild_modules::kubespray::Arch;
-use kpbuild_modules::ospkg::{self, ScriptOptions};
-use kpbuild_modules::plan::{self, PlanOptions, Work};
+use kpbuild_modules::plan::{self, OsPackagesWork, PlanOptions, Work};
+use kpbuild_modules::platform::Platform;
 use kpbuild_modules::source::LocalDir;
-use kpbuild_modules::spec::{Platform, SpecFile};
+use kpbuild_modules::spec::SpecFile;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,14 +30,14 @@ fn main() {
     let arch = Arch::parse(arch).unwrap_or_else(|| fail(format!("unknown architecture {arch}")));
     let spec = SpecFile::read(Path::new(spec)).unwrap_or_else(|e| fail(e.to_string()));
     let opts = PlanOptions {
-        platforms: vec![Platform { arch }],
+        platforms: vec![Platform::linux(arch)],
         ..Default::default()
     };
     let plan =
         plan::plan(&spec, &LocalDir::new(context), &opts).unwrap_or_else(|e| fail(e.to_string()));
     let out = Path::new(out);
     for m in &plan.platforms[0].modules {
-        let Work::OsPackages { distros } = &m.work else {
+        let Work::OsPackages(OsPackagesWork { distros }) = &m.work else {
             continue;
         };
         for d in distros {

@@ -27,7 +27,7 @@ const MAX_NAME_LEN: usize = 255;
 const MAX_TAG_LEN: usize = 128;
 
 /// A normalized image reference.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageRef {
     /// Registry host, with port when given (`docker.io`, `quay.io`, `127.0.0.1:5000`).
     pub registry: String,
@@ -282,6 +282,24 @@ impl ImageRef {
         format!("{}/{}", self.registry, self.repository)
     }
 
+    /// This reference pinned to `digest`, keeping its tag (`repo:tag@digest`): what an op
+    /// fetches once a tag was resolved.
+    pub fn pinned(&self, digest: &Digest) -> ImageRef {
+        ImageRef {
+            digest: Some(digest.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// The reference without its digest (`repo:tag`, or `repo:latest` when it had neither).
+    pub fn unpinned(&self) -> ImageRef {
+        ImageRef {
+            tag: Some(self.tag.clone().unwrap_or_else(|| "latest".into())),
+            digest: None,
+            ..self.clone()
+        }
+    }
+
     /// What to ask the registry's manifest endpoint for: the digest when pinned, else the tag.
     pub fn manifest_reference(&self) -> String {
         match (&self.digest, &self.tag) {
@@ -311,6 +329,8 @@ impl fmt::Display for ImageRef {
         Ok(())
     }
 }
+
+crate::serde_via_str!(ImageRef);
 
 /// One entry of kubeplay's `images_origin.yaml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -443,6 +463,13 @@ impl NameMap {
         self.entries.get(source_repository).map(String::as_str)
     }
 
+    /// A map of one source repository (`registry/repository`) to its stored name.
+    pub fn single(source_repository: &str, stored: &str) -> NameMap {
+        NameMap {
+            entries: BTreeMap::from([(source_repository.to_string(), stored.to_string())]),
+        }
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -512,6 +539,18 @@ pub struct Mirror {
     pub prefix: String,
 }
 
+impl fmt::Display for Mirror {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.source, self.registry)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+crate::serde_via_str!(Mirror);
+
 /// Why a `--mirror SRC=DST` rule is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -564,6 +603,118 @@ impl fmt::Display for FetchLocation {
         write!(f, "{}/{}", self.registry, self.repository)
     }
 }
+
+impl FetchLocation {
+    /// Whether the registry is on this machine (`127.0.0.0/8`, `localhost`, `[::1]`): an op
+    /// fetching from it needs the host's network. The one place kpbuild decides that.
+    pub fn needs_host_network(&self) -> bool {
+        is_loopback_registry(&self.registry)
+    }
+}
+
+impl FromStr for FetchLocation {
+    type Err = RefError;
+    fn from_str(s: &str) -> Result<FetchLocation, RefError> {
+        match s.split_once('/') {
+            Some((registry, repository)) if !registry.is_empty() && !repository.is_empty() => {
+                Ok(FetchLocation {
+                    registry: registry.to_string(),
+                    repository: repository.to_string(),
+                })
+            }
+            _ => Err(err(s, RefErrorKind::Component(s.to_string()))),
+        }
+    }
+}
+
+crate::serde_via_str!(FetchLocation);
+
+/// Whether a registry host (with optional port) is on this machine.
+pub fn is_loopback_registry(host: &str) -> bool {
+    let h = host
+        .rsplit_once(':')
+        .map(|(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+        .unwrap_or(host);
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost" || h == "::1" || h.starts_with("127.")
+}
+
+/// The name an image is stored under in the bundle's registry: the stored repository and the
+/// tag (or, for a reference pinned by digest alone, the digest). Written `repo:tag` or
+/// `repo@digest`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoredRef {
+    pub repository: String,
+    /// The tag, or `None` when only a digest names the image.
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+}
+
+impl StoredRef {
+    /// `r` stored under `repository` (see [`stored_repository`]).
+    pub fn new(r: &ImageRef, repository: String) -> StoredRef {
+        match (&r.tag, &r.digest) {
+            (None, Some(d)) => StoredRef {
+                repository,
+                tag: None,
+                digest: Some(d.clone()),
+            },
+            (t, _) => StoredRef {
+                repository,
+                tag: Some(t.clone().unwrap_or_else(|| "latest".into())),
+                digest: None,
+            },
+        }
+    }
+}
+
+impl fmt::Display for StoredRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.repository)?;
+        match (&self.tag, &self.digest) {
+            (Some(t), _) => write!(f, ":{t}"),
+            (None, Some(d)) => write!(f, "@{d}"),
+            (None, None) => f.write_str(":latest"),
+        }
+    }
+}
+
+impl FromStr for StoredRef {
+    type Err = RefError;
+    fn from_str(s: &str) -> Result<StoredRef, RefError> {
+        if let Some((repo, d)) = s.split_once('@') {
+            let digest = d
+                .parse::<Digest>()
+                .map_err(|e| err(s, RefErrorKind::Digest(e)))?;
+            validate_repository(repo, s)?;
+            return Ok(StoredRef {
+                repository: repo.to_string(),
+                tag: None,
+                digest: Some(digest),
+            });
+        }
+        let last_slash = s.rfind('/').map(|i| i + 1).unwrap_or(0);
+        let (repo, tag) = match s[last_slash..].rfind(':') {
+            Some(i) => (&s[..last_slash + i], &s[last_slash + i + 1..]),
+            None => (s, "latest"),
+        };
+        validate_repository(repo, s)?;
+        validate_tag(tag, s)?;
+        Ok(StoredRef {
+            repository: repo.to_string(),
+            tag: Some(tag.to_string()),
+            digest: None,
+        })
+    }
+}
+
+crate::serde_via_str!(StoredRef);
 
 /// Where to fetch `r` from: the first mirror whose source is `r`'s registry, else `r` itself.
 pub fn fetch_location(r: &ImageRef, mirrors: &[Mirror]) -> FetchLocation {

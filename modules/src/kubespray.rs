@@ -23,53 +23,7 @@ use minijinja::value::ValueKind;
 
 use crate::vars::{EvalError, Evaluator, LoadError, Origin, Precedence, VarSet};
 
-/// Target CPU architecture, in kubespray's `image_arch` naming.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Arch {
-    Amd64,
-    Arm64,
-    Arm,
-    Ppc64le,
-}
-
-impl Arch {
-    pub const ALL: [Arch; 4] = [Arch::Amd64, Arch::Arm64, Arch::Arm, Arch::Ppc64le];
-
-    /// kubespray's `image_arch` (and OCI's architecture).
-    pub fn image_arch(self) -> &'static str {
-        match self {
-            Arch::Amd64 => "amd64",
-            Arch::Arm64 => "arm64",
-            Arch::Arm => "arm",
-            Arch::Ppc64le => "ppc64le",
-        }
-    }
-
-    /// The `ansible_architecture` fact of a host of this architecture (`uname -m`).
-    pub fn ansible_architecture(self) -> &'static str {
-        match self {
-            Arch::Amd64 => "x86_64",
-            Arch::Arm64 => "aarch64",
-            Arch::Arm => "armv7l",
-            Arch::Ppc64le => "ppc64le",
-        }
-    }
-
-    /// From `amd64`, `arm64`, `linux/arm64`, `x86_64`, `aarch64`, …
-    pub fn parse(s: &str) -> Option<Arch> {
-        let s = s.strip_prefix("linux/").unwrap_or(s);
-        let s = s.split('/').next().unwrap_or(s);
-        Arch::ALL
-            .into_iter()
-            .find(|a| a.image_arch() == s || a.ansible_architecture() == s)
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.image_arch())
-    }
-}
+pub use crate::platform::Arch;
 
 /// Errors producing lists.
 #[derive(Debug, thiserror::Error)]

@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use crate::plan::{PlatformPlan, Work};
+use crate::plan::PlatformPlan;
 use crate::registry_layout::{self, Digest};
 
-/// The manifest's file name at the bundle root.
-pub const LOCK_FILE: &str = "kubeplay.lock.json";
+pub use crate::layout::LOCK_FILE;
 /// Its format tag.
 pub const FORMAT: &str = "kpbuild.lock/v1";
 
@@ -193,103 +192,10 @@ pub fn build(input: &LockInput) -> Result<Lock, LockError> {
         skipped_packages: vec![],
         artifacts: vec![],
     };
-    let tree_of = |name: &str| {
-        input
-            .trees
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, p)| p.clone())
-    };
     for m in &input.plan.modules {
-        let Some(root) = tree_of(&m.name) else {
-            continue;
-        };
-        match &m.work {
-            Work::Files { files } => {
-                for f in files {
-                    let path = format!("resources/nginx/{}", f.path);
-                    let (s256, s512, size) = hash_file(&root.join(&path))?;
-                    if let Some(pin) = &f.pin {
-                        let got = match pin.algorithm.as_str() {
-                            "sha256" => &s256,
-                            "sha512" => &s512,
-                            _ => &s256,
-                        };
-                        if *got != pin.hex {
-                            return Err(LockError::PinMismatch {
-                                url: f.url.clone(),
-                                path,
-                                algorithm: pin.algorithm.clone(),
-                                got: got.clone(),
-                                want: pin.hex.clone(),
-                            });
-                        }
-                    }
-                    lock.files.push(FileEntry {
-                        path,
-                        url: f.url.clone(),
-                        sha256: s256,
-                        size,
-                        pin: f.pin.as_ref().map(|p| format!("{}:{}", p.algorithm, p.hex)),
-                    });
-                }
-            }
-            Work::Images { images } => {
-                let registry = root.join("resources/registry");
-                for img in images {
-                    lock.images
-                        .push(image_entry(&registry, &img.source, &img.stored)?);
-                }
-            }
-            Work::OsPackages { distros } => {
-                for d in distros {
-                    let repo = format!("resources/nginx/{}", d.path);
-                    let dir = root.join(&repo);
-                    for p in read_packages_index(&dir)? {
-                        lock.packages.push(PackageEntry {
-                            distro: d.name.clone(),
-                            repo: repo.clone(),
-                            name: p.name,
-                            version: p.version,
-                            architecture: p.architecture,
-                            file: p.file,
-                            sha256: p.sha256,
-                            size: p.size,
-                        });
-                    }
-                    let record = dir.join(crate::ospkg::RECORD_FILE);
-                    if record.is_file() {
-                        let text = std::fs::read_to_string(&record).map_err(io_err(&record))?;
-                        let rec = crate::ospkg::RepoRecord::parse(&text).map_err(|message| {
-                            LockError::Invalid {
-                                path: record.display().to_string(),
-                                message,
-                            }
-                        })?;
-                        if !rec.skipped.is_empty() {
-                            lock.skipped_packages.push(SkippedPackages {
-                                distro: d.name.clone(),
-                                names: rec.skipped,
-                            });
-                        }
-                    }
-                }
-            }
-            Work::Dockerfile(_) | Work::Compose(_) => {
-                for path in walk_files(&root)? {
-                    let rel = path
-                        .strip_prefix(&root)
-                        .unwrap_or(&path)
-                        .to_string_lossy()
-                        .replace('\\', "/");
-                    let (sha256, _, size) = hash_file(&path)?;
-                    lock.artifacts.push(Artifact {
-                        path: rel,
-                        sha256,
-                        size,
-                    });
-                }
-            }
+        // The manifest op mounts every module's tree; a module without one is not built.
+        if let Some((_, root)) = input.trees.iter().find(|(n, _)| *n == m.name) {
+            m.work.kind().lock(root, &mut lock)?;
         }
     }
     lock.files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -303,20 +209,37 @@ pub fn build(input: &LockInput) -> Result<Lock, LockError> {
 /// Every regular file under `root`, sorted.
 pub fn walk_files(root: &Path) -> Result<Vec<PathBuf>, LockError> {
     let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
-            let e = e.map_err(io_err(&dir))?;
-            let ft = e.file_type().map_err(io_err(&e.path()))?;
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                out.push(e.path());
-            }
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.map_err(|e| LockError::Io {
+            path: e.path().unwrap_or(root).display().to_string(),
+            source: e.into(),
+        })?;
+        if e.file_type().is_file() {
+            out.push(e.into_path());
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// Every file of a module's tree as an artifact (path from the bundle root, sha256, size).
+pub fn artifacts(root: &Path) -> Result<Vec<Artifact>, LockError> {
+    walk_files(root)?
+        .into_iter()
+        .map(|path| {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            let (sha256, _, size) = hash_file(&path)?;
+            Ok(Artifact {
+                path: rel,
+                sha256,
+                size,
+            })
+        })
+        .collect()
 }
 
 /// The digests of an image in a registry storage tree (`root` holds `docker/registry/v2`): its

@@ -19,6 +19,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use crate::platform::{Platform, PlatformError};
+
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
@@ -239,99 +241,6 @@ impl Layout {
             out.push((self.tag_current_link(name, tag), top.link_contents()));
         }
         out
-    }
-}
-
-/// A platform as found in an index (`os`, `architecture`, `variant`), or as asked for
-/// (`linux/arm64`, `linux/arm/v7`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-/// Why a platform string is not `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid platform {0:?}: expected os/arch[/variant], such as linux/amd64 or linux/arm/v7")]
-pub struct PlatformError(pub String);
-
-impl FromStr for Platform {
-    type Err = PlatformError;
-    fn from_str(s: &str) -> Result<Platform, PlatformError> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        };
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: Some(variant.to_string()),
-            }),
-            _ => Err(PlatformError(s.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-impl Platform {
-    /// The platform this program was built for (`linux/amd64`, `linux/arm64`, …).
-    pub fn host() -> Platform {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "arm" => "arm",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            other => other,
-        };
-        Platform {
-            os: std::env::consts::OS.to_string(),
-            architecture: architecture.to_string(),
-            variant: None,
-        }
-    }
-
-    /// The variant with the defaults Docker assumes: `arm64` is `v8`, `arm` is `v7`.
-    fn normalized_variant(&self) -> Option<&str> {
-        match (self.architecture.as_str(), self.variant.as_deref()) {
-            ("arm64", None) => Some("v8"),
-            ("arm", None) => Some("v7"),
-            (_, v) => v,
-        }
-    }
-
-    /// Whether an index entry's platform (`self`) satisfies the asked-for `wanted`.
-    /// The variant is compared only when `wanted` names one, or for `arm`/`arm64` where
-    /// Docker's defaults apply.
-    pub fn satisfies(&self, wanted: &Platform) -> bool {
-        if self.os != wanted.os || self.architecture != wanted.architecture {
-            return false;
-        }
-        if wanted.variant.is_none() && !matches!(wanted.architecture.as_str(), "arm" | "arm64") {
-            return true;
-        }
-        self.normalized_variant() == wanted.normalized_variant()
     }
 }
 

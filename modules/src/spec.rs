@@ -13,46 +13,9 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::kubespray::Arch;
-
-/// A target platform: `linux/<arch>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Platform {
-    pub arch: Arch,
-}
-
-impl Platform {
-    pub fn parse(s: &str) -> Option<Platform> {
-        let rest = s.strip_prefix("linux/")?;
-        if rest.contains('/') && rest != "arm/v7" && rest != "arm64/v8" {
-            return None;
-        }
-        Arch::parse(rest).map(|arch| Platform { arch })
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "linux/{}", self.arch)
-    }
-}
-
-impl Serialize for Platform {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Platform {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Platform::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown platform `{s}`; use linux/amd64, linux/arm64, linux/arm or linux/ppc64le"
-            ))
-        })
-    }
-}
+pub use crate::kinds::Module;
+use crate::kinds::Validator;
+use crate::platform::{Arch, Platform};
 
 /// The whole spec.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -63,7 +26,10 @@ pub struct Spec {
     /// Bundle version, e.g. `v0.1.0`.
     pub version: String,
     /// Target platforms; default `[linux/amd64]`.
-    #[serde(default = "default_platforms")]
+    #[serde(
+        default = "default_platforms",
+        deserialize_with = "crate::platform::deserialize_bundle_platforms"
+    )]
     pub platforms: Vec<Platform>,
     /// Where the Ansible variables come from.
     #[serde(default)]
@@ -79,7 +45,7 @@ pub struct Spec {
 }
 
 fn default_platforms() -> Vec<Platform> {
-    vec![Platform { arch: Arch::Amd64 }]
+    vec![Platform::linux(Arch::Amd64)]
 }
 
 /// Variable sources.
@@ -182,146 +148,6 @@ impl<'de> Deserialize<'de> for PerArch<String> {
         }
         d.deserialize_any(V)
     }
-}
-
-/// A file beside the generated ones.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ExtraFile {
-    /// URL; `{arch}` is replaced by the platform's architecture.
-    pub url: String,
-    /// sha256 pin, one for all architectures or per architecture.
-    pub sha256: Option<PerArch<String>>,
-    /// Only for these architectures (default: all platforms of the bundle).
-    #[serde(default)]
-    pub archs: Vec<String>,
-}
-
-/// The modules. `kind` selects the variant.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Module {
-    Files(FilesModule),
-    Images(ImagesModule),
-    OsPackages(OsPackagesModule),
-    Dockerfile(DockerfileModule),
-    Compose(ComposeModule),
-}
-
-impl Module {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Module::Files(_) => "files",
-            Module::Images(_) => "images",
-            Module::OsPackages(_) => "os-packages",
-            Module::Dockerfile(_) => "dockerfile",
-            Module::Compose(_) => "compose",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FilesModule {
-    #[serde(default)]
-    pub from_kubespray: ListSelection,
-    #[serde(default)]
-    pub extra: Vec<ExtraFile>,
-    /// URLs (exact, after rendering) to leave out.
-    #[serde(default)]
-    pub exclude: Vec<String>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ImagesModule {
-    #[serde(default)]
-    pub from_kubespray: ListSelection,
-    /// Image references beside the generated ones (`{arch}` allowed).
-    #[serde(default)]
-    pub extra: Vec<String>,
-    /// Image references to leave out.
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// Stored-name mapping file in kubeplay's `images_origin.yaml` form (build context path).
-    pub map: Option<String>,
-    /// Platforms whose manifests every bundle keeps (default: the bundle's own platform), e.g.
-    /// both `linux/amd64` and `linux/arm64` for clusters that mix them.
-    #[serde(default)]
-    pub platforms: Vec<Platform>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct OsPackagesModule {
-    /// The package groups file in the build context (kubeplay's `packages.yaml` format).
-    pub groups_file: String,
-    pub distros: Vec<Distro>,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum PackageManager {
-    Apt,
-    Dnf,
-    Yum,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Distro {
-    /// Short name, e.g. `debian12`.
-    pub name: String,
-    /// Base image, e.g. `debian:bookworm`.
-    pub image: String,
-    pub manager: PackageManager,
-    /// Groups of the groups file, dotted for nested ones (`kubespray.common`).
-    pub groups: Vec<String>,
-    /// Packages beside the groups.
-    #[serde(default)]
-    pub packages: Vec<String>,
-    /// Packages that may be missing on this distro: skipped and recorded, not fatal.
-    #[serde(default)]
-    pub optional: Vec<String>,
-    /// Extra repositories (apt source lines or yum `.repo` URLs).
-    #[serde(default)]
-    pub repositories: Vec<String>,
-    /// Path in the bundle under `resources/nginx/`, e.g. `debian/{arch}/bookworm`.
-    pub path: String,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct DockerfileModule {
-    /// Build context directory inside the bundle's build context.
-    pub context: String,
-    #[serde(default = "default_dockerfile")]
-    pub dockerfile: String,
-    #[serde(default)]
-    pub build_args: IndexMap<String, String>,
-    /// Where the image archive goes in the bundle; `{version}` allowed.
-    pub archive: String,
-    /// Name and tag of the image inside the archive.
-    pub image: String,
-    /// Only for these platforms (default: all of the bundle's). Building a platform other than
-    /// the worker's runs the Dockerfile's commands under emulation, which needs QEMU.
-    #[serde(default)]
-    pub platforms: Vec<Platform>,
-}
-
-fn default_dockerfile() -> String {
-    "Dockerfile".into()
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ComposeModule {
-    /// The nginx image to ship (loadable archive under `resources/images/`).
-    pub nginx_image: String,
-    /// The registry image to ship.
-    pub registry_image: String,
-    /// Installer files (`install.sh`, `library/`, config samples) in the build context.
-    pub installer: Option<String>,
 }
 
 /// Errors reading a spec.
@@ -442,7 +268,13 @@ impl SpecFile {
         find_key(&self.source, section, key)
     }
 
-    fn invalid(&self, section: &str, key: Option<&str>, message: String, hint: &str) -> SpecError {
+    pub(crate) fn invalid(
+        &self,
+        section: &str,
+        key: Option<&str>,
+        message: String,
+        hint: &str,
+    ) -> SpecError {
         let (line, column) = self.position_of(section, key);
         SpecError::Invalid {
             file: self.path.display().to_string(),
@@ -484,7 +316,7 @@ impl SpecFile {
         }
         let mut seen = BTreeSet::new();
         for p in &s.platforms {
-            if !seen.insert(*p) {
+            if !seen.insert(p.clone()) {
                 return Err(self.invalid(
                     "platforms",
                     None,
@@ -501,10 +333,9 @@ impl SpecFile {
                 "add at least one module, e.g. `files: {kind: files}`",
             ));
         }
-        for (i, m) in s.mirrors.iter().enumerate() {
+        for m in &s.mirrors {
             for (what, u) in [("from", &m.from), ("to", &m.to)] {
                 if url::Url::parse(u).is_err() {
-                    let _ = i;
                     return Err(self.invalid(
                         "mirrors",
                         Some(what),
@@ -514,47 +345,15 @@ impl SpecFile {
                 }
             }
         }
-        // Paths into the build context: relative, no `..` (BuildKit sends only the context).
-        let context_path = |section: &str, key: &str, value: &str| {
-            crate::safe_path::relative_path(value, "the build context")
-                .map(|_| ())
-                .map_err(|e| {
-                    self.invalid(
-                        section,
-                        Some(key),
-                        format!("`{key}`: {e}"),
-                        "paths in Dockerfile.bundle are relative to the build context, inside it",
-                    )
-                })
-        };
         if let Some(k) = &s.vars.kubespray {
-            context_path("vars", "kubespray", k)?;
+            self.context_path("vars", "kubespray", k)?;
         }
         for f in &s.vars.files {
-            context_path("vars", "files", f)?;
+            self.context_path("vars", "files", f)?;
         }
-        for module in s.modules.values() {
-            match module {
-                Module::Images(i) => {
-                    if let Some(m) = &i.map {
-                        context_path("modules", "map", m)?;
-                    }
-                }
-                Module::OsPackages(o) => context_path("modules", "groups-file", &o.groups_file)?,
-                Module::Dockerfile(d) => {
-                    context_path("modules", "context", &d.context)?;
-                    context_path("modules", "dockerfile", &d.dockerfile)?;
-                }
-                Module::Compose(c) => {
-                    if let Some(i) = &c.installer {
-                        context_path("modules", "installer", i)?;
-                    }
-                }
-                Module::Files(_) => {}
-            }
-        }
+        let v = Validator { file: self };
         for (name, module) in &s.modules {
-            if name == crate::plan::BUNDLE_TARGET || name == crate::plan::LOCK_TARGET {
+            if name == crate::layout::BUNDLE_TARGET || name == crate::layout::LOCK_TARGET {
                 return Err(self.invalid(
                     "modules",
                     Some(name),
@@ -570,84 +369,28 @@ impl SpecFile {
                     "use lowercase letters, digits, `.`, `_` and `-`",
                 ));
             }
-            match module {
-                Module::Files(f) => {
-                    for e in &f.extra {
-                        let url = e.url.replace("{arch}", "amd64");
-                        if let Err(err) = crate::plan::bundle_path_of_url(&url) {
-                            return Err(self.invalid(
-                                "modules",
-                                Some("url"),
-                                format!("module `{name}`: file URL `{}`: {err}", e.url),
-                                "give a full http(s) URL of a file",
-                            ));
-                        }
-                    }
-                    if f.from_kubespray != ListSelection::None && s.vars.kubespray.is_none() {
-                        return Err(self.invalid(
-                            "modules",
-                            Some(name),
-                            format!("module `{name}` takes files from kubespray, but `vars.kubespray` is not set"),
-                            "set `vars: {kubespray: <dir in the build context>}` or `from-kubespray: none`",
-                        ));
-                    }
-                }
-                Module::Images(i) => {
-                    if i.from_kubespray != ListSelection::None && s.vars.kubespray.is_none() {
-                        return Err(self.invalid(
-                            "modules",
-                            Some(name),
-                            format!("module `{name}` takes images from kubespray, but `vars.kubespray` is not set"),
-                            "set `vars: {kubespray: <dir in the build context>}` or `from-kubespray: none`",
-                        ));
-                    }
-                }
-                Module::OsPackages(o) => {
-                    let mut names = BTreeSet::new();
-                    for d in &o.distros {
-                        if !names.insert(&d.name) {
-                            return Err(self.invalid(
-                                "modules",
-                                Some(&d.name),
-                                format!("distro `{}` is listed twice in module `{name}`", d.name),
-                                "give each distro a unique name",
-                            ));
-                        }
-                        if d.groups.is_empty() && d.packages.is_empty() {
-                            return Err(self.invalid(
-                                "modules",
-                                Some(&d.name),
-                                format!("distro `{}` selects no groups and no packages", d.name),
-                                "add `groups: [common, apt]` or `packages: [...]`",
-                            ));
-                        }
-                        if !is_relative_clean(&d.path.replace("{arch}", "amd64")) {
-                            return Err(self.invalid(
-                                "modules",
-                                Some("path"),
-                                format!(
-                                    "distro `{}`: path `{}` must be relative without `..`",
-                                    d.name, d.path
-                                ),
-                                "e.g. `debian/{arch}/bookworm`",
-                            ));
-                        }
-                    }
-                }
-                Module::Dockerfile(d) => {
-                    if !is_relative_clean(&d.archive.replace("{version}", &s.version)) {
-                        return Err(self.invalid(
-                            "modules",
-                            Some("archive"),
-                            format!("module `{name}`: archive `{}` must be a relative path without `..`", d.archive),
-                            "e.g. `resources/images/kubespray-{version}.tar`",
-                        ));
-                    }
-                }
-                Module::Compose(_) => {}
-            }
+            module.kind().validate(name, &v)?;
         }
         Ok(())
+    }
+
+    /// A path into the build context: relative, without `..` (BuildKit sends only the context).
+    pub(crate) fn context_path(
+        &self,
+        section: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), SpecError> {
+        crate::safe_path::relative_path(value, "the build context")
+            .map(|_| ())
+            .map_err(|e| {
+                self.invalid(
+                    section,
+                    Some(key),
+                    format!("`{key}`: {e}"),
+                    "paths in Dockerfile.bundle are relative to the build context, inside it",
+                )
+            })
     }
 }
 

@@ -1,0 +1,41 @@
+//! The lowering of each module kind, one file each, named as in `kpbuild_modules::kinds` (the
+//! kind's spec, plan and lock live there). [`lower_work`] is the one exhaustive dispatch: a new
+//! kind fails to compile here until it has a lowering.
+
+mod compose;
+mod dockerfile;
+mod files;
+mod images;
+mod os_packages;
+
+use kpbuild_modules::kinds::Work;
+
+use crate::llb::{Platform, State};
+use crate::lower::{LowerEnv, LowerError};
+
+/// How a kind's work becomes LLB.
+pub trait Lower {
+    /// The module's tree on `platform`, laid out from the bundle root.
+    fn lower(&self, module: &str, platform: &Platform, env: &LowerEnv)
+    -> Result<State, LowerError>;
+}
+
+/// Lowers one module's work.
+pub fn lower_work(
+    work: &Work,
+    module: &str,
+    platform: &Platform,
+    env: &LowerEnv,
+) -> Result<State, LowerError> {
+    let kind: &dyn Lower = match work {
+        Work::Files(w) => w,
+        Work::Images(w) => w,
+        Work::OsPackages(w) => w,
+        Work::Dockerfile(w) => w,
+        Work::Compose(w) => w,
+    };
+    kind.lower(module, platform, env)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

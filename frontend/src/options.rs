@@ -1,0 +1,184 @@
+//! The frontend's options, parsed once into a typed struct (as BuildKit's `dockerui.Config`
+//! does for the Dockerfile frontend). They come from `docker build --target/--platform/
+//! --build-arg`, `buildctl --opt`, or `kpbuild build`:
+//! - `filename`: the spec in the `dockerfile` local source (default `Dockerfile.bundle`);
+//! - `target`: a module name, `lock`, or `bundle` (default: every module merged into the bundle);
+//! - `platform`: comma-separated platforms (default: the spec's);
+//! - `build-arg:NAME=VALUE`: extra variables, like `kpbuild lists -e NAME=VALUE`, except
+//!   kpbuild's own `KPBUILD_*` settings:
+//!   - `KPBUILD_DISTROS=a,b`: only these distros of the os-packages modules;
+//!   - `KPBUILD_REGISTRY_SECRET=ID`: registry credentials for the sync ops from the build
+//!     secret ID, a Docker config file (`--secret id=ID,src=~/.docker/config.json`);
+//!   - `KPBUILD_DEBUG=caps`: fail with what this BuildKit offers;
+//! - `source`: the frontend image itself (BuildKit passes it).
+
+use std::collections::BTreeMap;
+
+use kpbuild_modules::layout::{BUNDLE_TARGET, LOCK_TARGET};
+use kpbuild_modules::plan::PlanOptions;
+use kpbuild_modules::platform::Platform;
+
+/// The spec's default file name.
+pub const DEFAULT_SPEC: &str = "Dockerfile.bundle";
+/// The build argument naming the build secret with registry credentials.
+pub const REGISTRY_SECRET_ARG: &str = "KPBUILD_REGISTRY_SECRET";
+/// The build argument selecting distros.
+pub const DISTROS_ARG: &str = "KPBUILD_DISTROS";
+/// The build argument asking for debug output.
+pub const DEBUG_ARG: &str = "KPBUILD_DEBUG";
+
+/// What the build returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every module and the manifest, merged into the bundle tree.
+    Bundle,
+    /// The manifest alone.
+    Lock,
+    /// One module's tree.
+    Module(String),
+}
+
+/// The frontend's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontendOptions {
+    pub filename: String,
+    pub target: Target,
+    /// Only these platforms (empty: the spec's).
+    pub platforms: Vec<Platform>,
+    /// `NAME=VALUE` extra variables.
+    pub extra_vars: Vec<String>,
+    pub distros: Vec<String>,
+    pub registry_secret: Option<String>,
+    /// `KPBUILD_DEBUG=caps`.
+    pub debug_caps: bool,
+    /// The frontend image (exec ops run its kpbuild binary).
+    pub source: Option<String>,
+}
+
+/// An option that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OptionsError {
+    #[error("--platform {0}: kpbuild builds linux/amd64, linux/arm64, linux/arm and linux/ppc64le")]
+    Platform(String),
+}
+
+impl FrontendOptions {
+    /// Parses the options BuildKit passed.
+    pub fn parse(opts: &BTreeMap<String, String>) -> Result<FrontendOptions, OptionsError> {
+        let get = |k: &str| opts.get(k).filter(|v| !v.is_empty()).cloned();
+        let arg = |name: &str| get(&format!("build-arg:{name}"));
+        let platforms = match get("platform") {
+            Some(list) => list
+                .split(',')
+                .map(|p| {
+                    Platform::parse_bundle(p.trim())
+                        .map_err(|_| OptionsError::Platform(p.trim().to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![],
+        };
+        let target = match get("target").as_deref() {
+            None | Some(BUNDLE_TARGET) => Target::Bundle,
+            Some(LOCK_TARGET) => Target::Lock,
+            Some(m) => Target::Module(m.to_string()),
+        };
+        let extra_vars = opts
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("build-arg:").map(|name| (name, v)))
+            .filter(|(name, _)| !name.starts_with("KPBUILD_"))
+            .map(|(name, v)| format!("{name}={v}"))
+            .collect();
+        let distros = arg(DISTROS_ARG)
+            .map(|d| {
+                d.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(FrontendOptions {
+            filename: get("filename").unwrap_or_else(|| DEFAULT_SPEC.to_string()),
+            target,
+            platforms,
+            extra_vars,
+            distros,
+            registry_secret: arg(REGISTRY_SECRET_ARG),
+            debug_caps: arg(DEBUG_ARG).as_deref() == Some("caps"),
+            source: get("source"),
+        })
+    }
+
+    /// What to plan.
+    pub fn plan_options(&self) -> PlanOptions {
+        PlanOptions {
+            extra_vars: self.extra_vars.clone(),
+            platforms: self.platforms.clone(),
+            targets: match &self.target {
+                Target::Bundle => vec![],
+                Target::Lock => vec![LOCK_TARGET.into()],
+                Target::Module(m) => vec![m.clone()],
+            },
+            distros: self.distros.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let o = FrontendOptions::parse(&opts(&[("target", "")])).unwrap();
+        assert_eq!(o.filename, "Dockerfile.bundle");
+        assert_eq!(o.target, Target::Bundle);
+        assert!(o.platforms.is_empty() && o.extra_vars.is_empty() && !o.debug_caps);
+        assert_eq!(o.plan_options().targets, Vec::<String>::new());
+    }
+
+    #[test]
+    fn build_args_targets_and_platforms() {
+        let o = FrontendOptions::parse(&opts(&[
+            ("filename", "x/Dockerfile.bundle"),
+            ("target", "images"),
+            ("platform", "linux/amd64, linux/arm64/v8"),
+            ("build-arg:kube_version", "1.32.8"),
+            ("build-arg:KPBUILD_DISTROS", "debian12, ,debian11"),
+            ("build-arg:KPBUILD_REGISTRY_SECRET", "auth"),
+            ("build-arg:KPBUILD_DEBUG", "caps"),
+            ("source", "kpbuild/frontend:dev"),
+        ]))
+        .unwrap();
+        assert_eq!(o.target, Target::Module("images".into()));
+        assert_eq!(
+            o.platforms
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+            ["linux/amd64", "linux/arm64"]
+        );
+        assert_eq!(o.extra_vars, ["kube_version=1.32.8"]);
+        assert_eq!(o.distros, ["debian12", "debian11"]);
+        assert_eq!(o.registry_secret.as_deref(), Some("auth"));
+        assert!(o.debug_caps);
+        assert_eq!(o.source.as_deref(), Some("kpbuild/frontend:dev"));
+        assert_eq!(o.plan_options().targets, ["images"]);
+        let lock = FrontendOptions::parse(&opts(&[("target", "lock")])).unwrap();
+        assert_eq!(lock.target, Target::Lock);
+    }
+
+    #[test]
+    fn bad_platform_is_named() {
+        assert_eq!(
+            FrontendOptions::parse(&opts(&[("platform", "linux/amd64,linux/s390x")])),
+            Err(OptionsError::Platform("linux/s390x".into()))
+        );
+    }
+}
