@@ -366,23 +366,22 @@ fn session_id() -> String {
 }
 
 /// The build context as a tar (sorted, `.git` left out), and the spec's path inside it.
+///
+/// `.dockerignore` is not applied yet. The `ignore` crate reads ignore files with gitignore's
+/// rules, where a pattern without a slash matches at any depth; `.dockerignore` patterns are
+/// anchored at the context root (Go's `filepath.Match` per path, as BuildKit's fsutil does), so
+/// using it would silently leave out files a user meant to send.
 fn context_tar(context: &Path, spec: &Path) -> anyhow::Result<(bytes::Bytes, String)> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    let mut stack = vec![context.to_path_buf()];
     let mut files = Vec::new();
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let e = e?;
-            if e.file_name() == ".git" {
-                continue;
-            }
-            let ft = e.file_type()?;
-            if ft.is_dir() {
-                stack.push(e.path());
-            }
-            files.push(e.path());
-        }
+    let walk = walkdir::WalkDir::new(context)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git");
+    for e in walk {
+        let e = e.with_context(|| format!("reading the build context {}", context.display()))?;
+        files.push(e.into_path());
     }
     files.sort();
     for f in &files {

@@ -4,6 +4,12 @@
 //! the bundle version. Blobs are streamed from the daemon and checked against the digests the
 //! daemon reports; nothing is recompressed. The layout (or archive) is written under
 //! `OUT.partial`, renamed when complete, and removed on SIGINT or SIGTERM.
+//!
+//! The JSON documents are written with `serde_json::json!` rather than `oci-spec`'s types: their
+//! bytes are digests, and an export must stay byte-identical across kpbuild versions for the
+//! same module layers. `oci-spec` decides key order and omitted fields itself (and may change
+//! them between releases); here every key is written in a fixed order, checked by the e2e
+//! (`skopeo inspect`, two exports compared byte for byte).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

@@ -37,7 +37,6 @@ pub fn pb_platform(p: &Platform) -> pb::Platform {
 struct Meta {
     name: Option<String>,
     caps: Vec<&'static str>,
-    ignore_cache: bool,
 }
 
 #[derive(Debug)]
@@ -82,10 +81,6 @@ impl State {
     }
 
     /// Never takes this op from the cache.
-    pub fn ignore_cache(self) -> State {
-        self.with_meta(|m| m.ignore_cache = true)
-    }
-
     fn with_meta(self, f: impl FnOnce(&mut Meta)) -> State {
         let node = &*self.node;
         let mut meta = node.meta.clone();
@@ -200,11 +195,7 @@ fn source(
             kind: OpKind::Source { identifier, attrs },
             inputs: vec![],
             platform,
-            meta: Meta {
-                name: None,
-                caps,
-                ignore_cache: false,
-            },
+            meta: Meta { name: None, caps },
         }),
         index: 0,
     }
@@ -249,7 +240,6 @@ pub fn merge(states: Vec<State>) -> State {
             meta: Meta {
                 name: None,
                 caps: vec!["mergeop"],
-                ignore_cache: false,
             },
         }),
         index: 0,
@@ -271,10 +261,6 @@ enum MountSource {
     Input(usize),
     Scratch,
     Tmpfs,
-    Cache {
-        id: String,
-        shared: bool,
-    },
     /// A BuildKit secret (`docker build --secret id=ID,src=FILE`), as a read-only file.
     Secret {
         id: String,
@@ -361,16 +347,6 @@ impl Exec {
         self
     }
 
-    pub fn cwd(mut self, cwd: &str) -> Exec {
-        self.spec.cwd = cwd.into();
-        self
-    }
-
-    pub fn user(mut self, user: &str) -> Exec {
-        self.spec.user = user.into();
-        self
-    }
-
     pub fn network(mut self, network: Network) -> Exec {
         self.spec.network = network;
         self
@@ -399,19 +375,6 @@ impl Exec {
         self
     }
 
-    /// Mounts `state` at `dest`, writable; what the command leaves there is an output.
-    pub fn mount(mut self, dest: &str, state: State) -> Exec {
-        self.inputs.push(state);
-        self.spec.mounts.push(MountSpec {
-            dest: dest.into(),
-            source: MountSource::Input(self.inputs.len() - 1),
-            selector: String::new(),
-            readonly: false,
-            output: true,
-        });
-        self
-    }
-
     /// An empty writable mount at `dest`; what the command leaves there is an output.
     pub fn mount_scratch(mut self, dest: &str) -> Exec {
         self.spec.mounts.push(MountSpec {
@@ -429,21 +392,6 @@ impl Exec {
         self.spec.mounts.push(MountSpec {
             dest: dest.into(),
             source: MountSource::Tmpfs,
-            selector: String::new(),
-            readonly: false,
-            output: false,
-        });
-        self
-    }
-
-    /// A persistent cache mount shared between builds (not an output).
-    pub fn mount_cache(mut self, dest: &str, id: &str, shared: bool) -> Exec {
-        self.spec.mounts.push(MountSpec {
-            dest: dest.into(),
-            source: MountSource::Cache {
-                id: id.into(),
-                shared,
-            },
             selector: String::new(),
             readonly: false,
             output: false,
@@ -489,14 +437,6 @@ impl Exec {
                 .spec
                 .mounts
                 .iter()
-                .any(|m| matches!(m.source, MountSource::Cache { .. }))
-            {
-                c.push("exec.mount.cache");
-            }
-            if self
-                .spec
-                .mounts
-                .iter()
                 .any(|m| matches!(m.source, MountSource::Tmpfs))
             {
                 c.push("exec.mount.tmpfs");
@@ -518,7 +458,6 @@ impl Exec {
             meta: Meta {
                 name: self.name,
                 caps,
-                ignore_cache: false,
             },
         });
         ExecResult { node, outputs }
@@ -567,10 +506,6 @@ enum FileActionSpec {
         mode: i32,
         data: Vec<u8>,
         timestamp: i64,
-    },
-    Rm {
-        path: String,
-        allow_not_found: bool,
     },
     Copy {
         src_input: usize,
@@ -641,14 +576,6 @@ impl FileOp {
         self
     }
 
-    pub fn rm(mut self, path: &str, allow_not_found: bool) -> FileOp {
-        self.actions.push(FileActionSpec::Rm {
-            path: path.into(),
-            allow_not_found,
-        });
-        self
-    }
-
     /// Copies `src` from `from` to `dest` of the state being built.
     pub fn copy(mut self, from: &State, src: &str, dest: &str, opts: CopyOptions) -> FileOp {
         let src_input = match self.sources.iter().position(|s| same_state(s, from)) {
@@ -688,7 +615,6 @@ impl FileOp {
             meta: Meta {
                 name: self.name,
                 caps: vec!["file.base"],
-                ignore_cache: false,
             },
         };
         State {
@@ -832,7 +758,6 @@ impl Marshaller {
         self.metadata.insert(
             digest.clone(),
             pb::OpMetadata {
-                ignore_cache: meta.ignore_cache,
                 description,
                 caps: meta.caps.iter().map(|c| (c.to_string(), true)).collect(),
                 ..Default::default()
@@ -860,18 +785,6 @@ fn exec_op(e: &ExecSpec) -> pb::ExecOp {
                 MountSource::Scratch => (-1, pb::MountType::Bind as i32, None),
                 MountSource::Tmpfs => (-1, pb::MountType::Tmpfs as i32, None),
                 MountSource::Secret { .. } => (-1, pb::MountType::Secret as i32, None),
-                MountSource::Cache { id, shared } => (
-                    -1,
-                    pb::MountType::Cache as i32,
-                    Some(pb::CacheOpt {
-                        id: id.clone(),
-                        sharing: if *shared {
-                            pb::CacheSharingOpt::Shared
-                        } else {
-                            pb::CacheSharingOpt::Locked
-                        } as i32,
-                    }),
-                ),
             };
             let secret_opt = match &m.source {
                 MountSource::Secret { id, optional } => Some(pb::SecretOpt {
@@ -959,17 +872,6 @@ fn file_op(actions: &[FileActionSpec], has_base: bool, n_inputs: usize) -> pb::F
                         data: data.clone(),
                         owner: None,
                         timestamp: *timestamp,
-                    }),
-                ),
-                FileActionSpec::Rm {
-                    path,
-                    allow_not_found,
-                } => (
-                    -1,
-                    pb::file_action::Action::Rm(pb::FileActionRm {
-                        path: path.clone(),
-                        allow_not_found: *allow_not_found,
-                        allow_wildcard: false,
                     }),
                 ),
                 FileActionSpec::Copy {

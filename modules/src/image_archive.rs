@@ -174,20 +174,17 @@ pub fn write_rootfs_archive(
         let file = std::fs::File::create(&layer_path).map_err(io(&layer_path))?;
         let mut b = tar::Builder::new(std::io::BufWriter::new(file));
         b.follow_symlinks(false);
-        let mut stack = vec![rootfs.to_path_buf()];
         let mut entries = Vec::new();
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
-                let e = e.map_err(io(&dir))?;
-                let ft = e.file_type().map_err(io(&e.path()))?;
-                if ft.is_dir() {
-                    stack.push(e.path());
-                } else if !(ft.is_file() || ft.is_symlink()) {
-                    // Device nodes, sockets and FIFOs (debootstrap's /dev): the runtime makes
-                    // its own /dev; an image layer does not carry them.
-                    continue;
-                }
-                entries.push(e.path());
+        for e in walkdir::WalkDir::new(rootfs).min_depth(1) {
+            let e = e.map_err(|e| {
+                let path = e.path().unwrap_or(rootfs).to_path_buf();
+                io(&path)(e.into())
+            })?;
+            let ft = e.file_type();
+            // Device nodes, sockets and FIFOs (debootstrap's /dev): the runtime makes its own
+            // /dev; an image layer does not carry them.
+            if ft.is_dir() || ft.is_file() || ft.is_symlink() {
+                entries.push(e.into_path());
             }
         }
         entries.sort_by(|a, b| a.components().cmp(b.components()));

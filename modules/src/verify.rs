@@ -100,11 +100,15 @@ pub fn verify_bundle(root: &Path) -> Report {
             }
         }
     }
-    let registry = root.join("resources/registry");
+    let registry = root.join(crate::layout::REGISTRY_ROOT);
     if !lock.images.is_empty() {
         for problem in crate::registry_verify::verify_registry_tree(&registry).problems {
             r.fault(
-                format!("resources/registry/{}", problem.path.display()),
+                format!(
+                    "{}/{}",
+                    crate::layout::REGISTRY_ROOT,
+                    problem.path.display()
+                ),
                 problem.kind.to_string(),
             );
         }

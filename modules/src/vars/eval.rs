@@ -172,16 +172,6 @@ impl Evaluator {
         self.inner.var(name)
     }
 
-    /// True when the variable exists and renders without an undefined value (Ansible's
-    /// `is defined` on a variable).
-    pub fn is_defined(&self, name: &str) -> Result<bool, EvalError> {
-        match self.inner.var(name) {
-            Ok(_) => Ok(true),
-            Err(EvalError::Undefined { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Renders a raw value (for example a field of a `downloads` entry); `label` and `origin`
     /// name it in errors.
     pub fn render(&self, raw: &Value, label: &str, origin: &Origin) -> Result<Value, EvalError> {
