@@ -250,8 +250,7 @@ impl PlanCx<'_> {
     }
 }
 
-/// Whether `reference`'s fetch location is on this machine: the loopback registries of a list
-/// of locations, sorted and once each.
+/// The registries on this machine among `locations`, sorted, once each.
 pub(crate) fn loopback_hosts<'a>(
     locations: impl IntoIterator<Item = &'a FetchLocation>,
 ) -> Vec<String> {
