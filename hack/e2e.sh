@@ -196,7 +196,11 @@ stage_images() {
   ctx=$out/context
   make_context "$out"
   # The fixture: every image the spec asks for, plus one more for the "add one image" check.
-  local added_ref=docker.io/library/busybox:1.36-e2e-added
+  # That one's tag is new every run: its sync op (keyed by the reference) must run, which it
+  # would not if BuildKit had cached it in an earlier run on this daemon.
+  local added_tag added_ref
+  added_tag=1.36-e2e-added-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+  added_ref=docker.io/library/busybox:$added_tag
   log "images: fixture registry on 127.0.0.1:$IMAGES_PORT"
   for arch in amd64 arm64; do
     "$KPB" plan -f "$ctx/Dockerfile.bundle" --context "$ctx" --platform "linux/$arch" --target images \
@@ -239,9 +243,9 @@ PY
   bundle_build "$added" images amd64 "$out/added-amd64"
   ran=$(vertices_run "$out/added-amd64.log" 'images \[linux/amd64\]: sync ')
   [ "$ran" = 1 ] || fail "adding one image ran $ran sync ops, not 1 (log: $out/added-amd64.log)"
-  [ -s "$out/added-amd64/resources/registry/docker/registry/v2/repositories/library/busybox/_manifests/tags/1.36-e2e-added/current/link" ] \
-    || fail "the added image is not in the tree"
-  echo "images: one image added: exactly 1 sync op ran" >&2
+  [ -s "$out/added-amd64/resources/registry/docker/registry/v2/repositories/library/busybox/_manifests/tags/$added_tag/current/link" ] \
+    || fail "the added image $added_ref is not in the tree"
+  echo "images: one image added ($added_ref): exactly 1 sync op ran" >&2
 
   log "images: a missing image fails naming it"
   expect_failure "$ctx" missing \
