@@ -616,6 +616,18 @@ PY
   registry_stop e2e-serve
 }
 
+# The fixture servers a stage starts (nginx on 8081 and 8082, the registries) are daemons: stop
+# them when this run ends, passed or failed. Left running, they hold loopback ports that a run
+# from another checkout needs, and any file descriptor they inherited (a `flock` lock around
+# this script stays held as long as they live).
+stop_fixtures() {
+  registry_stop e2e-serve
+  registry_stop e2e-images
+  hack/files-server.sh stop 8082 >/dev/null
+  hack/files-server.sh stop 8081 >/dev/null
+}
+trap stop_fixtures EXIT
+
 for STAGE in "${STAGES[@]}"; do
   case $STAGE in
     files) stage_files ;;
