@@ -28,6 +28,8 @@
 set -uo pipefail
 KPBUILD_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$KPBUILD_ROOT"
+# The Python snippets read `kpbuild plan` JSON by name through hack/lib_plan.py.
+export PYTHONPATH=$KPBUILD_ROOT/hack${PYTHONPATH:+:$PYTHONPATH}
 # shellcheck source=hack/lib-registry.sh
 . hack/lib-registry.sh
 SEED=${KPBUILD_FAULT_SEED:-7}
@@ -313,9 +315,10 @@ PY
 files_verified() { # CTX DEST
   "$KPBUILD" plan -f "$1/Dockerfile.bundle" --context "$1" --target files > "$2.plan.json" || return 1
   python3 - "$2.plan.json" "$2" <<'PY'
-import hashlib, json, os, sys
-plan, out = json.load(open(sys.argv[1])), sys.argv[2]
-files = plan["platforms"][0]["modules"][0]["work"]["files"]
+import hashlib, os, sys
+import lib_plan
+plan, out = lib_plan.load(sys.argv[1]), sys.argv[2]
+files = lib_plan.work(plan, "files", "linux/amd64")["files"]
 bad, seen = [], set()
 for f in files:
     p = os.path.join(out, "resources/nginx", f["path"])

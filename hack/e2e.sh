@@ -22,6 +22,8 @@ STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images os-packages bundle)
 DOCKER=/usr/bin/docker
 export DOCKER_BUILDKIT=1
+# The Python snippets read `kpbuild plan` JSON by name through hack/lib_plan.py.
+export PYTHONPATH=$ROOT/hack${PYTHONPATH:+:$PYTHONPATH}
 
 log() { printf '\n== e2e: %s\n' "$*" >&2; }
 # After a stage passed: drop its large outputs, keep logs, lists and reports (see above).
@@ -107,10 +109,11 @@ stage_files() {
     bundle_build "$ctx" files "$arch" "$out/out-$arch"
     "$KPB" plan -f "$ctx/Dockerfile.bundle" --context "$ctx" --platform "linux/$arch" --target files \
       > "$out/plan-$arch.json"
-    python3 - "$out/plan-$arch.json" "$out/out-$arch" <<'PY' || fail "files $arch: see above"
-import hashlib, json, os, sys
-plan, out = json.load(open(sys.argv[1])), sys.argv[2]
-files = plan["platforms"][0]["modules"][0]["work"]["files"]
+    python3 - "$out/plan-$arch.json" "$out/out-$arch" "$arch" <<'PY' || fail "files $arch: see above"
+import hashlib, os, sys
+import lib_plan
+plan, out, arch = lib_plan.load(sys.argv[1]), sys.argv[2], sys.argv[3]
+files = lib_plan.work(plan, "files", f"linux/{arch}")["files"]
 root = os.path.join(out, "resources/nginx")
 bad, seen = [], set()
 for f in files:
@@ -193,18 +196,24 @@ stage_images() {
   ctx=$out/context
   make_context "$out"
   # The fixture: every image the spec asks for, plus one more for the "add one image" check.
+  # That one's tag is new every run: its sync op (keyed by the reference) must run, which it
+  # would not if BuildKit had cached it in an earlier run on this daemon.
+  local added_tag added_ref
+  added_tag=1.36-e2e-added-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+  added_ref=docker.io/library/busybox:$added_tag
   log "images: fixture registry on 127.0.0.1:$IMAGES_PORT"
   for arch in amd64 arm64; do
     "$KPB" plan -f "$ctx/Dockerfile.bundle" --context "$ctx" --platform "linux/$arch" --target images \
       > "$out/plan-$arch.json"
   done
-  python3 - "$out"/plan-*.json > "$out/refs.list" <<'PY'
-import json, sys
-refs = set()
-for f in sys.argv[1:]:
-    for img in json.load(open(f))["platforms"][0]["modules"][0]["work"]["images"]:
-        refs.add(img["source"])
-refs.add("docker.io/library/busybox:1.36-e2e-added")
+  python3 - "$added_ref" "$out"/plan-*.json > "$out/refs.list" <<'PY'
+import sys
+import lib_plan
+refs = {sys.argv[1]}
+for f in sys.argv[2:]:
+    plan = lib_plan.load(f)
+    for platform in lib_plan.platforms(plan):
+        refs.update(img["source"] for img in lib_plan.work(plan, "images", platform)["images"])
 print("\n".join(sorted(refs)))
 PY
   registry_stop e2e-images
@@ -229,14 +238,14 @@ PY
   log "images: adding one image runs exactly one sync op"
   local added=$out/added-context
   rm -rf "$added" && cp -r "$ctx" "$added"
-  sed -i 's#^      - docker.io/library/registry:2.8.1#      - docker.io/library/registry:2.8.1\n      - docker.io/library/busybox:1.36-e2e-added#' \
+  sed -i "s#^      - docker.io/library/registry:2.8.1#      - docker.io/library/registry:2.8.1\\n      - $added_ref#" \
     "$added/Dockerfile.bundle"
   bundle_build "$added" images amd64 "$out/added-amd64"
   ran=$(vertices_run "$out/added-amd64.log" 'images \[linux/amd64\]: sync ')
   [ "$ran" = 1 ] || fail "adding one image ran $ran sync ops, not 1 (log: $out/added-amd64.log)"
-  [ -s "$out/added-amd64/resources/registry/docker/registry/v2/repositories/library/busybox/_manifests/tags/1.36-e2e-added/current/link" ] \
-    || fail "the added image is not in the tree"
-  echo "images: one image added: exactly 1 sync op ran" >&2
+  [ -s "$out/added-amd64/resources/registry/docker/registry/v2/repositories/library/busybox/_manifests/tags/$added_tag/current/link" ] \
+    || fail "the added image $added_ref is not in the tree"
+  echo "images: one image added ($added_ref): exactly 1 sync op ran" >&2
 
   log "images: a missing image fails naming it"
   expect_failure "$ctx" missing \
@@ -273,8 +282,9 @@ stage_os_packages() {
     python3 - "$out/plan-$arch.json" "$repo" "$arch" "$out/list-$arch.txt" "$out/out-$arch" "${GONE[@]}" <<'PY' \
       || fail "os-packages $arch: repository check (see above)"
 import gzip, hashlib, json, os, sys
+import lib_plan
 plan, repo, arch, list_out, tree, gone = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sorted(sys.argv[6:])
-distro = json.load(open(plan))["platforms"][0]["modules"][0]["work"]["distros"][0]
+distro = lib_plan.distro(lib_plan.load(plan), "os-packages", "debian12", f"linux/{arch}")
 want = [p for p in distro["packages"] if p not in gone]
 bad = []
 rec = json.load(open(os.path.join(repo, "kpbuild-os-packages.json")))
@@ -347,9 +357,10 @@ stage_bundle() {
   hack/files-server.sh "$out/srv" 8081 >/dev/null
   "$KPR" plan -f "$ctx/Dockerfile.bundle" > "$out/plan.json"
   python3 - "$out/plan.json" > "$out/refs.list" <<'PY'
-import json, sys
-refs = {i["source"] for p in json.load(open(sys.argv[1]))["platforms"] for m in p["modules"]
-        if m["work"]["kind"] == "images" for i in m["work"]["images"]}
+import sys
+import lib_plan
+plan = lib_plan.load(sys.argv[1])
+refs = {i["source"] for p in lib_plan.platforms(plan) for i in lib_plan.work(plan, "images", p)["images"]}
 refs.add("docker.io/library/busybox:1.36-e2e-added")
 print("\n".join(sorted(refs)))
 PY
@@ -445,8 +456,15 @@ for f in lock["files"]:
 print(f"nginx on resources/nginx: {len(lock['files'])} files served with their sha256; {len(bad)} problems", file=sys.stderr)
 sys.exit(1 if bad else 0)
 PY
-  python3 -c "import json,sys; l=json.load(open(sys.argv[1])); d=[p for p in l['packages'] if p['repo'].endswith('amd64/bookworm')]; print(' '.join(sorted({x for x in json.load(open(sys.argv[2]))['platforms'][0]['modules'][2]['work']['distros'][0]['packages']} - set(sum([s['names'] for s in l['skipped_packages']], [])))))" \
-    "$kp/kubeplay.lock.json" "$out/plan.json" > "$out/packages.txt"
+  # The amd64 plan's package list for debian12, less what the amd64 bundle's lock says was skipped.
+  python3 - "$kp/kubeplay.lock.json" "$out/plan.json" > "$out/packages.txt" <<'PY'
+import json, sys
+import lib_plan
+lock, plan = json.load(open(sys.argv[1])), lib_plan.load(sys.argv[2])
+skipped = {n for s in lock["skipped_packages"] if s["distro"] == "debian12" for n in s["names"]}
+wanted = lib_plan.distro(plan, "os-packages", "debian12", "linux/amd64")["packages"]
+print(" ".join(sorted(set(wanted) - skipped)))
+PY
   # shellcheck disable=SC2016
   $DOCKER run --rm --network host -v "$out/packages.txt:/list:ro" debian:bookworm sh -euc '
     rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*
@@ -557,9 +575,10 @@ check_registry_tree() { # TREE PLAN ARCH WORKDIR
   mkdir -p "$work"
   registry_start e2e-serve "$SERVE_PORT" "$tree" ro
   python3 - "$plan" "$arch" "$work" "$IMAGES_PORT" "$SERVE_PORT" "$tree" <<'PY' || { registry_stop e2e-serve; fail "images $arch: see above"; }
-import hashlib, json, os, subprocess, sys
+import hashlib, os, subprocess, sys
+import lib_plan
 plan, arch, work, src_port, serve_port, tree = sys.argv[1:]
-images = json.load(open(plan))["platforms"][0]["modules"][0]["work"]["images"]
+images = lib_plan.work(lib_plan.load(plan), "images", f"linux/{arch}")["images"]
 def raw(ref):
     return subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
                           check=True, capture_output=True).stdout
@@ -596,6 +615,18 @@ sys.exit(1 if bad or not images else 0)
 PY
   registry_stop e2e-serve
 }
+
+# The fixture servers a stage starts (nginx on 8081 and 8082, the registries) are daemons: stop
+# them when this run ends, passed or failed. Left running, they hold loopback ports that a run
+# from another checkout needs, and any file descriptor they inherited (a `flock` lock around
+# this script stays held as long as they live).
+stop_fixtures() {
+  registry_stop e2e-serve
+  registry_stop e2e-images
+  hack/files-server.sh stop 8082 >/dev/null
+  hack/files-server.sh stop 8081 >/dev/null
+}
+trap stop_fixtures EXIT
 
 for STAGE in "${STAGES[@]}"; do
   case $STAGE in
