@@ -185,9 +185,8 @@ PY
   echo "files: wrong pin refused: $(grep -m1 -o 'digest mismatch[^:]*' "$out/bad.log")" >&2
 }
 
-# shellcheck source=hack/lib-registry.sh
-. hack/lib-registry.sh
-IMAGES_PORT=5730     # the fixture registry: synthetic images under upstream names
+# shellcheck source=hack/lib-fixtures.sh
+. hack/lib-fixtures.sh   # lib-registry.sh, IMAGES_PORT (the fixture registry), bundle_fixtures_*
 SERVE_PORT=5731      # serves a produced tree read-only
 
 stage_images() {
@@ -353,24 +352,8 @@ stage_bundle() {
   cargo build -q --release -p kpbuild
   local KPR=$ROOT/target/release/kpbuild
   log "bundle: context, fixture files (nginx :8081) and fixture registry (:$IMAGES_PORT)"
-  hack/bundle-context.sh "$ctx" --fixture-files "$out/srv"
-  hack/files-server.sh "$out/srv" 8081 >/dev/null
-  "$KPR" plan -f "$ctx/Dockerfile.bundle" > "$out/plan.json"
-  python3 - "$out/plan.json" > "$out/refs.list" <<'PY'
-import sys
-import lib_plan
-plan = lib_plan.load(sys.argv[1])
-refs = {i["source"] for p in lib_plan.platforms(plan) for i in lib_plan.work(plan, "images", p)["images"]}
-refs.add("docker.io/library/busybox:1.36-e2e-added")
-print("\n".join(sorted(refs)))
-PY
-  registry_stop e2e-images
-  rm -rf "$out/fixture-storage"
-  registry_start e2e-images "$IMAGES_PORT" "$out/fixture-storage" rw
-  cargo run -q --release -p kpbuild-sync --example fixture-images -- \
-    --registry "127.0.0.1:$IMAGES_PORT" --set refs --refs "$out/refs.list" --out "$out/fixture"
-  hack/service-images.sh "127.0.0.1:$IMAGES_PORT" docker.io/library/nginx:1.27.4-alpine docker.io/library/registry:2.8.1
-  hack/base-images.sh debian:bookworm >&2
+  # The fixture holds one image more, for the "one image more" rebuild below.
+  bundle_fixtures_start "$KPR" "$ctx" "$out" docker.io/library/busybox:1.36-e2e-added
 
   log "bundle: kpbuild build (every module, amd64 and arm64)"
   "$KPR" build -f "$ctx/Dockerfile.bundle" > "$out/build.log" 2>&1 || { tail -40 "$out/build.log" >&2; fail "kpbuild build"; }
@@ -537,8 +520,7 @@ PY
   # The images docker load made (kubespray, nginx, registry: tags of their own) are not needed
   # any more.
   grep -ho 'Loaded image: .*' "$out"/load-*.log | sed 's/^Loaded image: //' | xargs -r $DOCKER rmi >/dev/null || true
-  registry_stop e2e-images
-  hack/files-server.sh stop 8081 >/dev/null
+  bundle_fixtures_stop
 }
 
 # `image layer-digest` of every module image of the bundle spec, sorted.
