@@ -22,8 +22,9 @@
 #   5. each of python-apt, aufs-tools and netcat, when not optional, fails the script with a
 #      message naming the package and the distro;
 #   6. control: the completeness check fails on the same repository without libc6.
-# Outputs under target/e2e/os-packages-script/ (summary.txt, logs, the repositories). Exits
-# non-zero on any failed check.
+# Outputs under target/e2e/os-packages-script/ (summary.txt, logs, the repositories; once every
+# check passed, the large files (.deb, ~260 MB) are removed unless KPBUILD_E2E_KEEP=1). Exits
+# non-zero on any failed check. hack/test.sh runs it after hack/e2e.sh (~1.5 min once built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -31,6 +32,8 @@ OUT=$ROOT/target/e2e/os-packages-script
 GROUPS_FILE=$ROOT/../shared/testdata/os-packages/packages.kubeplay.yaml
 DOCKER=/usr/bin/docker
 IMAGE=debian:bookworm
+# The Python snippets read `kpbuild plan` JSON by name through hack/lib_plan.py.
+export PYTHONPATH=$ROOT/hack${PYTHONPATH:+:$PYTHONPATH}
 GONE=(aufs-tools netcat python-apt)
 ARCHS=("$@")
 [ ${#ARCHS[@]} -gt 0 ] || ARCHS=(amd64 arm64)
@@ -130,8 +133,9 @@ for arch in "${ARCHS[@]}"; do
   log "$arch: check the repository"
   python3 - "$OUT/plan-$arch.json" "$repo" "$arch" "${GONE[@]}" > "$OUT/list-$arch.txt" <<'PY' || fail "$arch: repository check (see above)"
 import gzip, hashlib, json, os, sys
+import lib_plan
 plan_path, repo, arch, gone = sys.argv[1], sys.argv[2], sys.argv[3], sorted(sys.argv[4:])
-distro = json.load(open(plan_path))["platforms"][0]["modules"][0]["work"]["distros"][0]
+distro = lib_plan.distro(lib_plan.load(plan_path), "os-packages", "debian12", f"linux/{arch}")
 listed = distro["packages"]
 want = [p for p in listed if p not in gone]
 bad = []
@@ -303,3 +307,8 @@ echo "control: without libc6, apt refuses: $(grep -m1 'libc6' "$OUT/control-no-l
 log "summary ($SUMMARY)"
 cat "$SUMMARY" >&2
 echo "e2e-ospkg: ${ARCHS[*]}: all checks passed" >&2
+# Passed: drop the large outputs, keep logs, lists and the summary (as hack/e2e.sh's stages do).
+if [ "${KPBUILD_E2E_KEEP:-0}" != 1 ]; then
+  find "$OUT" -type f -size +256k ! -name '*.log' ! -name '*.txt' ! -name '*.json' -delete
+  find "$OUT" -depth -type d -empty -delete
+fi

@@ -14,6 +14,8 @@ step "cargo test"
 cargo test --workspace -q
 step "end-to-end stages (hack/e2e.sh)"
 hack/e2e.sh
+step "the os-packages apt script run by hand, Debian 12 amd64 and arm64 (hack/e2e-ospkg-script.sh)"
+hack/e2e-ospkg-script.sh
 step "reliability under faults, seeded (hack/e2e-faults.sh)"
 hack/e2e-faults.sh
 step "fuzz targets, ${KPBUILD_FUZZ_SECONDS:-30} s each (hack/fuzz.sh)"
