@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sha2::Digest as _;
 
-use kpbuild_modules::image_ref::{Mirror, MirrorError};
+use kpbuild_modules::image_ref::MirrorError;
 use kpbuild_modules::layout::LOCK_TARGET;
 use kpbuild_modules::plan::{self, Plan, PlanError, build_inputs, context_inputs};
 use kpbuild_modules::platform::Platform;
@@ -152,16 +152,13 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
     let plan = plan::plan(&spec, &ctx, &opts.plan_options())?;
 
     let tool_image = opts.source.clone().ok_or(FrontendError::NoSource)?;
-    let registry_mirrors: Vec<Mirror> = spec
-        .spec
-        .registry_mirrors
-        .iter()
-        .map(|m| format!("{}={}", m.from, m.to).parse())
-        .collect::<Result<_, _>>()
-        .map_err(|source| FrontendError::Mirror {
-            spec: spec.path.display().to_string(),
-            source,
-        })?;
+    let registry_mirrors =
+        spec.spec
+            .registry_mirrors()
+            .map_err(|source| FrontendError::Mirror {
+                spec: spec.path.display().to_string(),
+                source,
+            })?;
     let digests = resolve_digests(gw, &plan).await?;
     // The build context, for modules that copy from it: only the directories they name.
     let dirs = build_inputs(&spec.spec);

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 
-use crate::image_ref::{self, Mirror};
+use crate::image_ref;
 use crate::kinds::PlanCx;
 use crate::kubespray::ListError;
 use crate::packages::GroupsError;
@@ -225,14 +225,11 @@ pub fn plan(
         spec: spec_name.clone(),
         source,
     })?;
-    let registry_mirrors: Vec<Mirror> = spec
-        .registry_mirrors
-        .iter()
-        .map(|m| format!("{}={}", m.from, m.to).parse().map_err(Box::new))
-        .collect::<Result<_, _>>()
+    let registry_mirrors = spec
+        .registry_mirrors()
         .map_err(|source| PlanError::Mirror {
             spec: spec_name.clone(),
-            source,
+            source: Box::new(source),
         })?;
 
     let mut out = Vec::new();

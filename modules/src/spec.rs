@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+use crate::image_ref::{Mirror, MirrorError};
 pub use crate::kinds::Module;
 use crate::kinds::Validator;
 use crate::platform::{Arch, Platform};
@@ -42,6 +43,16 @@ pub struct Spec {
     pub registry_mirrors: Vec<RegistryMirror>,
     /// Modules by name, in build order of the bundle.
     pub modules: IndexMap<String, Module>,
+}
+
+impl Spec {
+    /// The registry mirrors as rules the image code applies (`from=to`), in spec order.
+    pub fn registry_mirrors(&self) -> Result<Vec<Mirror>, MirrorError> {
+        self.registry_mirrors
+            .iter()
+            .map(|m| format!("{}={}", m.from, m.to).parse())
+            .collect()
+    }
 }
 
 fn default_platforms() -> Vec<Platform> {
