@@ -63,6 +63,15 @@ pub enum LowerError {
     Script { module: String, source: ScriptError },
     #[error("the worker's platform {0} is not one kpbuild can run its tools on")]
     WorkerArch(String),
+    #[error("platform {0} is not one kpbuild builds bundles for")]
+    Platform(String),
+}
+
+/// The architecture of a bundle platform (the plan only holds such platforms).
+pub fn target_arch(platform: &Platform) -> Result<Arch, LowerError> {
+    platform
+        .arch()
+        .ok_or_else(|| LowerError::Platform(platform.to_string()))
 }
 
 impl LowerEnv {

@@ -284,10 +284,7 @@ async fn nested_builds<B: Bridge>(
 ) -> Result<lower::NestedResults, FrontendError> {
     let mut out = BTreeMap::new();
     for p in &plan.platforms {
-        let arch = p
-            .platform
-            .arch()
-            .ok_or_else(|| FrontendError::Nothing(p.platform.clone()))?;
+        let arch = lower::target_arch(&p.platform)?;
         for m in &p.modules {
             let Some(nested) = m.work.kind().nested_build() else {
                 continue;

@@ -6,9 +6,8 @@ use kpbuild_modules::jobs::{ImageArchiveJob, Job};
 use kpbuild_modules::kinds::DockerfileWork;
 
 use super::Lower;
-use super::os_packages::target_arch;
 use crate::llb::{self, FileOp, Network, Platform, State};
-use crate::lower::{LowerEnv, LowerError, job_exec};
+use crate::lower::{LowerEnv, LowerError, job_exec, target_arch};
 
 impl Lower for DockerfileWork {
     fn lower(

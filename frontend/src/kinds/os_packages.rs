@@ -7,11 +7,10 @@
 use kpbuild_modules::kinds::OsPackagesWork;
 use kpbuild_modules::kinds::os_packages::script::{self, ScriptOptions};
 use kpbuild_modules::layout;
-use kpbuild_modules::platform::Arch;
 
 use super::Lower;
 use crate::llb::{self, Exec, FileOp, Platform, State};
-use crate::lower::{LowerEnv, LowerError, contents};
+use crate::lower::{LowerEnv, LowerError, contents, target_arch};
 
 impl Lower for OsPackagesWork {
     fn lower(
@@ -73,11 +72,4 @@ impl Lower for OsPackagesWork {
         }
         Ok(layout.result())
     }
-}
-
-/// The target architecture of a bundle platform.
-pub(super) fn target_arch(platform: &Platform) -> Result<Arch, LowerError> {
-    platform
-        .arch()
-        .ok_or_else(|| LowerError::WorkerArch(platform.to_string()))
 }
