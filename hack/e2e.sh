@@ -351,6 +351,8 @@ stage_bundle() {
   ctx=$out/context
   cargo build -q --release -p kpbuild
   local KPR=$ROOT/target/release/kpbuild
+  # The stage's own store of module results (kpbuild build writes it, kpbuild export reads it).
+  export KPBUILD_STORE=$out/store
   log "bundle: context, fixture files (nginx :8081) and fixture registry (:$IMAGES_PORT)"
   # The fixture holds one image more, for the "one image more" rebuild below.
   bundle_fixtures_start "$KPR" "$ctx" "$out" docker.io/library/busybox:1.36-e2e-added
@@ -360,10 +362,11 @@ stage_bundle() {
   tail -14 "$out/build.log" >&2
   module_ids > "$out/ids-1.txt"
 
-  log "bundle: kpbuild export (amd64 .tar.gz, arm64 .tar.zst, both platforms as an OCI archive) and verify"
-  "$KPR" export -f "$ctx/Dockerfile.bundle" --platform linux/amd64 -o "$out/" --format tar.gz 2>&1 | tail -1 >&2
-  "$KPR" export -f "$ctx/Dockerfile.bundle" --platform linux/arm64 -o "$out/" --format tar.zst 2>&1 | tail -1 >&2
-  "$KPR" export -f "$ctx/Dockerfile.bundle" -o "oci-archive:$out/kubeplay-v0.1.0.oci.tar" 2>&1 | tail -1 >&2
+  log "bundle: kpbuild export from the store, no Docker daemon reachable (amd64 .tar.gz, arm64 .tar.zst, both platforms as an OCI archive) and verify"
+  "$KPR" store ls 2>&1 | tail -1 >&2
+  kpx -f "$ctx/Dockerfile.bundle" --platform linux/amd64 -o "$out/" --format tar.gz 2>&1 | tail -1 >&2
+  kpx -f "$ctx/Dockerfile.bundle" --platform linux/arm64 -o "$out/" --format tar.zst 2>&1 | tail -1 >&2
+  kpx -f "$ctx/Dockerfile.bundle" -o "oci-archive:$out/kubeplay-v0.1.0.oci.tar" 2>&1 | tail -1 >&2
   local gz=$out/kubeplay-v0.1.0-linux-amd64.tar.gz zst=$out/kubeplay-v0.1.0-linux-arm64.tar.zst
   for t in "$gz" "$zst"; do
     [ -s "$t" ] && [ -s "$t.sha256" ] || fail "no $t (or its .sha256)"
@@ -383,14 +386,13 @@ PY
   for arch in amd64 arm64; do
     skopeo inspect --override-arch "$arch" "oci-archive:$out/kubeplay-v0.1.0.oci.tar:v0.1.0" > "$out/oci-$arch.json" \
       || fail "skopeo inspect oci-archive for $arch"
-    python3 - "$out/oci-$arch.json" "$arch" "$out/ids-1.txt" <<'PY' || fail "OCI layers are not the module layers as built"
+    python3 - "$out/oci-$arch.json" "$arch" "$out/ids-1.txt" <<'PY' || fail "OCI layers are not one per module"
 import json, sys
 layers = json.load(open(sys.argv[1]))["Layers"]
 arch = sys.argv[2]
-ids = [l.split() for l in open(sys.argv[3])]
-built = [layer for image, layer in ids if image.endswith(f"-{arch}")]
-assert sorted(layers) == sorted(built) and len(layers) == len(set(layers)), (layers, built)
-print(f"OCI {arch}: {len(layers)} layers, each the digest of a module image's layer as built", file=sys.stderr)
+modules = [image for image, _ in (l.split() for l in open(sys.argv[3])) if image.endswith(f"-{arch}")]
+assert len(layers) == len(modules) and len(layers) == len(set(layers)), (layers, modules)
+print(f"OCI {arch}: {len(layers)} layers, one per module result in the store", file=sys.stderr)
 PY
   done
 
@@ -472,11 +474,11 @@ PY
 
   log "bundle: two exports of the same build are byte-identical"
   local again=$out/again && mkdir -p "$again"
-  "$KPR" export -f "$ctx/Dockerfile.bundle" --platform linux/amd64 -o "$again/" --format tar.gz 2>/dev/null
+  kpx -f "$ctx/Dockerfile.bundle" --platform linux/amd64 -o "$again/" --format tar.gz 2>/dev/null
   cmp "$gz" "$again/$(basename "$gz")" || fail "two .tar.gz exports differ"
-  "$KPR" export -f "$ctx/Dockerfile.bundle" --platform linux/arm64 -o "$again/" --format tar.zst 2>/dev/null
+  kpx -f "$ctx/Dockerfile.bundle" --platform linux/arm64 -o "$again/" --format tar.zst 2>/dev/null
   cmp "$zst" "$again/$(basename "$zst")" || fail "two .tar.zst exports differ"
-  "$KPR" export -f "$ctx/Dockerfile.bundle" -o "oci-archive:$again/kubeplay-v0.1.0.oci.tar" 2>/dev/null
+  kpx -f "$ctx/Dockerfile.bundle" -o "oci-archive:$again/kubeplay-v0.1.0.oci.tar" 2>/dev/null
   cmp "$out/kubeplay-v0.1.0.oci.tar" "$again/kubeplay-v0.1.0.oci.tar" || fail "two OCI exports differ"
   echo "exports: .tar.gz, .tar.zst and the OCI archive byte-identical twice" >&2
   rm -rf "$again"
@@ -484,21 +486,72 @@ PY
   log "bundle: kpbuild export killed (SIGKILL) and interrupted (SIGINT), then rerun"
   # shellcheck source=hack/e2e-export-kill.sh
   . hack/e2e-export-kill.sh
-  export_interrupted "$KPR" "$ctx" "$out" >&2 || fail "interrupted export (hack/e2e-export-kill.sh)"
+  DOCKER_HOST=$NO_DOCKER export_interrupted "$KPR" "$ctx" "$out" >&2 || fail "interrupted export (hack/e2e-export-kill.sh)"
   rm -rf "$out/kill"
 
   log "bundle: changing one image changes only the images module"
   sed -i 's#^    platforms: \[linux/amd64, linux/arm64\]#    platforms: [linux/amd64, linux/arm64]\n    extra: [docker.io/library/busybox:1.36-e2e-added]#' "$ctx/Dockerfile.bundle"
+  local blobs_before
+  blobs_before=$(store_blob_bytes)
   "$KPR" build -f "$ctx/Dockerfile.bundle" > "$out/changed.log" 2>&1 || { tail -20 "$out/changed.log" >&2; fail "build with one image more"; }
   module_ids > "$out/ids-3.txt"
+  # What the store gained is what the build says it added, and only the images and manifest
+  # modules added anything.
+  python3 - "$out/changed.log" "$blobs_before" "$(store_blob_bytes)" <<'PY' || fail "one image more: the store's growth"
+import re, sys
+log, before, after = open(sys.argv[1]).read(), int(sys.argv[2]), int(sys.argv[3])
+added = int(re.search(r"^store .*: (\d+) bytes added", log, re.M).group(1))
+rows = re.findall(r"^\S+/(\S+):\S+-(\w+)\s+\d+\s+\d+\s+\d+\s+[\d.]+s\s+([\d.]+)\s+\w+$", log, re.M)
+grew = sorted(f"{m}:{a}" for m, a, mib in rows if float(mib) > 0)
+print(f"one image more: the store grew by {after - before} bytes, the build says {added} added, by {grew}", file=sys.stderr)
+assert len(rows) == 12, rows
+assert added == after - before and 0 < added < 50 * 1048576, (added, after - before)
+assert set(grew) <= {"images:amd64", "images:arm64", "lock:amd64", "lock:arm64"} and "images:amd64" in grew, grew
+PY
   python3 - "$out/ids-2.txt" "$out/ids-3.txt" <<'PY' || fail "one image more changed other modules"
 import sys
 a = dict(l.split() for l in open(sys.argv[1])); b = dict(l.split() for l in open(sys.argv[2]))
 changed = sorted(k.split("/")[1].split(":")[0] + ":" + k.rsplit("-", 1)[1] for k in a if a[k] != b[k])
 want = ["images:amd64", "images:arm64", "lock:amd64", "lock:arm64"]
-print(f"one image more: changed module images {changed}", file=sys.stderr)
+print(f"one image more: changed module results {changed}", file=sys.stderr)
 sys.exit(0 if changed == want else 1)
 PY
+  # The OCI export of the new build shares every layer but the changed modules'.
+  kpx -f "$ctx/Dockerfile.bundle" -o "oci-archive:$out/changed.oci.tar" 2>/dev/null || fail "OCI export after one image more"
+  for arch in amd64 arm64; do
+    skopeo inspect --override-arch "$arch" "oci-archive:$out/changed.oci.tar:v0.1.0" > "$out/oci-changed-$arch.json" || fail "skopeo inspect changed.oci.tar"
+    python3 - "$out/oci-$arch.json" "$out/oci-changed-$arch.json" "$arch" <<'PY' || fail "OCI layers after one image more"
+import json, sys
+a, b = (json.load(open(p))["Layers"] for p in sys.argv[1:3])
+changed = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+print(f"OCI {sys.argv[3]} after one image more: layers {changed} of {len(a)} changed (images, manifest)", file=sys.stderr)
+assert len(a) == len(b) and len(changed) == 2, (a, b)
+PY
+  done
+  rm -f "$out/changed.oci.tar"
+
+  log "bundle: a second bundle version, then kpbuild store prune --keep-last 1"
+  cp "$ctx/Dockerfile.bundle" "$out/Dockerfile.bundle.v0.1.0"
+  sed -i 's/^version: v0.1.0$/version: v0.2.0/' "$ctx/Dockerfile.bundle"
+  "$KPR" build -f "$ctx/Dockerfile.bundle" --platform linux/amd64 > "$out/v2.log" 2>&1 || { tail -20 "$out/v2.log" >&2; fail "build of v0.2.0"; }
+  tail -1 "$out/v2.log" >&2
+  "$KPR" store prune --keep-last 1 > "$out/prune.log" 2>&1 || { cat "$out/prune.log" >&2; fail "store prune"; }
+  cat "$out/prune.log" >&2
+  "$KPR" store ls > "$out/store-ls.txt" 2>&1
+  if grep -q " v0.1.0 " "$out/store-ls.txt" || ! grep -q " v0.2.0 " "$out/store-ls.txt"; then
+    cat "$out/store-ls.txt" >&2; fail "prune --keep-last 1 did not keep exactly v0.2.0"
+  fi
+  grep -Eq "removed [1-9][0-9]* module results, [1-9][0-9]* trees, [1-9][0-9]* files" "$out/prune.log" || fail "prune removed nothing"
+  cp "$out/Dockerfile.bundle.v0.1.0" "$ctx/v1.bundle"
+  if kpx -f "$ctx/v1.bundle" --platform linux/amd64 -o "$out/v1-pruned.tar.zst" > "$out/export-pruned.log" 2>&1; then
+    fail "export of a pruned version succeeded"
+  fi
+  grep -q "not in the store" "$out/export-pruned.log" || { cat "$out/export-pruned.log" >&2; fail "export of a pruned version: no clear error"; }
+  echo "prune: v0.1.0 gone (export says: $(grep -o 'module .* is not in the store' "$out/export-pruned.log" | sed -n 1p))" >&2
+  kpx -f "$ctx/Dockerfile.bundle" --platform linux/amd64 -o "$out/" --format tar.zst 2>&1 | tail -1 >&2
+  "$KPR" verify "$out/kubeplay-v0.2.0-linux-amd64.tar.zst" > "$out/verify-v2.log" 2>&1 || { cat "$out/verify-v2.log" >&2; fail "verify after prune"; }
+  tail -1 "$out/verify-v2.log" >&2
+  sed -i 's/^version: v0.2.0$/version: v0.1.0/' "$ctx/Dockerfile.bundle"
 
   log "bundle: verify names a corrupt blob, a deleted link, a truncated tarball"
   # The untarred bundle is not used after this: it is damaged in place (no second copy).
@@ -523,12 +576,24 @@ PY
   bundle_fixtures_stop
 }
 
-# `image layer-digest` of every module image of the bundle spec, sorted.
+# `<bundle>/<module>:<version>-<arch> <tree digest>` of every module result in the store
+# (KPBUILD_STORE), sorted.
 module_ids() {
-  $DOCKER images --format '{{.Repository}}:{{.Tag}}' | grep '^kubeplay/' | sort | while read -r img; do
-    echo "$img $($DOCKER inspect --format '{{index .RootFS.Layers 0}}' "$img")"
-  done
+  "$KPR" store ls --json | python3 -c '
+import json, sys
+for r in json.load(sys.stdin):
+    print("%s/%s:%s-%s %s" % (r["bundle"], r["module"], r["version"], r["platform"].split("/")[1], r["tree"]))
+' | sort
 }
+
+# The bytes of every file the store (KPBUILD_STORE) holds.
+store_blob_bytes() {
+  find "$KPBUILD_STORE/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'
+}
+
+# kpbuild export with no Docker daemon to reach: it reads only the store.
+NO_DOCKER=unix:///nonexistent/kpbuild-e2e-no-docker.sock
+kpx() { DOCKER_HOST=$NO_DOCKER "$KPR" export "$@"; }
 
 # apt with an EMPTY dpkg status and REPO as its only source, no network, simulates installing
 # every package of LIST for ARCH (APT::Architecture, so arm64 is checked on this amd64 host).

@@ -1,7 +1,14 @@
 //! `kpbuild build`: drives BuildKit through the Docker Engine API (no docker CLI): every module
-//! of the spec (and the bundle manifest, `lock`) for every platform, each into its own image
-//! `<bundle>/<module>:<version>-<arch>`, with live progress per module and a summary of what
-//! came from the cache.
+//! of the spec (and the bundle manifest, `lock`) for every platform, with live progress per
+//! module and a summary of what came from the cache and what the store gained.
+//!
+//! Each module result comes back through BuildKit's `tar` exporter (over the build's session)
+//! into a pipe that [`Store::ingest`] reads as it arrives (no temporary copy); files the store
+//! has already cost nothing but the transfer. With the Docker daemon as builder, each module is
+//! first built into its image `<bundle>/<module>:<version>-<arch>` (cheap when cached): the
+//! image ID names the result by its content, so an unchanged module whose result the store
+//! already has is not transferred again. Nothing reads the images back: `kpbuild export` reads
+//! only the store.
 //!
 //! The context goes up as a tar (the daemon hands the frontend a one-shot URL of it); the spec's
 //! `# syntax=` line selects kpbuild's frontend. Host networking is asked for only when the spec
@@ -10,12 +17,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bollard::Docker;
 use bollard::models::BuildInfoAux;
-use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion, ImageBuildOutput};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kpbuild_modules::layout::{self, BUNDLE_TARGET};
@@ -23,6 +32,9 @@ use kpbuild_modules::plan::{PlanOptions, bundle_modules, plan};
 use kpbuild_modules::platform::Platform;
 use kpbuild_modules::source::LocalDir;
 use kpbuild_modules::spec::SpecFile;
+use kpbuild_modules::store::{Access, Ingested, Key, Store};
+
+use crate::store_cmd::StoreArg;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -58,12 +70,21 @@ pub struct Args {
     /// Builds run at the same time.
     #[arg(long, default_value_t = 3)]
     jobs: usize,
+    /// Do not make the module images in the Docker daemon (`<bundle>/<module>:<version>-<arch>`).
+    /// Without them every build sends its whole result to the store again, also when it is
+    /// unchanged (the image ID is how kpbuild knows the store has it).
+    #[arg(long)]
+    no_load: bool,
+    #[command(flatten)]
+    store: StoreArg,
 }
 
 struct Unit {
     module: String,
     platform: Platform,
+    /// `<bundle>/<module>:<version>-<arch>`: how progress names the build.
     image: String,
+    key: Key,
 }
 
 #[derive(Default)]
@@ -74,6 +95,8 @@ struct Outcome {
     failed_vertex: Option<String>,
     error: Option<String>,
     took: Duration,
+    /// What the store got from the build.
+    stored: Option<Ingested>,
 }
 
 /// Vertices that only load or check inputs (sources), write a small file from the definition
@@ -155,6 +178,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         &spec.spec.version,
                         &p.platform,
                     ),
+                    key: Key {
+                        bundle: spec.spec.name.clone(),
+                        version: spec.spec.version.clone(),
+                        module: m.clone(),
+                        platform: p.platform.clone(),
+                    },
                     module: m,
                     platform: p.platform.clone(),
                 })
@@ -163,6 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let modules: BTreeSet<&str> = units.iter().map(|u| u.module.as_str()).collect();
 
+    let store = Arc::new(args.store.open(Access::Shared)?);
     let (tar, dockerfile) = context_tar(&context, &args.spec)?;
     eprintln!(
         "kpbuild build: {} builds ({} modules × {} platforms), context {} ({:.1} MiB){}",
@@ -186,18 +216,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let outcomes = runtime.block_on(build_all(
         &units,
+        &store,
         tar,
-        &dockerfile,
-        host_network,
-        &extra,
-        args.jobs.max(1),
+        &Settings {
+            dockerfile: &dockerfile,
+            host_network,
+            extra: &extra,
+            jobs: args.jobs.max(1),
+            load: !args.no_load,
+        },
     ))?;
 
     let mut failed = 0;
     eprintln!();
     eprintln!(
-        "{:<40} {:>6} {:>7} {:>5} {:>8}  result",
-        "image", "ops", "cached", "ran", "time"
+        "{:<40} {:>6} {:>7} {:>5} {:>8} {:>10}  result",
+        "module", "ops", "cached", "ran", "time", "added MiB"
     );
     for (u, o) in units.iter().zip(&outcomes) {
         let (total, cached, ran) = o.counts();
@@ -210,14 +244,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => "built".to_string(),
         };
         eprintln!(
-            "{:<40} {:>6} {:>7} {:>5} {:>7.1}s  {result}",
+            "{:<40} {:>6} {:>7} {:>5} {:>7.1}s {:>10.1}  {result}",
             u.image,
             total,
             cached,
             ran,
-            o.took.as_secs_f64()
+            o.took.as_secs_f64(),
+            o.stored
+                .as_ref()
+                .map_or(0.0, |s| s.new_bytes as f64 / 1048576.0)
         );
     }
+    let (files, added, total) = outcomes
+        .iter()
+        .filter_map(|o| o.stored.as_ref())
+        .fold((0, 0, 0), |(f, a, t), s| {
+            (f + s.new_files, a + s.new_bytes, t + s.bytes)
+        });
+    eprintln!(
+        "store {}: {added} bytes added ({files} new files; {:.1} of {:.1} MiB of module content was new)",
+        store.root().display(),
+        added as f64 / 1048576.0,
+        total as f64 / 1048576.0
+    );
     if args.verbose {
         for (u, o) in units.iter().zip(&outcomes) {
             for (name, cached, completed) in o.vertices.values() {
@@ -243,14 +292,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How every build of a run is made.
+struct Settings<'a> {
+    /// The spec's path in the context.
+    dockerfile: &'a str,
+    host_network: bool,
+    /// NAME=VALUE build arguments.
+    extra: &'a [String],
+    /// Builds at the same time.
+    jobs: usize,
+    /// Make the module images in the daemon (their IDs spare unchanged results a transfer).
+    load: bool,
+}
+
 async fn build_all(
     units: &[Unit],
+    store: &Arc<Store>,
     tar: bytes::Bytes,
-    dockerfile: &str,
-    host_network: bool,
-    extra: &[String],
-    jobs: usize,
+    settings: &Settings<'_>,
 ) -> anyhow::Result<Vec<Outcome>> {
+    let Settings {
+        dockerfile,
+        host_network,
+        extra,
+        jobs,
+        load,
+    } = *settings;
     let docker =
         Docker::connect_with_defaults().context("connecting to the Docker daemon (DOCKER_HOST)")?;
     docker.ping().await.context(
@@ -279,62 +346,75 @@ async fn build_all(
         let docker = docker.clone();
         let tar = tar.clone();
         let buildargs = buildargs.clone();
+        let store = store.clone();
         async move {
             let started = Instant::now();
-            let options = BuildImageOptions {
+            let mut outcome = Outcome::default();
+            let options = |outputs: Option<ImageBuildOutput>| BuildImageOptions {
                 dockerfile: dockerfile.to_string(),
-                t: Some(u.image.clone()),
+                // The module image (`--load`): its ID names the result by its content.
+                t: outputs.is_none().then(|| u.image.clone()),
+                outputs,
                 target: u.module.clone(),
                 platform: u.platform.to_string(),
                 networkmode: host_network.then(|| "host".to_string()),
-                buildargs: Some(buildargs),
+                buildargs: Some(buildargs.clone()),
                 version: BuilderVersion::BuilderBuildKit,
                 session: Some(session_id()),
                 rm: true,
                 ..Default::default()
             };
-            let mut outcome = Outcome::default();
-            let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar)));
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(info) => {
-                        if let Some(BuildInfoAux::BuildKit(status)) = info.aux {
-                            for v in status.vertexes {
-                                let e = outcome.vertices.entry(v.digest.clone()).or_insert((
-                                    v.name.clone(),
-                                    false,
-                                    false,
-                                ));
-                                e.1 |= v.cached;
-                                e.2 |= v.completed.is_some();
-                                if !v.error.is_empty() && outcome.error.is_none() {
-                                    outcome.error = Some(format!("{}: {}", v.name, v.error));
-                                    outcome.failed_vertex = Some(v.digest.clone());
-                                }
-                            }
-                            for l in status.logs {
-                                let lines = outcome.logs.entry(l.vertex.clone()).or_default();
-                                lines.extend(
-                                    String::from_utf8_lossy(&l.msg).lines().map(str::to_string),
-                                );
-                                let excess = lines.len().saturating_sub(20);
-                                lines.drain(..excess);
-                            }
-                        }
-                        if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                            outcome.error = Some(detail);
-                        }
+            // 1. With the Docker daemon as builder, the build makes the module image first:
+            //    when the store already has the result of that image ID, nothing is transferred.
+            let known = if load {
+                let id = run_build(
+                    &docker,
+                    options(None),
+                    tar.clone(),
+                    &mut outcome,
+                    bar.as_ref(),
+                )
+                .await;
+                match (&outcome.error, id) {
+                    (None, Some(id)) => {
+                        let rid = format!("docker-image-{}", id.trim_start_matches("sha256:"));
+                        let known = store.result(&rid).ok().flatten();
+                        Some((rid, known))
                     }
-                    Err(e) => {
-                        outcome.error = Some(match e {
-                            bollard::errors::Error::DockerStreamError { error } => error,
-                            other => other.to_string(),
-                        });
-                    }
+                    _ => None,
                 }
-                let (total, cached, ran) = outcome.counts();
-                if let Some(b) = &bar {
-                    b.set_message(format!("{ran} ran, {cached} cached of {total} ops"));
+            } else {
+                None
+            };
+            let got = match known {
+                Some((_, Some(known))) => Some(known),
+                _ if outcome.error.is_some() => None,
+                // 2. The result's files, through the tar exporter, into the store.
+                rid => {
+                    let got = export_to_store(
+                        &docker,
+                        &store,
+                        u,
+                        |out| options(Some(out)),
+                        tar.clone(),
+                        &mut outcome,
+                        bar.as_ref(),
+                    )
+                    .await;
+                    if let (Some(g), Some((rid, _))) = (&got, rid)
+                        && let Err(e) = store.set_result(&rid, &g.tree)
+                    {
+                        outcome.error = Some(format!("storing the result: {e}"));
+                    }
+                    got
+                }
+            };
+            if let Some(got) = got
+                && outcome.error.is_none()
+            {
+                match store.set_ref(&u.key, &got) {
+                    Ok(_) => outcome.stored = Some(got),
+                    Err(e) => outcome.error = Some(format!("storing the result: {e}")),
                 }
             }
             outcome.took = started.elapsed();
@@ -357,6 +437,218 @@ async fn build_all(
         .buffered(jobs)
         .collect()
         .await)
+}
+
+/// Runs one build, folding its progress into `outcome`; returns the image ID the daemon
+/// reports (builds that make an image).
+async fn run_build(
+    docker: &Docker,
+    options: BuildImageOptions,
+    tar: bytes::Bytes,
+    outcome: &mut Outcome,
+    bar: Option<&ProgressBar>,
+) -> Option<String> {
+    let mut image_id = None;
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar)));
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                match info.aux {
+                    Some(BuildInfoAux::BuildKit(status)) => {
+                        for v in status.vertexes {
+                            let e = outcome.vertices.entry(v.digest.clone()).or_insert((
+                                v.name.clone(),
+                                false,
+                                false,
+                            ));
+                            e.1 |= v.cached;
+                            e.2 |= v.completed.is_some();
+                            if !v.error.is_empty() && outcome.error.is_none() {
+                                outcome.error = Some(format!("{}: {}", v.name, v.error));
+                                outcome.failed_vertex = Some(v.digest.clone());
+                            }
+                        }
+                        for l in status.logs {
+                            let lines = outcome.logs.entry(l.vertex.clone()).or_default();
+                            lines.extend(
+                                String::from_utf8_lossy(&l.msg).lines().map(str::to_string),
+                            );
+                            let excess = lines.len().saturating_sub(20);
+                            lines.drain(..excess);
+                        }
+                    }
+                    Some(BuildInfoAux::Default(id)) => image_id = id.id.or(image_id),
+                    None => {}
+                }
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    outcome.error = Some(detail);
+                }
+            }
+            Err(e) => {
+                outcome.error = Some(match e {
+                    bollard::errors::Error::DockerStreamError { error } => error,
+                    other => other.to_string(),
+                });
+            }
+        }
+        let (total, cached, ran) = outcome.counts();
+        if let Some(b) = bar {
+            b.set_message(format!("{ran} ran, {cached} cached of {total} ops"));
+        }
+    }
+    image_id
+}
+
+/// Builds `u` with BuildKit's tar exporter writing into a [`ResultPipe`] that the store
+/// ingests as it arrives; returns what the store got (`None` with `outcome.error` set when the
+/// build or the ingest failed).
+async fn export_to_store(
+    docker: &Docker,
+    store: &Arc<Store>,
+    u: &Unit,
+    options: impl FnOnce(ImageBuildOutput) -> BuildImageOptions,
+    tar: bytes::Bytes,
+    outcome: &mut Outcome,
+    bar: Option<&ProgressBar>,
+) -> Option<Ingested> {
+    let pipe = match ResultPipe::open(store) {
+        Ok(p) => p,
+        Err(e) => {
+            outcome.error = Some(format!("{e:#}"));
+            return None;
+        }
+    };
+    let path = pipe.path.to_string_lossy().into_owned();
+    let (pipe, ingest) = pipe.ingest(store.clone(), u.key.to_string());
+    run_build(
+        docker,
+        options(ImageBuildOutput::Tar(path)),
+        tar,
+        outcome,
+        bar,
+    )
+    .await;
+    // The build is over: the exporter wrote all it will (or nothing); closing the pipe's last
+    // writer ends the ingest's input.
+    let received = pipe.close();
+    let ingested = ingest.await.unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")));
+    if outcome.error.is_some() {
+        return None;
+    }
+    match (ingested, received.load(Ordering::Relaxed)) {
+        (_, 0) => {
+            outcome.error = Some(
+                "the builder sent no result through the tar exporter (kpbuild needs BuildKit's tar exporter: Docker 19.03+ with BuildKit)".into(),
+            );
+            None
+        }
+        (Ok(got), _) => Some(got),
+        (Err(e), _) => {
+            outcome.error = Some(format!("bringing the result into the store: {e:#}"));
+            None
+        }
+    }
+}
+
+/// A named pipe in the store's `tmp/` that BuildKit's tar exporter writes a module result
+/// into (the Docker daemon hands the stream to the build's session, which writes it to this
+/// path) while [`Store::ingest`] reads it. This side holds a writer of its own until the
+/// build is over, so the reader sees the end of its input only when the build has ended,
+/// whether the exporter ran or not.
+struct ResultPipe {
+    path: PathBuf,
+    read: std::fs::File,
+    keeper: std::fs::File,
+}
+
+impl ResultPipe {
+    fn open(store: &Store) -> anyhow::Result<ResultPipe> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = store.tmp_path("result.pipe");
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+        // SAFETY: a NUL-terminated path; mkfifo touches no memory of ours.
+        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("creating the pipe {}", path.display()));
+        }
+        // Opening the read side without waiting for a writer, then our writer, then the read
+        // side back to blocking reads.
+        let read = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let keeper = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(read.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(read.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+        Ok(ResultPipe { path, read, keeper })
+    }
+
+    /// Starts reading the pipe into the store on a blocking thread.
+    #[allow(clippy::type_complexity)]
+    fn ingest(
+        self,
+        store: Arc<Store>,
+        what: String,
+    ) -> (OpenPipe, tokio::task::JoinHandle<anyhow::Result<Ingested>>) {
+        let received = Arc::new(AtomicU64::new(0));
+        let reader = Counting {
+            inner: self.read,
+            count: received.clone(),
+        };
+        let task = tokio::task::spawn_blocking(move || {
+            store
+                .ingest(std::io::BufReader::with_capacity(1 << 20, reader))
+                .with_context(|| what)
+        });
+        (
+            OpenPipe {
+                path: self.path,
+                keeper: self.keeper,
+                received,
+            },
+            task,
+        )
+    }
+}
+
+/// The pipe while the build runs.
+struct OpenPipe {
+    path: PathBuf,
+    keeper: std::fs::File,
+    received: Arc<AtomicU64>,
+}
+
+impl OpenPipe {
+    /// Closes this side's writer and removes the pipe's name; returns the count of the bytes
+    /// the reader gets (final once the ingest has ended).
+    fn close(self) -> Arc<AtomicU64> {
+        drop(self.keeper);
+        let _ = std::fs::remove_file(&self.path);
+        self.received
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 fn session_id() -> String {

@@ -1,35 +1,36 @@
-//! `kpbuild export`: merges the module images `kpbuild build` made into the bundle.
+//! `kpbuild export`: merges the module results `kpbuild build` brought into the local store
+//! (`kpbuild_modules::store`) into the bundle. It needs neither a Docker daemon nor BuildKit.
 //!
 //! - a directory (the kubeplay tree), or `kubeplay-<version>-linux-<arch>.tar.gz` / `.tar.zst`
-//!   with a `.sha256` file: the module images' layers are read as streams from the Docker daemon
-//!   (`docker save` through the Engine API), merged entry by entry in path order (no temporary
-//!   copy of the bundle), normalized (`kpbuild_modules::bundle_tar`) and compressed on several
-//!   threads;
-//! - `oci:DIR` or `oci-archive:FILE`: a multi-platform kubeplay OCI image whose layers are the
-//!   module layers as built (uncompressed, not recompressed), so shipping a new version moves only
-//!   the layers that changed.
+//!   with a `.sha256` file: each module's files are read from the store on a thread of their
+//!   own, merged entry by entry in path order (no temporary copy of the bundle), normalized
+//!   (`kpbuild_modules::bundle_tar`) and compressed on several threads;
+//! - `oci:DIR` or `oci-archive:FILE`: a multi-platform kubeplay OCI image with one layer per
+//!   module (an uncompressed tar of the module's tree, normalized like the tarball), so
+//!   shipping a new version moves only the layers of the modules that changed.
 //!
 //! Outputs are written under a temporary name (`OUT.partial`) and renamed when complete; on
 //! SIGINT or SIGTERM the partial output is removed ([`crate::interrupt`]). They are
 //! reproducible: the same images give byte-identical files (`SOURCE_DATE_EPOCH` sets every time
 //! stamp).
 
-use std::io::{Read, Write};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
-use bollard::Docker;
-use futures_util::StreamExt;
 use kpbuild_modules::bundle_tar::{self, BUNDLE_ROOT};
 use kpbuild_modules::layout;
 use kpbuild_modules::plan::bundle_modules;
 use kpbuild_modules::platform::Platform;
+use kpbuild_modules::registry_layout::Digest;
 use kpbuild_modules::spec::SpecFile;
-use kpbuild_modules::tar_merge::{self, Kind, LayerSource, Meta, Msg, Sent, Stats};
+use kpbuild_modules::store::{Access, Key};
+use kpbuild_modules::tar_merge::{self, Kind, LayerSource, Meta, Stats};
 
 use crate::interrupt::{self, Partial};
+use crate::store_cmd::StoreArg;
 use sha2::Digest as _;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -46,7 +47,7 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The bundle spec (names the module images).
+    /// The bundle spec (names the bundle, its version and modules).
     #[arg(
         short = 'f',
         long = "file",
@@ -70,6 +71,8 @@ pub struct Args {
     /// Compression threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    store: StoreArg,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -80,10 +83,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.platform.clone()
     };
-    let images_of = |p: &Platform| -> Vec<String> {
+    let keys_of = |p: &Platform| -> Vec<Key> {
         bundle_modules(&spec.spec, p)
-            .iter()
-            .map(|m| layout::module_image(&spec.spec.name, m, &spec.spec.version, p))
+            .into_iter()
+            .map(|module| Key {
+                bundle: spec.spec.name.clone(),
+                version: spec.spec.version.clone(),
+                module,
+                platform: p.clone(),
+            })
             .collect()
     };
     let epoch = bundle_tar::source_date_epoch().map_err(|e| anyhow!(e))?;
@@ -91,14 +99,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     crate::interrupt::remove_partials_on_signal(&runtime, "kpbuild export")?;
-    let docker =
-        Docker::connect_with_defaults().context("connecting to the Docker daemon (DOCKER_HOST)")?;
+    let store = args.store.open(Access::Shared)?;
     let started = std::time::Instant::now();
+    // Every module of every platform is there before anything is written.
+    let mut trees: BTreeMap<Key, Digest> = BTreeMap::new();
     for p in &platforms {
-        for image in images_of(p) {
-            runtime
-                .block_on(docker.inspect_image(&image))
-                .map_err(|e| anyhow!("module image {image}: {e}\n  hint: run `kpbuild build -f {} --platform {p}` first", args.spec.display()))?;
+        for key in keys_of(p) {
+            let r = store.require_ref(&key).with_context(|| {
+                format!(
+                    "exporting {}\n  hint: run `kpbuild build -f {} --platform {p}` first",
+                    args.spec.display(),
+                    args.spec.display()
+                )
+            })?;
+            trees.insert(key, r.tree);
         }
     }
     match format {
@@ -126,10 +140,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 )),
                 _ => out,
             };
-            let sources = images_of(platform)
+            let sources = keys_of(platform)
                 .into_iter()
-                .map(|image| open_layers(&runtime, &docker, &image))
-                .collect::<Vec<_>>();
+                .map(|key| -> anyhow::Result<LayerSource> {
+                    let tree = store.tree(&trees[&key])?;
+                    Ok(store.source(&key.to_string(), tree))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let threads = args.threads.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -150,8 +167,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Format::Oci | Format::OciArchive => {
             let layers = crate::export_oci::write(
-                &runtime,
-                &docker,
+                &store,
+                &trees,
                 &out,
                 format == Format::OciArchive,
                 &spec.spec,
@@ -193,99 +210,6 @@ fn output_of(args: &Args) -> anyhow::Result<(Format, PathBuf)> {
     Ok((args.format.unwrap_or(guessed), PathBuf::from(path)))
 }
 
-/// A `Read` over byte chunks from a channel (an async stream bridged to a thread).
-pub(crate) struct ChannelReader {
-    rx: Receiver<Result<bytes::Bytes, String>>,
-    buf: bytes::Bytes,
-}
-
-impl ChannelReader {
-    pub fn new(rx: Receiver<Result<bytes::Bytes, String>>) -> Self {
-        ChannelReader {
-            rx,
-            buf: bytes::Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.buf.is_empty() {
-            match self.rx.recv() {
-                Ok(Ok(b)) => self.buf = b,
-                Ok(Err(e)) => return Err(std::io::Error::other(e)),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        self.buf = self.buf.slice(n..);
-        Ok(n)
-    }
-}
-
-/// Streams `docker save IMAGE` into a reader.
-pub(crate) fn save_stream(
-    runtime: &tokio::runtime::Runtime,
-    docker: &Docker,
-    image: &str,
-) -> ChannelReader {
-    let (tx, rx) = sync_channel::<Result<bytes::Bytes, String>>(32);
-    let docker = docker.clone();
-    let image = image.to_string();
-    runtime.spawn(async move {
-        let mut stream = docker.export_image(&image);
-        while let Some(chunk) = stream.next().await {
-            let msg = chunk.map_err(|e| format!("docker save {image}: {e}"));
-            let failed = msg.is_err();
-            // The receiving thread blocks on a bounded channel: send from a blocking section.
-            let tx2 = tx.clone();
-            if tokio::task::spawn_blocking(move || tx2.send(msg))
-                .await
-                .map(|r| r.is_err())
-                .unwrap_or(true)
-                || failed
-            {
-                break;
-            }
-        }
-    });
-    ChannelReader::new(rx)
-}
-
-/// Opens a module image: a thread parses its `docker save` stream and sends its layer's
-/// entries, in order, with their data.
-fn open_layers(runtime: &tokio::runtime::Runtime, docker: &Docker, image: &str) -> LayerSource {
-    let reader = save_stream(runtime, docker, image);
-    LayerSource::spawn(image, move |tx| parse_save(reader, tx))
-}
-
-/// Finds the one `layer.tar` of a `docker save` stream and sends its entries.
-fn parse_save(reader: ChannelReader, tx: &SyncSender<Msg>) -> anyhow::Result<()> {
-    let mut outer = tar::Archive::new(reader);
-    let mut layers = 0;
-    for entry in outer.entries()? {
-        let entry = entry?;
-        let path = entry.path()?.to_string_lossy().into_owned();
-        if !path.ends_with("layer.tar") {
-            continue;
-        }
-        layers += 1;
-        if layers > 1 {
-            bail!(
-                "the image has more than one layer; kpbuild's module images have one (rebuild with kpbuild build)"
-            );
-        }
-        if tar_merge::send_layer(entry, |m| tx.send(m).is_ok())? == Sent::Abandoned {
-            return Ok(());
-        }
-    }
-    if layers == 0 {
-        bail!("no layer in the image");
-    }
-    Ok(())
-}
-
 /// A writer that hashes what passes through.
 struct HashingWriter<W: Write> {
     inner: W,
@@ -309,7 +233,9 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-fn tar_header(meta: &Meta, epoch: u64) -> anyhow::Result<tar::Header> {
+/// The normalized header of an entry; hard link targets get `root/` in front (the bundle root
+/// of a tarball; none in an OCI layer).
+fn tar_header(meta: &Meta, epoch: u64, root: Option<&str>) -> anyhow::Result<tar::Header> {
     let mut h = tar::Header::new_gnu();
     h.set_mtime(epoch);
     h.set_uid(0);
@@ -335,7 +261,10 @@ fn tar_header(meta: &Meta, epoch: u64) -> anyhow::Result<tar::Header> {
         Kind::Hardlink(t) => {
             h.set_entry_type(tar::EntryType::Link);
             h.set_size(0);
-            h.set_link_name(format!("{BUNDLE_ROOT}/{t}"))?;
+            match root {
+                Some(r) => h.set_link_name(format!("{r}/{t}"))?,
+                None => h.set_link_name(t)?,
+            }
         }
     }
     Ok(h)
@@ -366,7 +295,7 @@ fn write_tarball(
                 enc.multithread(threads as u32)?;
                 enc.include_checksum(true)?;
                 let mut builder = tar::Builder::new(enc);
-                stats = write_entries(&mut builder, sources, epoch)?;
+                stats = write_entries(&mut builder, sources, epoch, Some(BUNDLE_ROOT))?;
                 let mut w = builder.into_inner()?.finish()?;
                 w.flush()?;
             }
@@ -380,7 +309,7 @@ fn write_tarball(
                         .compression_level(gzp::Compression::new(lvl))
                         .from_writer(hashed);
                 let mut builder = tar::Builder::new(enc);
-                stats = write_entries(&mut builder, sources, epoch)?;
+                stats = write_entries(&mut builder, sources, epoch, Some(BUNDLE_ROOT))?;
                 let mut enc = builder.into_inner()?;
                 enc.finish().map_err(|e| anyhow!("gzip: {e}"))?;
             }
@@ -418,25 +347,33 @@ fn write_tarball(
     Ok(stats)
 }
 
-fn write_entries<W: Write>(
+/// Writes the merged entries of `sources` as a tar with normalized headers: under `root/` (a
+/// bundle tarball, which also gets an entry for `root/` itself) or from the top (an OCI layer).
+pub(crate) fn write_entries<W: Write>(
     builder: &mut tar::Builder<W>,
     sources: Vec<LayerSource>,
     epoch: u64,
+    root: Option<&str>,
 ) -> anyhow::Result<Stats> {
-    let root = Meta {
-        path: String::new(),
-        kind: Kind::Dir,
-        mode: 0o755,
-        size: 0,
-    };
-    builder.append_data(
-        &mut tar_header(&root, epoch)?,
-        format!("{BUNDLE_ROOT}/"),
-        std::io::empty(),
-    )?;
+    if let Some(root) = root {
+        let dir = Meta {
+            path: String::new(),
+            kind: Kind::Dir,
+            mode: 0o755,
+            size: 0,
+        };
+        builder.append_data(
+            &mut tar_header(&dir, epoch, None)?,
+            format!("{root}/"),
+            std::io::empty(),
+        )?;
+    }
     let stats = tar_merge::merge(sources, |meta, data| -> anyhow::Result<()> {
-        let mut h = tar_header(meta, epoch)?;
-        let name = format!("{BUNDLE_ROOT}/{}", meta.path);
+        let mut h = tar_header(meta, epoch, root)?;
+        let name = match root {
+            Some(r) => format!("{r}/{}", meta.path),
+            None => meta.path.clone(),
+        };
         match data {
             Some(r) => builder.append_data(&mut h, &name, r)?,
             None => builder.append_data(&mut h, &name, std::io::empty())?,

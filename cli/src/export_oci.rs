@@ -1,9 +1,11 @@
 //! The OCI forms of `kpbuild export`: `oci:DIR` (an OCI image layout) and `oci-archive:FILE`
-//! (the same layout as one tar). One manifest per platform whose layers are the module images'
-//! layers exactly as built (uncompressed tars, digests unchanged), under one index tagged with
-//! the bundle version. Blobs are streamed from the daemon and checked against the digests the
-//! daemon reports; nothing is recompressed. The layout (or archive) is written under
-//! `OUT.partial`, renamed when complete, and removed on SIGINT or SIGTERM.
+//! (the same layout as one tar). One manifest per platform with one layer per module: an
+//! uncompressed tar of the module's tree from the store, with the bundle tarball's normalized
+//! headers (`SOURCE_DATE_EPOCH`), so a module that did not change keeps its layer digest from
+//! one bundle version to the next. A layer's digest is computed once per tree and epoch (a
+//! hashing pass) and kept in the store; every layer written is checked against it. The layout
+//! (or archive) is written under `OUT.partial`, renamed when complete, and removed on SIGINT or
+//! SIGTERM.
 //!
 //! The JSON documents are written with `serde_json::json!` rather than `oci-spec`'s types: their
 //! bytes are digests, and an export must stay byte-identical across kpbuild versions for the
@@ -11,15 +13,15 @@
 //! them between releases); here every key is written in a fixed order, checked by the e2e
 //! (`skopeo inspect`, two exports compared byte for byte).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use bollard::Docker;
-use kpbuild_modules::layout;
 use kpbuild_modules::platform::Platform;
+use kpbuild_modules::registry_layout::Digest;
 use kpbuild_modules::spec::Spec;
+use kpbuild_modules::store::{Key, Store};
 
 use crate::interrupt::{self, Partial};
 use serde_json::json;
@@ -56,7 +58,7 @@ impl Read for Verify<'_> {
 fn check(digest: &str, hash: sha2::Sha256) -> anyhow::Result<()> {
     let got = format!("sha256:{}", hex::encode(hash.finalize()));
     if got != digest {
-        bail!("layer bytes hash to {got}, but the daemon says {digest}; nothing was kept");
+        bail!("layer bytes hash to {got}, but the store says {digest}; nothing was kept");
     }
     Ok(())
 }
@@ -149,10 +151,9 @@ fn partial(out: &Path) -> PathBuf {
 }
 
 /// Writes the OCI layout (or archive) of every platform; returns the number of layers.
-#[allow(clippy::too_many_arguments)]
 pub fn write(
-    runtime: &tokio::runtime::Runtime,
-    docker: &Docker,
+    store: &Store,
+    trees: &BTreeMap<Key, Digest>,
     out: &Path,
     archive: bool,
     spec: &Spec,
@@ -191,40 +192,49 @@ pub fn write(
         for p in platforms {
             let arch = p.architecture.as_str();
             let mut layers = Vec::new();
-            for m in &kpbuild_modules::plan::bundle_modules(spec, p) {
-                let image = layout::module_image(&spec.name, m, &spec.version, p);
-                let info = runtime
-                    .block_on(docker.inspect_image(&image))
-                    .map_err(|e| anyhow!("module image {image}: {e}"))?;
-                let diff_ids = info.root_fs.and_then(|r| r.layers).unwrap_or_default();
-                let [digest] = diff_ids.as_slice() else {
-                    bail!(
-                        "module image {image} has {} layers; kpbuild's module images have one",
-                        diff_ids.len()
-                    );
+            // The layers in the spec's module order (the manifest module last).
+            for module in kpbuild_modules::plan::bundle_modules(spec, p) {
+                let key = Key {
+                    bundle: spec.name.clone(),
+                    version: spec.version.clone(),
+                    module,
+                    platform: p.clone(),
                 };
-                let mut save =
-                    tar::Archive::new(crate::export::save_stream(runtime, docker, &image));
-                let mut size = None;
-                for entry in save.entries()? {
-                    let mut entry = entry?;
-                    if !entry.path()?.to_string_lossy().ends_with("layer.tar") {
-                        continue;
+                let tree_digest = trees
+                    .get(&key)
+                    .ok_or_else(|| anyhow!("internal: no tree for {key}"))?;
+                let tree = store.tree(tree_digest)?;
+                let (digest, size) = match store.layer_digest(tree_digest, epoch) {
+                    Some(known) => known,
+                    None => {
+                        let mut hashed = Hashing::default();
+                        layer_tar(store, &key.to_string(), tree.clone(), epoch, &mut hashed)?;
+                        let d = Digest::from_hasher(hashed.hash);
+                        store.set_layer_digest(tree_digest, epoch, &d, hashed.size)?;
+                        (d, hashed.size)
                     }
-                    let s = entry.header().size()?;
-                    if written.insert(digest.clone()) {
-                        sink.blob_stream(digest, s, &mut entry)
-                            .map_err(|e| anyhow!("module image {image}: {e}"))?;
-                    }
-                    size = Some(s);
+                };
+                let digest = digest.to_string();
+                if written.insert(digest.clone()) {
+                    // The layer is made on a thread, into a pipe the sink reads (and checks).
+                    let (mut reader, writer) = std::io::pipe()?;
+                    let name = key.to_string();
+                    std::thread::scope(|scope| {
+                        let producer =
+                            scope.spawn(move || layer_tar(store, &name, tree, epoch, writer));
+                        let streamed = sink.blob_stream(&digest, size, &mut reader);
+                        drop(reader);
+                        // The producer's error says why the stream ended early.
+                        let produced = producer.join().expect("layer thread");
+                        produced.and(streamed)
+                    })
+                    .map_err(|e| anyhow!("the layer of {key}: {e:#}"))?;
                 }
-                let size =
-                    size.ok_or_else(|| anyhow!("module image {image}: no layer in docker save"))?;
                 layers.push(json!({
                     "mediaType": OCI_LAYER_TAR,
                     "digest": digest,
                     "size": size,
-                    "annotations": {"org.opencontainers.image.title": m},
+                    "annotations": {"org.opencontainers.image.title": key.module},
                 }));
                 n_layers += 1;
             }
@@ -293,4 +303,36 @@ fn put_json(
         sink.blob_stream(&digest, data.len() as u64, &mut &data[..])?;
     }
     Ok((digest, data.len() as u64))
+}
+
+/// Writes a module's OCI layer: its tree from the store as a tar with normalized headers.
+fn layer_tar<W: Write>(
+    store: &Store,
+    name: &str,
+    tree: kpbuild_modules::store::Tree,
+    epoch: u64,
+    w: W,
+) -> anyhow::Result<()> {
+    let mut builder = tar::Builder::new(w);
+    crate::export::write_entries(&mut builder, vec![store.source(name, tree)], epoch, None)?;
+    builder.into_inner()?.flush()?;
+    Ok(())
+}
+
+/// A writer that only hashes and counts.
+#[derive(Default)]
+struct Hashing {
+    hash: sha2::Sha256,
+    size: u64,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.hash.update(buf);
+        self.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@ mod export_oci;
 mod interrupt;
 mod lists;
 mod plan_cmd;
+mod store_cmd;
 mod sync_images;
 mod verify;
 mod verify_registry;
@@ -35,10 +36,13 @@ enum Command {
     Lists(lists::Args),
     /// Print the plan of a Dockerfile.bundle (every module's work per platform) as JSON.
     Plan(plan_cmd::Args),
-    /// Build every module of a Dockerfile.bundle, for every platform, each into its own image.
+    /// Build every module of a Dockerfile.bundle, for every platform, into the local store.
     Build(build::Args),
-    /// Merge the module images into a bundle: a directory, a .tar.gz/.tar.zst, or an OCI image.
+    /// Merge the module results of the store into a bundle: a directory, a .tar.gz/.tar.zst,
+    /// or an OCI image (no Docker daemon or BuildKit needed).
     Export(export::Args),
+    /// Manage the local content store of module results: ls, prune.
+    Store(store_cmd::Args),
     /// Check a bundle (directory or tarball) against its manifest: files, images, packages.
     Verify(verify::Args),
     /// Fetch images into a registry:2 storage tree (docker/registry/v2/…), every blob once.
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::SyncImages(args) => sync_images::run(args),
         Command::Build(args) => build::run(args),
         Command::Export(args) => export::run(args),
+        Command::Store(args) => store_cmd::run(args),
         Command::Verify(args) => verify::run(args),
         Command::VerifyRegistry(args) => verify_registry::run(args),
         Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),

@@ -8,7 +8,8 @@
 //! - [`spec`] reads `Dockerfile.bundle`, [`plan`] runs every kind's planning per platform,
 //!   [`jobs`] is the contract between an LLB exec op and the worker it runs;
 //! - [`layout`] is the one home of bundle paths, target names and module image names;
-//!   [`platform`] the one platform type.
+//!   [`platform`] the one platform type;
+//! - [`store`] is the local content store of module results that `kpbuild export` reads.
 
 pub mod bundle_tar;
 pub mod image_archive;
@@ -26,6 +27,7 @@ pub mod registry_verify;
 pub mod safe_path;
 pub mod source;
 pub mod spec;
+pub mod store;
 pub mod tar_merge;
 pub mod vars;
 pub mod verify;

@@ -353,10 +353,8 @@ impl RegistryClient {
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let scope = format!("repository:{repo}:pull");
                 let mut tokens = ep.tokens.lock().await;
-                if !fresh {
-                    if let Some(t) = tokens.get(&scope) {
-                        return Ok(Some(Authorization::Bearer(t.clone())));
-                    }
+                if !fresh && let Some(t) = tokens.get(&scope) {
+                    return Ok(Some(Authorization::Bearer(t.clone())));
                 }
                 let token = self
                     .fetch_token(ep, &realm, service.as_deref(), &scope)
