@@ -392,8 +392,8 @@ pub fn truthy(v: &Value) -> bool {
     }
 }
 
-/// Files that hold kubespray's download defaults: the `download` role's defaults (2021) or
-/// `kubespray_defaults/defaults/main/download.yml` (recent).
+/// Files that hold kubespray's download defaults: the `download` role's defaults (2.16 to 2.23)
+/// or `kubespray[-_]defaults/defaults/main/download.yml` (2.24 on); see [`crate::vars::Layout`].
 fn is_download_defaults(path: &Path) -> bool {
     let s = path.to_string_lossy().replace('\\', "/");
     s.contains("roles/download/defaults/") || s.ends_with("defaults/main/download.yml")
