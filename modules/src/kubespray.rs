@@ -11,8 +11,9 @@
 //! Two deliberate differences from the generator, both in what the deploy side really asks for:
 //! the kube-* tags are `v` + `kube_version` without doubling a `v` that old kubespray versions
 //! already carry (the generator writes `vv1.20.7` for kubespray 2.16), and the host facts
-//! (`ansible_architecture`) follow `--arch` instead of the machine the generator ran on
-//! (pass `-e ansible_architecture=x86_64` to reproduce a generator run on an x86_64 host).
+//! (`ansible_architecture` and `ansible_facts['architecture']`, set both ways) follow `--arch`
+//! instead of the machine the generator ran on (pass `-e ansible_architecture=x86_64` to
+//! reproduce a generator run on an x86_64 host).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -39,6 +40,20 @@ pub enum ListError {
         "{dir}: no `downloads` variable in the kubespray defaults; is this a kubespray checkout?"
     )]
     NoDownloads { dir: String },
+    #[error(
+        "{origin}: `ansible_facts` must be a mapping of fact names to values, e.g. -e 'ansible_facts={{architecture: x86_64}}'"
+    )]
+    FactsNotMapping { origin: Origin },
+    #[error(
+        "the host fact `{fact}` is given twice with different values: `ansible_{fact}={flat}` ({flat_origin}) and `ansible_facts['{fact}']={mapped}` ({mapped_origin}); give one"
+    )]
+    FactConflict {
+        fact: String,
+        flat: String,
+        flat_origin: Origin,
+        mapped: String,
+        mapped_origin: Origin,
+    },
     #[error("{origin}: `downloads.{entry}` is not a mapping")]
     BadEntry { entry: String, origin: Origin },
     #[error(
@@ -148,11 +163,11 @@ impl Kubespray {
         arch: Arch,
         extra: &[String],
     ) -> Result<Kubespray, ListError> {
-        for (name, value) in host_facts(arch) {
+        for (name, value) in host_vars() {
             vars.set(
                 name,
                 value,
-                Origin::described("host facts for --arch"),
+                Origin::described("host variables of kpbuild lists"),
                 Precedence::Facts,
             );
         }
@@ -165,6 +180,7 @@ impl Kubespray {
         for arg in extra {
             vars.add_extra_arg(arg)?;
         }
+        set_host_facts(&mut vars, arch)?;
         let download_url_vars = vars
             .files()
             .iter()
@@ -399,15 +415,9 @@ fn is_download_defaults(path: &Path) -> bool {
     s.contains("roles/download/defaults/") || s.ends_with("defaults/main/download.yml")
 }
 
-/// Facts of a host of `arch` that the download variables read.
-fn host_facts(arch: Arch) -> Vec<(&'static str, Value)> {
+/// Variables Ansible gives every host that kubespray's variable files read, other than facts.
+fn host_vars() -> Vec<(&'static str, Value)> {
     vec![
-        (
-            "ansible_architecture",
-            Value::from(arch.ansible_architecture()),
-        ),
-        ("ansible_machine", Value::from(arch.ansible_architecture())),
-        ("ansible_system", Value::from("Linux")),
         ("inventory_hostname", Value::from("localhost")),
         (
             "groups",
@@ -420,9 +430,137 @@ fn host_facts(arch: Arch) -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// The facts of a host of `arch`, as keys of `ansible_facts` (each also set as `ansible_<key>`):
+/// an Ubuntu 24.04 Linux host, whose architecture follows `--arch`. kubespray's variable files
+/// read the system, the architecture and (for a few `enabled` conditions) the OS family.
+pub fn host_facts(arch: Arch) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("system", "Linux"),
+        ("architecture", arch.ansible_architecture()),
+        ("machine", arch.ansible_architecture()),
+        ("os_family", "Debian"),
+        ("distribution", "Ubuntu"),
+        ("distribution_release", "noble"),
+        ("distribution_version", "24.04"),
+        ("distribution_major_version", "24"),
+    ]
+}
+
+/// `ansible_*` variables that are connection settings, not facts: never mirrored into
+/// `ansible_facts`.
+fn is_connection_var(name: &str) -> bool {
+    const EXACT: [&str; 8] = [
+        "ansible_facts",
+        "ansible_host",
+        "ansible_port",
+        "ansible_user",
+        "ansible_password",
+        "ansible_connection",
+        "ansible_python_interpreter",
+        "ansible_private_key_file",
+    ];
+    const PREFIXES: [&str; 4] = [
+        "ansible_ssh_",
+        "ansible_become",
+        "ansible_shell_",
+        "ansible_winrm_",
+    ];
+    EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Sets the host facts both ways Ansible offers them: as `ansible_facts['<key>']` and as the
+/// flat `ansible_<key>` (which kubespray read before 2.29 and Ansible is retiring). Both start
+/// from [`host_facts`] for `arch`; extra variables override either form (`-e
+/// ansible_architecture=x86_64`, `-e 'ansible_facts={architecture: x86_64}'`) and the other
+/// follows, so the two never disagree. `machine` follows an overridden `architecture` unless
+/// given itself.
+fn set_host_facts(vars: &mut VarSet, arch: Arch) -> Result<(), ListError> {
+    let facts_origin = Origin::described("host facts for --arch");
+    let mut facts: indexmap::IndexMap<String, (Value, Origin)> = host_facts(arch)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), (Value::from(v), facts_origin.clone())))
+        .collect();
+    let mut overridden: Vec<String> = Vec::new();
+    // `ansible_facts` given as an extra variable: its keys win over the defaults.
+    let given_mapping = vars
+        .get("ansible_facts")
+        .filter(|d| d.precedence == Precedence::ExtraVars)
+        .cloned();
+    if let Some(def) = &given_mapping {
+        if def.value.kind() != ValueKind::Map {
+            return Err(ListError::FactsNotMapping {
+                origin: def.origin.clone(),
+            });
+        }
+        for key in def.value.try_iter().expect("a map iterates") {
+            let value = def.value.get_item(&key).unwrap_or_default();
+            let name = key.to_string();
+            overridden.push(name.clone());
+            facts.insert(name, (value, def.origin.clone()));
+        }
+    }
+    // Flat `ansible_<key>` given as extra variables.
+    let flat: Vec<(String, Value, Origin)> = vars
+        .names()
+        .filter(|n| n.starts_with("ansible_") && !is_connection_var(n))
+        .filter_map(|n| {
+            let d = vars.get(n)?;
+            (d.precedence == Precedence::ExtraVars).then(|| {
+                (
+                    n.strip_prefix("ansible_").unwrap_or(n).to_string(),
+                    d.value.clone(),
+                    d.origin.clone(),
+                )
+            })
+        })
+        .collect();
+    for (key, value, origin) in flat {
+        if let Some((mapped, mapped_origin)) = facts.get(&key)
+            && overridden.contains(&key)
+            && mapped != &value
+        {
+            return Err(ListError::FactConflict {
+                fact: key,
+                flat: value.to_string(),
+                flat_origin: origin,
+                mapped: mapped.to_string(),
+                mapped_origin: mapped_origin.clone(),
+            });
+        }
+        overridden.push(key.clone());
+        facts.insert(key, (value, origin));
+    }
+    if overridden.iter().any(|k| k == "architecture") && !overridden.iter().any(|k| k == "machine")
+    {
+        let architecture = facts["architecture"].clone();
+        facts.insert("machine".to_string(), architecture);
+    }
+    let mapping = Value::from(
+        facts
+            .iter()
+            .map(|(k, (v, _))| (Value::from(k.as_str()), v.clone()))
+            .collect::<indexmap::IndexMap<Value, Value>>(),
+    );
+    for (key, (value, origin)) in facts {
+        // An extra variable keeps its own (highest) level; the others are facts.
+        let precedence = if origin == facts_origin {
+            Precedence::Facts
+        } else {
+            Precedence::ExtraVars
+        };
+        vars.set(format!("ansible_{key}"), value, origin, precedence);
+    }
+    match given_mapping {
+        Some(def) => vars.set("ansible_facts", mapping, def.origin, Precedence::ExtraVars),
+        None => vars.set("ansible_facts", mapping, facts_origin, Precedence::Facts),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn pins() {
@@ -443,6 +581,80 @@ mod tests {
         assert_eq!(Arch::parse("linux/arm64"), Some(Arch::Arm64));
         assert_eq!(Arch::parse("x86_64"), Some(Arch::Amd64));
         assert_eq!(Arch::parse("riscv64"), None);
+    }
+
+    /// A synthetic download defaults file reading the host facts both ways, as kubespray's
+    /// main branch (`ansible_facts['system']`) and its releases (`ansible_architecture`) do.
+    fn facts_reader(arch: Arch, extra: &[&str]) -> Result<Kubespray, ListError> {
+        let mut vars = VarSet::new();
+        vars.load_str(
+            "kube_version: 1.0.0\nkube_image_repo: r\ndownloads: {}\n\
+             x_download_url: \"{{ ansible_facts['system'] | lower }}/{{ ansible_facts['architecture'] }}/{{ ansible_facts.machine }}/{{ ansible_system }}/{{ ansible_architecture }}/{{ ansible_os_family }}\"\n",
+            Path::new("roles/download/defaults/main.yml"),
+            Precedence::RoleDefaults,
+        )
+        .unwrap();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Kubespray::from_vars("ks", vars, arch, &extra)
+    }
+
+    fn rendered(arch: Arch, extra: &[&str]) -> String {
+        let k = facts_reader(arch, extra).unwrap_or_else(|e| panic!("{e}"));
+        k.files().unwrap().join(" ")
+    }
+
+    #[test]
+    fn host_facts_are_set_both_ways_and_follow_arch() {
+        assert_eq!(
+            rendered(Arch::Amd64, &[]),
+            "linux/x86_64/x86_64/Linux/x86_64/Debian"
+        );
+        assert_eq!(
+            rendered(Arch::Arm64, &[]),
+            "linux/aarch64/aarch64/Linux/aarch64/Debian"
+        );
+    }
+
+    #[test]
+    fn fact_overrides_keep_both_forms_consistent() {
+        let x86 = "linux/x86_64/x86_64/Linux/x86_64/Debian";
+        assert_eq!(rendered(Arch::Arm64, &["ansible_architecture=x86_64"]), x86);
+        assert_eq!(
+            rendered(Arch::Arm64, &["ansible_facts={architecture: x86_64}"]),
+            x86
+        );
+        assert_eq!(
+            rendered(
+                Arch::Arm64,
+                &[
+                    "ansible_facts={architecture: x86_64, os_family: RedHat}",
+                    "ansible_architecture=x86_64"
+                ]
+            ),
+            "linux/x86_64/x86_64/Linux/x86_64/RedHat"
+        );
+        assert_eq!(
+            rendered(Arch::Amd64, &["ansible_os_family=RedHat"]),
+            "linux/x86_64/x86_64/Linux/x86_64/RedHat"
+        );
+        let e = facts_reader(
+            Arch::Arm64,
+            &[
+                "ansible_facts={architecture: x86_64}",
+                "ansible_architecture=ppc64le",
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`architecture` is given twice"), "{e}");
+        let e = facts_reader(Arch::Arm64, &["ansible_facts=x86_64"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`ansible_facts` must be a mapping"), "{e}");
+        // Connection variables are not facts.
+        let k = facts_reader(Arch::Amd64, &["ansible_user=me"]).unwrap();
+        let facts = k.evaluator().var("ansible_facts").unwrap();
+        assert!(facts.get_attr("user").unwrap().is_undefined());
     }
 
     #[test]
