@@ -45,14 +45,14 @@ pub enum ListError {
     )]
     FactsNotMapping { origin: Origin },
     #[error(
-        "the host fact `{fact}` is given twice with different values: `ansible_{fact}={flat}` ({flat_origin}) and `ansible_facts['{fact}']={mapped}` ({mapped_origin}); give one"
+        "the host fact `{fact}` is given twice with different values: `ansible_{fact}={flat} and `ansible_facts['{fact}']={mapped}; give one"
     )]
     FactConflict {
         fact: String,
+        /// The flat variable's value and where it was given.
         flat: String,
-        flat_origin: Origin,
+        /// The mapping's value and where it was given.
         mapped: String,
-        mapped_origin: Origin,
     },
     #[error("{origin}: `downloads.{entry}` is not a mapping")]
     BadEntry { entry: String, origin: Origin },
@@ -521,10 +521,8 @@ fn set_host_facts(vars: &mut VarSet, arch: Arch) -> Result<(), ListError> {
         {
             return Err(ListError::FactConflict {
                 fact: key,
-                flat: value.to_string(),
-                flat_origin: origin,
-                mapped: mapped.to_string(),
-                mapped_origin: mapped_origin.clone(),
+                flat: format!("{value}` ({origin})"),
+                mapped: format!("{mapped}` ({mapped_origin})"),
             });
         }
         overridden.push(key.clone());
