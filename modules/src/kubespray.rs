@@ -144,9 +144,45 @@ pub const KUBEADM_IMAGES: [&str; 4] = [
 #[derive(Debug, Clone)]
 pub struct Kubespray {
     dir: String,
+    arch: Arch,
     eval: Evaluator,
     /// Top-level names of the download defaults ending in `download_url`, in file order.
     download_url_vars: Vec<String>,
+    /// The file downloads with a placeholder checksum, found on first use.
+    unbuilt: std::sync::OnceLock<Vec<Unbuilt>>,
+}
+
+/// A file download that kubespray has no build of for this architecture: its checksum for the
+/// architecture is a placeholder, `0` or empty. Left out of every list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unbuilt {
+    /// The `downloads` entry.
+    pub entry: String,
+    pub url: String,
+    /// The placeholder as rendered (`0` or empty).
+    pub checksum: String,
+    /// Whether the entry's `enabled` condition holds (true when it cannot be rendered).
+    pub enabled: bool,
+    pub arch: Arch,
+}
+
+impl fmt::Display for Unbuilt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "left out {} (`downloads.{}`): its {} checksum is `{}`, kubespray has no {} build of it",
+            self.url, self.entry, self.arch, self.checksum, self.arch
+        )
+    }
+}
+
+/// What a file entry's checksum says.
+enum Checksum {
+    Pinned(Pin),
+    /// No checksum at all (`None`, or no field).
+    Unpinned,
+    /// `0` or empty: no build for this architecture.
+    Placeholder(String),
 }
 
 impl Kubespray {
@@ -204,8 +240,10 @@ impl Kubespray {
         }
         Ok(Kubespray {
             dir: dir.to_string(),
+            arch,
             eval: Evaluator::new(vars),
             download_url_vars,
+            unbuilt: std::sync::OnceLock::new(),
         })
     }
 
@@ -225,13 +263,48 @@ impl Kubespray {
         })
     }
 
-    /// What `generate_list.sh` writes to `files.list`: every `*download_url` variable.
+    /// What `generate_list.sh` writes to `files.list`: every `*download_url` variable, less
+    /// the [`Self::unbuilt`] files.
     pub fn files(&self) -> Result<Vec<String>, ListError> {
         let mut out = BTreeSet::new();
         for name in &self.download_url_vars {
             out.insert(self.var(name, "files list")?.to_string());
         }
+        for u in self.unbuilt() {
+            out.remove(&u.url);
+        }
         Ok(out.into_iter().collect())
+    }
+
+    /// The file downloads kubespray has no build of for this architecture (checksum `0` or
+    /// empty), which every list leaves out. An entry whose URL or checksum cannot be rendered
+    /// is not one of them (the lists that need it report the error).
+    pub fn unbuilt(&self) -> &[Unbuilt] {
+        self.unbuilt.get_or_init(|| {
+            let Ok(entries) = self.entries() else {
+                return vec![];
+            };
+            entries
+                .iter()
+                .filter(|e| self.flag(e, "file").unwrap_or(false))
+                .filter_map(|e| {
+                    let Ok(Checksum::Placeholder(checksum)) = self.checksum_of(e) else {
+                        return None;
+                    };
+                    Some(Unbuilt {
+                        entry: e.name.clone(),
+                        url: self.field(e, "url").ok()?.to_string(),
+                        checksum,
+                        enabled: self.flag(e, "enabled").unwrap_or(true),
+                        arch: self.arch,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn is_unbuilt(&self, entry: &Entry) -> bool {
+        self.unbuilt().iter().any(|u| u.entry == entry.name)
     }
 
     /// What `generate_list.sh` writes to `images.list`: `repo:tag` of every `downloads` entry
@@ -250,7 +323,7 @@ impl Kubespray {
     pub fn checksums(&self) -> Result<Vec<FileItem>, ListError> {
         let mut out = BTreeSet::new();
         for entry in self.entries()? {
-            if self.flag(&entry, "file")? {
+            if self.flag(&entry, "file")? && !self.is_unbuilt(&entry) {
                 out.insert(self.file_of(&entry)?);
             }
         }
@@ -276,7 +349,7 @@ impl Kubespray {
             if !self.flag(&entry, "enabled")? {
                 continue;
             }
-            if self.flag(&entry, "file")? {
+            if self.flag(&entry, "file")? && !self.is_unbuilt(&entry) {
                 let file = self.file_of(&entry)?;
                 out.insert((Item::File(file.url), file.pin));
             }
@@ -365,21 +438,37 @@ impl Kubespray {
 
     fn file_of(&self, entry: &Entry) -> Result<FileItem, ListError> {
         let url = self.field(entry, "url")?.to_string();
+        let pin = match self.checksum_of(entry)? {
+            Checksum::Pinned(pin) => Some(pin),
+            // Placeholders are left out before (`is_unbuilt`); never a pin.
+            Checksum::Unpinned | Checksum::Placeholder(_) => None,
+        };
+        Ok(FileItem { url, pin })
+    }
+
+    /// The entry's `checksum` (or, in old kubespray, `sha256`) field.
+    fn checksum_of(&self, entry: &Entry) -> Result<Checksum, ListError> {
         let mut raw = self.field(entry, "checksum")?;
         if raw.is_none() || raw.as_str() == Some("") {
-            raw = self.field(entry, "sha256")?;
+            let sha256 = self.field(entry, "sha256")?;
+            if !sha256.is_none() || raw.is_none() {
+                raw = sha256;
+            }
         }
         let text = raw.to_string();
-        let pin = if raw.is_none() || text.is_empty() || text == "None" {
-            None
-        } else {
-            Some(Pin::parse(&text).ok_or_else(|| ListError::BadChecksum {
+        if raw.is_none() || text == "None" {
+            return Ok(Checksum::Unpinned);
+        }
+        if text.trim().is_empty() || text.trim() == "0" {
+            return Ok(Checksum::Placeholder(text.trim().to_string()));
+        }
+        Pin::parse(&text)
+            .map(Checksum::Pinned)
+            .ok_or_else(|| ListError::BadChecksum {
                 entry: entry.name.clone(),
                 value: text.clone(),
                 origin: entry.origin.clone(),
-            })?)
-        };
-        Ok(FileItem { url, pin })
+            })
     }
 }
 
@@ -653,6 +742,62 @@ mod tests {
         let k = facts_reader(Arch::Amd64, &["ansible_user=me"]).unwrap();
         let facts = k.evaluator().var("ansible_facts").unwrap();
         assert!(facts.get_attr("user").unwrap().is_undefined());
+    }
+
+    #[test]
+    fn placeholder_checksums_leave_the_file_out_for_that_arch() {
+        let yaml = format!(
+            "kube_version: 1.0.0\nkube_image_repo: r\n\
+             a_download_url: \"https://x/a/{{{{ image_arch }}}}\"\n\
+             b_download_url: \"https://x/b/{{{{ image_arch }}}}\"\n\
+             c_download_url: \"https://x/c/{{{{ image_arch }}}}\"\n\
+             sums:\n  amd64: {{a: {h}, b: {h}, c: {h}}}\n  arm64: {{a: {h}, b: 0, c: ''}}\n\
+             downloads:\n\
+             \x20 a: {{enabled: true, file: true, url: \"{{{{ a_download_url }}}}\", checksum: \"{{{{ sums[image_arch].a }}}}\"}}\n\
+             \x20 b: {{enabled: true, file: true, url: \"{{{{ b_download_url }}}}\", sha256: \"{{{{ sums[image_arch].b }}}}\"}}\n\
+             \x20 c: {{enabled: true, file: true, url: \"{{{{ c_download_url }}}}\", checksum: \"{{{{ sums[image_arch].c }}}}\"}}\n",
+            h = "a".repeat(64)
+        );
+        let load = |arch| {
+            let mut vars = VarSet::new();
+            vars.load_str(
+                &yaml,
+                Path::new("roles/download/defaults/main.yml"),
+                Precedence::RoleDefaults,
+            )
+            .unwrap();
+            Kubespray::from_vars("ks", vars, arch, &[]).unwrap()
+        };
+        let amd = load(Arch::Amd64);
+        assert!(amd.unbuilt().is_empty());
+        assert_eq!(amd.files().unwrap().len(), 3);
+        assert_eq!(amd.checksums().unwrap().len(), 3);
+        let arm = load(Arch::Arm64);
+        let left: Vec<(&str, &str)> = arm
+            .unbuilt()
+            .iter()
+            .map(|u| (u.entry.as_str(), u.checksum.as_str()))
+            .collect();
+        assert_eq!(left, [("b", "0"), ("c", "")]);
+        assert_eq!(arm.files().unwrap(), ["https://x/a/arm64"]);
+        let sums = arm.checksums().unwrap();
+        assert_eq!(sums.len(), 1);
+        assert!(sums[0].pin.is_some());
+        let files: Vec<String> = arm
+            .enabled()
+            .unwrap()
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::File(u) => Some(u),
+                Item::Image(_) => None,
+            })
+            .collect();
+        assert_eq!(files, ["https://x/a/arm64"]);
+        assert!(
+            arm.unbuilt()[0]
+                .to_string()
+                .contains("its arm64 checksum is `0`, kubespray has no arm64 build"),
+        );
     }
 
     #[test]
