@@ -325,3 +325,20 @@ fn v2_16_0_checksums_come_from_sha256_fields() {
     assert_eq!(pin.algorithm, "sha256");
     assert_eq!(pin.hex.len(), 64);
 }
+
+#[test]
+fn a_missing_key_names_the_mapping_the_key_and_its_keys() {
+    for (version, keys) in [
+        ("v2.28.1", "'1.32', '1.31', '1.30'"),
+        ("v2.31.0", "'1.35', '1.34', '1.33'"),
+    ] {
+        let k = load(version, Arch::Amd64, &["kube_version=9.9.9"]);
+        let e = k.files().unwrap_err().to_string();
+        assert!(
+            e.contains("`etcd_supported_versions` has no key '9.9'"),
+            "{version}: {e}"
+        );
+        assert!(e.contains(&format!("its keys: {keys}")), "{version}: {e}");
+        assert!(!e.contains("-e etcd_supported_versions=VALUE"), "{e}");
+    }
+}
