@@ -93,6 +93,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(|i| i.to_string())
             .collect(),
     };
+    // Files kubespray has no build of for this architecture (checksum `0` or empty): left out
+    // of every list, said once here.
+    for u in kubespray.unbuilt() {
+        if u.enabled || !args.enabled_only {
+            eprintln!("note: {u}");
+        }
+    }
     let sorted: BTreeSet<String> = lines.into_iter().collect();
     crate::print_lines(sorted)
 }

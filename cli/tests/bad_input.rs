@@ -144,6 +144,19 @@ fn not_a_kubespray_checkout() {
 }
 
 #[test]
+fn a_missing_kubespray_directory_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-dir");
+    let o = kpbuild(&["lists", "files", "--kubespray", missing.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no-such-dir: no such directory"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn lists_from_a_spec_use_its_variables() {
     let tmp = tempfile::tempdir().unwrap();
     kubespray(

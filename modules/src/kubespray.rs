@@ -11,8 +11,9 @@
 //! Two deliberate differences from the generator, both in what the deploy side really asks for:
 //! the kube-* tags are `v` + `kube_version` without doubling a `v` that old kubespray versions
 //! already carry (the generator writes `vv1.20.7` for kubespray 2.16), and the host facts
-//! (`ansible_architecture`) follow `--arch` instead of the machine the generator ran on
-//! (pass `-e ansible_architecture=x86_64` to reproduce a generator run on an x86_64 host).
+//! (`ansible_architecture` and `ansible_facts['architecture']`, set both ways) follow `--arch`
+//! instead of the machine the generator ran on (pass `-e ansible_architecture=x86_64` to
+//! reproduce a generator run on an x86_64 host).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -39,6 +40,20 @@ pub enum ListError {
         "{dir}: no `downloads` variable in the kubespray defaults; is this a kubespray checkout?"
     )]
     NoDownloads { dir: String },
+    #[error(
+        "{origin}: `ansible_facts` must be a mapping of fact names to values, e.g. -e 'ansible_facts={{architecture: x86_64}}'"
+    )]
+    FactsNotMapping { origin: Origin },
+    #[error(
+        "the host fact `{fact}` is given twice with different values: `ansible_{fact}={flat} and `ansible_facts['{fact}']={mapped}; give one"
+    )]
+    FactConflict {
+        fact: String,
+        /// The flat variable's value and where it was given.
+        flat: String,
+        /// The mapping's value and where it was given.
+        mapped: String,
+    },
     #[error("{origin}: `downloads.{entry}` is not a mapping")]
     BadEntry { entry: String, origin: Origin },
     #[error(
@@ -129,9 +144,45 @@ pub const KUBEADM_IMAGES: [&str; 4] = [
 #[derive(Debug, Clone)]
 pub struct Kubespray {
     dir: String,
+    arch: Arch,
     eval: Evaluator,
     /// Top-level names of the download defaults ending in `download_url`, in file order.
     download_url_vars: Vec<String>,
+    /// The file downloads with a placeholder checksum, found on first use.
+    unbuilt: std::sync::OnceLock<Vec<Unbuilt>>,
+}
+
+/// A file download that kubespray has no build of for this architecture: its checksum for the
+/// architecture is a placeholder, `0` or empty. Left out of every list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unbuilt {
+    /// The `downloads` entry.
+    pub entry: String,
+    pub url: String,
+    /// The placeholder as rendered (`0` or empty).
+    pub checksum: String,
+    /// Whether the entry's `enabled` condition holds (true when it cannot be rendered).
+    pub enabled: bool,
+    pub arch: Arch,
+}
+
+impl fmt::Display for Unbuilt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "left out {} (`downloads.{}`): its {} checksum is `{}`, kubespray has no {} build of it",
+            self.url, self.entry, self.arch, self.checksum, self.arch
+        )
+    }
+}
+
+/// What a file entry's checksum says.
+enum Checksum {
+    Pinned(Pin),
+    /// No checksum at all (`None`, or no field).
+    Unpinned,
+    /// `0` or empty: no build for this architecture.
+    Placeholder(String),
 }
 
 impl Kubespray {
@@ -148,11 +199,11 @@ impl Kubespray {
         arch: Arch,
         extra: &[String],
     ) -> Result<Kubespray, ListError> {
-        for (name, value) in host_facts(arch) {
+        for (name, value) in host_vars() {
             vars.set(
                 name,
                 value,
-                Origin::described("host facts for --arch"),
+                Origin::described("host variables of kpbuild lists"),
                 Precedence::Facts,
             );
         }
@@ -165,6 +216,7 @@ impl Kubespray {
         for arg in extra {
             vars.add_extra_arg(arg)?;
         }
+        set_host_facts(&mut vars, arch)?;
         let download_url_vars = vars
             .files()
             .iter()
@@ -188,8 +240,10 @@ impl Kubespray {
         }
         Ok(Kubespray {
             dir: dir.to_string(),
+            arch,
             eval: Evaluator::new(vars),
             download_url_vars,
+            unbuilt: std::sync::OnceLock::new(),
         })
     }
 
@@ -209,13 +263,48 @@ impl Kubespray {
         })
     }
 
-    /// What `generate_list.sh` writes to `files.list`: every `*download_url` variable.
+    /// What `generate_list.sh` writes to `files.list`: every `*download_url` variable, less
+    /// the [`Self::unbuilt`] files.
     pub fn files(&self) -> Result<Vec<String>, ListError> {
         let mut out = BTreeSet::new();
         for name in &self.download_url_vars {
             out.insert(self.var(name, "files list")?.to_string());
         }
+        for u in self.unbuilt() {
+            out.remove(&u.url);
+        }
         Ok(out.into_iter().collect())
+    }
+
+    /// The file downloads kubespray has no build of for this architecture (checksum `0` or
+    /// empty), which every list leaves out. An entry whose URL or checksum cannot be rendered
+    /// is not one of them (the lists that need it report the error).
+    pub fn unbuilt(&self) -> &[Unbuilt] {
+        self.unbuilt.get_or_init(|| {
+            let Ok(entries) = self.entries() else {
+                return vec![];
+            };
+            entries
+                .iter()
+                .filter(|e| self.flag(e, "file").unwrap_or(false))
+                .filter_map(|e| {
+                    let Ok(Checksum::Placeholder(checksum)) = self.checksum_of(e) else {
+                        return None;
+                    };
+                    Some(Unbuilt {
+                        entry: e.name.clone(),
+                        url: self.field(e, "url").ok()?.to_string(),
+                        checksum,
+                        enabled: self.flag(e, "enabled").unwrap_or(true),
+                        arch: self.arch,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn is_unbuilt(&self, entry: &Entry) -> bool {
+        self.unbuilt().iter().any(|u| u.entry == entry.name)
     }
 
     /// What `generate_list.sh` writes to `images.list`: `repo:tag` of every `downloads` entry
@@ -234,7 +323,7 @@ impl Kubespray {
     pub fn checksums(&self) -> Result<Vec<FileItem>, ListError> {
         let mut out = BTreeSet::new();
         for entry in self.entries()? {
-            if self.flag(&entry, "file")? {
+            if self.flag(&entry, "file")? && !self.is_unbuilt(&entry) {
                 out.insert(self.file_of(&entry)?);
             }
         }
@@ -260,7 +349,7 @@ impl Kubespray {
             if !self.flag(&entry, "enabled")? {
                 continue;
             }
-            if self.flag(&entry, "file")? {
+            if self.flag(&entry, "file")? && !self.is_unbuilt(&entry) {
                 let file = self.file_of(&entry)?;
                 out.insert((Item::File(file.url), file.pin));
             }
@@ -349,21 +438,37 @@ impl Kubespray {
 
     fn file_of(&self, entry: &Entry) -> Result<FileItem, ListError> {
         let url = self.field(entry, "url")?.to_string();
+        let pin = match self.checksum_of(entry)? {
+            Checksum::Pinned(pin) => Some(pin),
+            // Placeholders are left out before (`is_unbuilt`); never a pin.
+            Checksum::Unpinned | Checksum::Placeholder(_) => None,
+        };
+        Ok(FileItem { url, pin })
+    }
+
+    /// The entry's `checksum` (or, in old kubespray, `sha256`) field.
+    fn checksum_of(&self, entry: &Entry) -> Result<Checksum, ListError> {
         let mut raw = self.field(entry, "checksum")?;
         if raw.is_none() || raw.as_str() == Some("") {
-            raw = self.field(entry, "sha256")?;
+            let sha256 = self.field(entry, "sha256")?;
+            if !sha256.is_none() || raw.is_none() {
+                raw = sha256;
+            }
         }
         let text = raw.to_string();
-        let pin = if raw.is_none() || text.is_empty() || text == "None" {
-            None
-        } else {
-            Some(Pin::parse(&text).ok_or_else(|| ListError::BadChecksum {
+        if raw.is_none() || text == "None" {
+            return Ok(Checksum::Unpinned);
+        }
+        if text.trim().is_empty() || text.trim() == "0" {
+            return Ok(Checksum::Placeholder(text.trim().to_string()));
+        }
+        Pin::parse(&text)
+            .map(Checksum::Pinned)
+            .ok_or_else(|| ListError::BadChecksum {
                 entry: entry.name.clone(),
                 value: text.clone(),
                 origin: entry.origin.clone(),
-            })?)
-        };
-        Ok(FileItem { url, pin })
+            })
     }
 }
 
@@ -392,22 +497,16 @@ pub fn truthy(v: &Value) -> bool {
     }
 }
 
-/// Files that hold kubespray's download defaults: the `download` role's defaults (2021) or
-/// `kubespray_defaults/defaults/main/download.yml` (recent).
+/// Files that hold kubespray's download defaults: the `download` role's defaults (2.16 to 2.23)
+/// or `kubespray[-_]defaults/defaults/main/download.yml` (2.24 on); see [`crate::vars::Layout`].
 fn is_download_defaults(path: &Path) -> bool {
     let s = path.to_string_lossy().replace('\\', "/");
     s.contains("roles/download/defaults/") || s.ends_with("defaults/main/download.yml")
 }
 
-/// Facts of a host of `arch` that the download variables read.
-fn host_facts(arch: Arch) -> Vec<(&'static str, Value)> {
+/// Variables Ansible gives every host that kubespray's variable files read, other than facts.
+fn host_vars() -> Vec<(&'static str, Value)> {
     vec![
-        (
-            "ansible_architecture",
-            Value::from(arch.ansible_architecture()),
-        ),
-        ("ansible_machine", Value::from(arch.ansible_architecture())),
-        ("ansible_system", Value::from("Linux")),
         ("inventory_hostname", Value::from("localhost")),
         (
             "groups",
@@ -420,9 +519,135 @@ fn host_facts(arch: Arch) -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// The facts of a host of `arch`, as keys of `ansible_facts` (each also set as `ansible_<key>`):
+/// an Ubuntu 24.04 Linux host, whose architecture follows `--arch`. kubespray's variable files
+/// read the system, the architecture and (for a few `enabled` conditions) the OS family.
+pub fn host_facts(arch: Arch) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("system", "Linux"),
+        ("architecture", arch.ansible_architecture()),
+        ("machine", arch.ansible_architecture()),
+        ("os_family", "Debian"),
+        ("distribution", "Ubuntu"),
+        ("distribution_release", "noble"),
+        ("distribution_version", "24.04"),
+        ("distribution_major_version", "24"),
+    ]
+}
+
+/// `ansible_*` variables that are connection settings, not facts: never mirrored into
+/// `ansible_facts`.
+fn is_connection_var(name: &str) -> bool {
+    const EXACT: [&str; 8] = [
+        "ansible_facts",
+        "ansible_host",
+        "ansible_port",
+        "ansible_user",
+        "ansible_password",
+        "ansible_connection",
+        "ansible_python_interpreter",
+        "ansible_private_key_file",
+    ];
+    const PREFIXES: [&str; 4] = [
+        "ansible_ssh_",
+        "ansible_become",
+        "ansible_shell_",
+        "ansible_winrm_",
+    ];
+    EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Sets the host facts both ways Ansible offers them: as `ansible_facts['<key>']` and as the
+/// flat `ansible_<key>` (which kubespray read before 2.29 and Ansible is retiring). Both start
+/// from [`host_facts`] for `arch`; extra variables override either form (`-e
+/// ansible_architecture=x86_64`, `-e 'ansible_facts={architecture: x86_64}'`) and the other
+/// follows, so the two never disagree. `machine` follows an overridden `architecture` unless
+/// given itself.
+fn set_host_facts(vars: &mut VarSet, arch: Arch) -> Result<(), ListError> {
+    let facts_origin = Origin::described("host facts for --arch");
+    let mut facts: indexmap::IndexMap<String, (Value, Origin)> = host_facts(arch)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), (Value::from(v), facts_origin.clone())))
+        .collect();
+    let mut overridden: Vec<String> = Vec::new();
+    // `ansible_facts` given as an extra variable: its keys win over the defaults.
+    let given_mapping = vars
+        .get("ansible_facts")
+        .filter(|d| d.precedence == Precedence::ExtraVars)
+        .cloned();
+    if let Some(def) = &given_mapping {
+        if def.value.kind() != ValueKind::Map {
+            return Err(ListError::FactsNotMapping {
+                origin: def.origin.clone(),
+            });
+        }
+        for key in def.value.try_iter().expect("a map iterates") {
+            let value = def.value.get_item(&key).unwrap_or_default();
+            let name = key.to_string();
+            overridden.push(name.clone());
+            facts.insert(name, (value, def.origin.clone()));
+        }
+    }
+    // Flat `ansible_<key>` given as extra variables.
+    let flat: Vec<(String, Value, Origin)> = vars
+        .names()
+        .filter(|n| n.starts_with("ansible_") && !is_connection_var(n))
+        .filter_map(|n| {
+            let d = vars.get(n)?;
+            (d.precedence == Precedence::ExtraVars).then(|| {
+                (
+                    n.strip_prefix("ansible_").unwrap_or(n).to_string(),
+                    d.value.clone(),
+                    d.origin.clone(),
+                )
+            })
+        })
+        .collect();
+    for (key, value, origin) in flat {
+        if let Some((mapped, mapped_origin)) = facts.get(&key)
+            && overridden.contains(&key)
+            && mapped != &value
+        {
+            return Err(ListError::FactConflict {
+                fact: key,
+                flat: format!("{value}` ({origin})"),
+                mapped: format!("{mapped}` ({mapped_origin})"),
+            });
+        }
+        overridden.push(key.clone());
+        facts.insert(key, (value, origin));
+    }
+    if overridden.iter().any(|k| k == "architecture") && !overridden.iter().any(|k| k == "machine")
+    {
+        let architecture = facts["architecture"].clone();
+        facts.insert("machine".to_string(), architecture);
+    }
+    let mapping = Value::from(
+        facts
+            .iter()
+            .map(|(k, (v, _))| (Value::from(k.as_str()), v.clone()))
+            .collect::<indexmap::IndexMap<Value, Value>>(),
+    );
+    for (key, (value, origin)) in facts {
+        // An extra variable keeps its own (highest) level; the others are facts.
+        let precedence = if origin == facts_origin {
+            Precedence::Facts
+        } else {
+            Precedence::ExtraVars
+        };
+        vars.set(format!("ansible_{key}"), value, origin, precedence);
+    }
+    match given_mapping {
+        Some(def) => vars.set("ansible_facts", mapping, def.origin, Precedence::ExtraVars),
+        None => vars.set("ansible_facts", mapping, facts_origin, Precedence::Facts),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn pins() {
@@ -443,6 +668,136 @@ mod tests {
         assert_eq!(Arch::parse("linux/arm64"), Some(Arch::Arm64));
         assert_eq!(Arch::parse("x86_64"), Some(Arch::Amd64));
         assert_eq!(Arch::parse("riscv64"), None);
+    }
+
+    /// A synthetic download defaults file reading the host facts both ways, as kubespray's
+    /// main branch (`ansible_facts['system']`) and its releases (`ansible_architecture`) do.
+    fn facts_reader(arch: Arch, extra: &[&str]) -> Result<Kubespray, ListError> {
+        let mut vars = VarSet::new();
+        vars.load_str(
+            "kube_version: 1.0.0\nkube_image_repo: r\ndownloads: {}\n\
+             x_download_url: \"{{ ansible_facts['system'] | lower }}/{{ ansible_facts['architecture'] }}/{{ ansible_facts.machine }}/{{ ansible_system }}/{{ ansible_architecture }}/{{ ansible_os_family }}\"\n",
+            Path::new("roles/download/defaults/main.yml"),
+            Precedence::RoleDefaults,
+        )
+        .unwrap();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Kubespray::from_vars("ks", vars, arch, &extra)
+    }
+
+    fn rendered(arch: Arch, extra: &[&str]) -> String {
+        let k = facts_reader(arch, extra).unwrap_or_else(|e| panic!("{e}"));
+        k.files().unwrap().join(" ")
+    }
+
+    #[test]
+    fn host_facts_are_set_both_ways_and_follow_arch() {
+        assert_eq!(
+            rendered(Arch::Amd64, &[]),
+            "linux/x86_64/x86_64/Linux/x86_64/Debian"
+        );
+        assert_eq!(
+            rendered(Arch::Arm64, &[]),
+            "linux/aarch64/aarch64/Linux/aarch64/Debian"
+        );
+    }
+
+    #[test]
+    fn fact_overrides_keep_both_forms_consistent() {
+        let x86 = "linux/x86_64/x86_64/Linux/x86_64/Debian";
+        assert_eq!(rendered(Arch::Arm64, &["ansible_architecture=x86_64"]), x86);
+        assert_eq!(
+            rendered(Arch::Arm64, &["ansible_facts={architecture: x86_64}"]),
+            x86
+        );
+        assert_eq!(
+            rendered(
+                Arch::Arm64,
+                &[
+                    "ansible_facts={architecture: x86_64, os_family: RedHat}",
+                    "ansible_architecture=x86_64"
+                ]
+            ),
+            "linux/x86_64/x86_64/Linux/x86_64/RedHat"
+        );
+        assert_eq!(
+            rendered(Arch::Amd64, &["ansible_os_family=RedHat"]),
+            "linux/x86_64/x86_64/Linux/x86_64/RedHat"
+        );
+        let e = facts_reader(
+            Arch::Arm64,
+            &[
+                "ansible_facts={architecture: x86_64}",
+                "ansible_architecture=ppc64le",
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`architecture` is given twice"), "{e}");
+        let e = facts_reader(Arch::Arm64, &["ansible_facts=x86_64"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`ansible_facts` must be a mapping"), "{e}");
+        // Connection variables are not facts.
+        let k = facts_reader(Arch::Amd64, &["ansible_user=me"]).unwrap();
+        let facts = k.evaluator().var("ansible_facts").unwrap();
+        assert!(facts.get_attr("user").unwrap().is_undefined());
+    }
+
+    #[test]
+    fn placeholder_checksums_leave_the_file_out_for_that_arch() {
+        let yaml = format!(
+            "kube_version: 1.0.0\nkube_image_repo: r\n\
+             a_download_url: \"https://x/a/{{{{ image_arch }}}}\"\n\
+             b_download_url: \"https://x/b/{{{{ image_arch }}}}\"\n\
+             c_download_url: \"https://x/c/{{{{ image_arch }}}}\"\n\
+             sums:\n  amd64: {{a: {h}, b: {h}, c: {h}}}\n  arm64: {{a: {h}, b: 0, c: ''}}\n\
+             downloads:\n\
+             \x20 a: {{enabled: true, file: true, url: \"{{{{ a_download_url }}}}\", checksum: \"{{{{ sums[image_arch].a }}}}\"}}\n\
+             \x20 b: {{enabled: true, file: true, url: \"{{{{ b_download_url }}}}\", sha256: \"{{{{ sums[image_arch].b }}}}\"}}\n\
+             \x20 c: {{enabled: true, file: true, url: \"{{{{ c_download_url }}}}\", checksum: \"{{{{ sums[image_arch].c }}}}\"}}\n",
+            h = "a".repeat(64)
+        );
+        let load = |arch| {
+            let mut vars = VarSet::new();
+            vars.load_str(
+                &yaml,
+                Path::new("roles/download/defaults/main.yml"),
+                Precedence::RoleDefaults,
+            )
+            .unwrap();
+            Kubespray::from_vars("ks", vars, arch, &[]).unwrap()
+        };
+        let amd = load(Arch::Amd64);
+        assert!(amd.unbuilt().is_empty());
+        assert_eq!(amd.files().unwrap().len(), 3);
+        assert_eq!(amd.checksums().unwrap().len(), 3);
+        let arm = load(Arch::Arm64);
+        let left: Vec<(&str, &str)> = arm
+            .unbuilt()
+            .iter()
+            .map(|u| (u.entry.as_str(), u.checksum.as_str()))
+            .collect();
+        assert_eq!(left, [("b", "0"), ("c", "")]);
+        assert_eq!(arm.files().unwrap(), ["https://x/a/arm64"]);
+        let sums = arm.checksums().unwrap();
+        assert_eq!(sums.len(), 1);
+        assert!(sums[0].pin.is_some());
+        let files: Vec<String> = arm
+            .enabled()
+            .unwrap()
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::File(u) => Some(u),
+                Item::Image(_) => None,
+            })
+            .collect();
+        assert_eq!(files, ["https://x/a/arm64"]);
+        assert!(
+            arm.unbuilt()[0]
+                .to_string()
+                .contains("its arm64 checksum is `0`, kubespray has no arm64 build"),
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub struct UndefinedChainLink {
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum EvalError {
     /// A value was used while undefined.
-    #[error("{}", render_undefined(.name, .expr.as_deref(), .chain))]
+    #[error("{}", render_undefined(.name, .expr.as_deref(), .chain, .missing.as_deref()))]
     Undefined {
         /// The undefined variable (or expression, when it is not a plain variable).
         name: String,
@@ -37,6 +37,8 @@ pub enum EvalError {
         expr: Option<String>,
         /// Outermost first: the variable asked for, then each variable it needed.
         chain: Vec<UndefinedChainLink>,
+        /// When the undefined value is a key a mapping does not have: which.
+        missing: Option<Box<MissingKey>>,
     },
     /// A Jinja syntax error in a variable's template.
     #[error("{origin}: Jinja syntax error in `{var}`: {message}\n  template: {template}")]
@@ -69,21 +71,78 @@ impl EvalError {
     }
 }
 
-fn render_undefined(name: &str, expr: Option<&str>, chain: &[UndefinedChainLink]) -> String {
-    let mut s = format!("variable `{name}` is undefined");
+/// A key looked up in a mapping (or an index in a list) that is not there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingKey {
+    /// The mapping as written in the template: `etcd_supported_versions`, `sums[image_arch]`.
+    pub mapping: String,
+    /// The key as written (`kube_major_version`, `'arm64'`, `.y`).
+    pub key_expr: String,
+    /// The key's value, Python style (`'9.9'`, `3`).
+    pub key: String,
+    /// The keys the mapping has, Python style, in order (indexes `0`… for a list).
+    pub keys: Vec<String>,
+}
+
+/// Most keys shown of a mapping that lacks one.
+const KEYS_SHOWN: usize = 24;
+
+fn render_undefined(
+    name: &str,
+    expr: Option<&str>,
+    chain: &[UndefinedChainLink],
+    missing: Option<&MissingKey>,
+) -> String {
+    let mut s = match missing {
+        Some(m) => format!("`{}` has no key {}", m.mapping, m.key),
+        None => format!("variable `{name}` is undefined"),
+    };
     if let Some(expr) = expr
         && expr != name
     {
         s.push_str(&format!(" (in `{expr}`)"));
+    } else if missing.is_some() {
+        s.push_str(&format!(" (in `{name}`)"));
+    }
+    if let Some(m) = missing {
+        let mut keys = m
+            .keys
+            .iter()
+            .take(KEYS_SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if m.keys.is_empty() {
+            keys = "none, it is empty".into();
+        } else if m.keys.len() > KEYS_SHOWN {
+            keys.push_str(&format!(", … ({} in all)", m.keys.len()));
+        }
+        s.push_str(&format!("\n  its keys: {keys}"));
     }
     for link in chain.iter().rev() {
         s.push_str(&format!("\n  needed by `{}` ({})", link.var, link.origin));
     }
-    s.push_str(&format!(
-        "\n  hint: define it in the variable files or pass it with -e {}=VALUE",
-        name.split(['.', '[']).next().unwrap_or(name)
-    ));
+    match missing {
+        Some(m) if !is_literal(&m.key_expr) => s.push_str(&format!(
+            "\n  hint: the key comes from `{}` ({}): choose variables that make it one of the keys, or add the key to `{}` (with -e)",
+            m.key_expr, m.key, m.mapping
+        )),
+        Some(m) => s.push_str(&format!(
+            "\n  hint: add the key {} to `{}` (in the variable files or with -e)",
+            m.key, m.mapping
+        )),
+        None => s.push_str(&format!(
+            "\n  hint: define it in the variable files or pass it with -e {}=VALUE",
+            name.split(['.', '[']).next().unwrap_or(name)
+        )),
+    }
     s
+}
+
+/// Whether a key expression is a literal (`'x'`, `3`, `.name`) rather than a variable.
+fn is_literal(key_expr: &str) -> bool {
+    let k = key_expr.trim();
+    k.starts_with(['\'', '"', '.']) || k.parse::<f64>().is_ok()
 }
 
 #[derive(Clone)]
@@ -199,6 +258,7 @@ impl Inner {
                     name: name.to_string(),
                     expr: None,
                     chain: vec![],
+                    missing: None,
                 }),
             },
         }
@@ -367,7 +427,7 @@ impl Inner {
         match pending {
             Pending::UndefinedResult { template } => {
                 let expr = single_expression(&template).map(|e| e.trim().to_string());
-                self.undefined_from_misses(frame, link, expr, None)
+                self.undefined_from_misses(frame, link, expr, None, &template)
             }
             Pending::Engine { error, template } => match error.kind() {
                 ErrorKind::UndefinedError => {
@@ -375,7 +435,7 @@ impl Inner {
                         .template_source()
                         .zip(error.range())
                         .and_then(|(src, r)| src.get(r).map(|s| s.trim().to_string()));
-                    self.undefined_from_misses(frame, link, expr, error.detail())
+                    self.undefined_from_misses(frame, link, expr, error.detail(), &template)
                 }
                 ErrorKind::SyntaxError => EvalError::Syntax {
                     var: frame.var.clone(),
@@ -402,6 +462,7 @@ impl Inner {
         link: UndefinedChainLink,
         expr: Option<String>,
         detail: Option<&str>,
+        template: &str,
     ) -> EvalError {
         let mentioned = |name: &str| {
             expr.as_deref().is_none_or(|e| mentions(e, name))
@@ -421,10 +482,20 @@ impl Inner {
             })
             .cloned();
         let Some(miss) = miss else {
+            // No variable is undefined: a key is missing from a mapping.
+            if let Some((chain_text, missing)) = self.find_missing_key(template, expr.as_deref()) {
+                return EvalError::Undefined {
+                    name: chain_text,
+                    expr: None,
+                    chain: vec![link],
+                    missing: Some(Box::new(missing)),
+                };
+            }
             return EvalError::Undefined {
                 name: expr.clone().unwrap_or_else(|| "<unknown>".into()),
                 expr,
                 chain: vec![link],
+                missing: None,
             };
         };
         let nested = match self.cache.lock().unwrap().get(&miss) {
@@ -436,6 +507,7 @@ impl Inner {
                 name,
                 expr: inner_expr,
                 chain,
+                missing,
             }) => {
                 let mut full = vec![link];
                 full.extend(chain);
@@ -443,15 +515,274 @@ impl Inner {
                     name,
                     expr: inner_expr,
                     chain: full,
+                    missing,
                 }
             }
             _ => EvalError::Undefined {
                 name: miss,
                 expr,
                 chain: vec![link],
+                missing: None,
             },
         }
     }
+}
+
+impl Inner {
+    /// The lookup of `template` that fails because a mapping lacks the key: every chain of
+    /// subscripts and attributes in its `{{ }}` and `{% %}` blocks (`a[b][c]`, `a.b`) is
+    /// followed, and the first one that reaches a defined mapping without the key is the
+    /// answer, preferring one the failing expression `expr` mentions and skipping those that
+    /// `default` or `is defined` guard. Returns the chain up to the missing key and what is
+    /// missing.
+    fn find_missing_key(&self, template: &str, expr: Option<&str>) -> Option<(String, MissingKey)> {
+        // Evaluating sub-expressions must not disturb the frame stack nor leave errors behind.
+        let pending_before = self.hard_error.lock().unwrap().is_some();
+        self.stack.lock().unwrap().push(Frame {
+            var: String::new(),
+            origin: Origin::described(""),
+            misses: vec![],
+        });
+        let mut found = Vec::new();
+        for block in template_blocks(template) {
+            for chain in subscript_chains(block) {
+                if chain.guarded {
+                    continue;
+                }
+                if let Some(hit) = self.follow_chain(&chain) {
+                    found.push(hit);
+                }
+            }
+        }
+        self.stack.lock().unwrap().pop();
+        if !pending_before {
+            self.hard_error.lock().unwrap().take();
+        }
+        let preferred = expr.and_then(|e| {
+            let e = e.trim();
+            found
+                .iter()
+                .position(|(text, _)| e.contains(text.as_str()) || text.contains(e))
+        });
+        let i = preferred.unwrap_or(0);
+        (i < found.len()).then(|| found.swap_remove(i))
+    }
+
+    fn eval_expr(&self, expr: &str) -> Option<Value> {
+        let root = Value::from_object(Scope {
+            inner: self.me.clone(),
+        });
+        let v = self.env.compile_expression(expr).ok()?.eval(root).ok()?;
+        (!v.is_undefined()).then_some(v)
+    }
+
+    fn follow_chain(&self, chain: &Chain<'_>) -> Option<(String, MissingKey)> {
+        let mut value = self.eval_expr(chain.base)?;
+        let mut text = chain.base.to_string();
+        for access in &chain.accesses {
+            let (key, key_expr) = match access {
+                Access::Attr(name) => (Value::from(*name), format!(".{name}")),
+                Access::Index(expr) => (self.eval_expr(expr)?, expr.trim().to_string()),
+            };
+            let next = value.get_item(&key).ok().filter(|v| !v.is_undefined());
+            let next = match (&next, access) {
+                (None, Access::Attr(name)) => {
+                    value.get_attr(name).ok().filter(|v| !v.is_undefined())
+                }
+                _ => next,
+            };
+            let Some(next) = next else {
+                let keys: Vec<String> = match value.kind() {
+                    minijinja::value::ValueKind::Map => {
+                        value.try_iter().ok()?.map(|k| python_repr(&k)).collect()
+                    }
+                    minijinja::value::ValueKind::Seq => (0..value.len().unwrap_or(0))
+                        .map(|i| i.to_string())
+                        .collect(),
+                    _ => return None,
+                };
+                let missing = MissingKey {
+                    mapping: text.clone(),
+                    key_expr,
+                    key: python_repr(&key),
+                    keys,
+                };
+                text.push_str(&access.written());
+                return Some((text, missing));
+            };
+            text.push_str(&access.written());
+            value = next;
+        }
+        None
+    }
+}
+
+/// A value as Python writes it in a message: strings quoted, numbers bare.
+fn python_repr(v: &Value) -> String {
+    match v.as_str() {
+        Some(s) => format!("'{s}'"),
+        None => v.to_string(),
+    }
+}
+
+/// The insides of the `{{ }}` and `{% %}` blocks of a template.
+fn template_blocks(template: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find(['{']) {
+        let after = &rest[start..];
+        let close = if after.starts_with("{{") {
+            "}}"
+        } else if after.starts_with("{%") {
+            "%}"
+        } else {
+            rest = &rest[start + 1..];
+            continue;
+        };
+        let body = &after[2..];
+        let end = body.find(close).unwrap_or(body.len());
+        out.push(&body[..end]);
+        rest = &body[(end + 2).min(body.len())..];
+    }
+    out
+}
+
+enum Access<'a> {
+    Attr(&'a str),
+    Index(&'a str),
+}
+
+impl Access<'_> {
+    fn written(&self) -> String {
+        match self {
+            Access::Attr(n) => format!(".{n}"),
+            Access::Index(e) => format!("[{}]", e.trim()),
+        }
+    }
+}
+
+/// `base` followed by at least one `.attr` or `[expr]`.
+struct Chain<'a> {
+    base: &'a str,
+    accesses: Vec<Access<'a>>,
+    /// Followed by `| default`, `| d`, `is defined` or `is not defined`: a missing key there is
+    /// expected.
+    guarded: bool,
+}
+
+/// The subscript chains of a block of Jinja code, outside string literals. A method call ends
+/// a chain before the method (`a.b.keys()` is the chain `a.b`).
+fn subscript_chains(code: &str) -> Vec<Chain<'_>> {
+    let bytes = code.as_bytes();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let ident_end = |mut i: usize| {
+        while i < bytes.len() && is_ident(bytes[i]) {
+            i += 1;
+        }
+        i
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\'' || b == b'"' {
+            i = skip_string(bytes, i);
+            continue;
+        }
+        if !(b.is_ascii_alphabetic() || b == b'_')
+            || (i > 0 && (is_ident(bytes[i - 1]) || bytes[i - 1] == b'.'))
+        {
+            i += 1;
+            continue;
+        }
+        let base_end = ident_end(i);
+        let base = &code[i..base_end];
+        let mut accesses = Vec::new();
+        let mut j = base_end;
+        loop {
+            if j < bytes.len()
+                && bytes[j] == b'.'
+                && j + 1 < bytes.len()
+                && (bytes[j + 1].is_ascii_alphabetic() || bytes[j + 1] == b'_')
+            {
+                let end = ident_end(j + 1);
+                if end < bytes.len() && bytes[end] == b'(' {
+                    break;
+                }
+                accesses.push(Access::Attr(&code[j + 1..end]));
+                j = end;
+            } else if j < bytes.len() && bytes[j] == b'[' {
+                let Some(close) = matching_bracket(bytes, j) else {
+                    break;
+                };
+                accesses.push(Access::Index(&code[j + 1..close]));
+                j = close + 1;
+            } else {
+                break;
+            }
+        }
+        if !accesses.is_empty() {
+            let after = code[j..].trim_start();
+            let guarded = after
+                .strip_prefix('|')
+                .map(|f| {
+                    let f = f.trim_start();
+                    let name_end = f
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(f.len());
+                    matches!(&f[..name_end], "default" | "d")
+                })
+                .unwrap_or(false)
+                || after.starts_with("is defined")
+                || after.starts_with("is not defined")
+                || after.starts_with("is undefined");
+            out.push(Chain {
+                base,
+                accesses,
+                guarded,
+            });
+        }
+        i = j.max(base_end);
+    }
+    out
+}
+
+/// The index after the string literal starting at `start`.
+fn skip_string(bytes: &[u8], start: usize) -> usize {
+    let quote = bytes[start];
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            q if q == quote => return i + 1,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// The `]` closing the `[` at `open`, outside string literals.
+fn matching_bracket(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0;
+    let mut i = open;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' | b'"' => {
+                i = skip_string(bytes, i);
+                continue;
+            }
+            b'[' => depth += 1,
+            b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Why a template could not produce a value, before it is tied to its variable.
@@ -649,6 +980,35 @@ mod tests {
         let e = eval("m:\n  x: 1\nk: y\na: \"{{ m[k] }}\"\n");
         let err = e.var("a").unwrap_err();
         assert_eq!(err.undefined_name(), Some("m[k]"), "{err}");
+    }
+
+    #[test]
+    fn missing_key_names_mapping_key_and_keys() {
+        let e = eval(
+            "versions:\n  '1.31': a\n  '1.32': b\nmajor: \"{{ kube_version | regex_replace('^v?([0-9]+\\\\.[0-9]+).*', '\\\\1') }}\"\nkube_version: 9.9.9\n\
+             v: \"{{ versions[major] }}\"\nurl: \"x/{{ v }}\"\n\
+             sums: {amd64: {'1.0': s}}\narch: arm64\nnested: \"{{ sums[arch]['1.0'] | lower }}\"\n\
+             guarded: \"{{ sums['x'] | default('') }}-{{ versions.nope }}\"\n",
+        );
+        let err = e.var("url").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("`versions` has no key '9.9' (in `versions[major]`)"),
+            "{text}"
+        );
+        assert!(text.contains("its keys: '1.31', '1.32'"), "{text}");
+        assert!(text.contains("needed by `v` (defaults.yml:"), "{text}");
+        assert!(text.contains("needed by `url` (defaults.yml:"), "{text}");
+        assert!(
+            text.contains("the key comes from `major` ('9.9')"),
+            "{text}"
+        );
+        let text = e.var("nested").unwrap_err().to_string();
+        assert!(text.starts_with("`sums` has no key 'arm64'"), "{text}");
+        assert!(text.contains("its keys: 'amd64'"), "{text}");
+        // A key under `default` is expected to be missing; the unguarded one is the cause.
+        let text = e.var("guarded").unwrap_err().to_string();
+        assert!(text.starts_with("`versions` has no key 'nope'"), "{text}");
     }
 
     #[test]

@@ -84,11 +84,22 @@ pub enum LoadError {
         message: String,
     },
     #[error(
-        "{dir}: not a kubespray checkout: found neither roles/kubespray_defaults/defaults/main/ \
-         (kubespray >= 2.24) nor roles/download/defaults/main.yml (2021 layout). \
-         Point --kubespray (or `vars.kubespray` in the spec) at the root of a kubespray checkout"
+        "{dir}: no such directory; point --kubespray (or `vars.kubespray` in the spec) at a kubespray checkout"
     )]
-    NotKubespray { dir: String },
+    NoSuchDir { dir: String },
+    #[error(
+        "{dir}: a file, not a directory; point --kubespray (or `vars.kubespray` in the spec) at a kubespray checkout"
+    )]
+    NotADir { dir: String },
+    #[error(
+        "{dir}: not a kubespray checkout: none of kubespray's download variable files is there; looked for\n{}\n  found {found}\n  hint: point --kubespray (or `vars.kubespray` in the spec) at the root of a kubespray checkout (the directory holding `roles/`)",
+        Layout::ALL.iter().map(|l| format!("  {} ({})", l.download_vars(), l.versions())).collect::<Vec<_>>().join("\n")
+    )]
+    NotKubespray {
+        dir: String,
+        /// What of kubespray's was found instead, as a phrase.
+        found: String,
+    },
     #[error(
         "extra var `{arg}` is not of the form name=value (or @file.yml); example: -e kube_network_plugin=cilium"
     )]
@@ -99,13 +110,97 @@ pub enum LoadError {
     BadVarName { name: String },
 }
 
-/// The kubespray variable-file layout that was found.
+/// The kubespray variable-file layouts, told apart by which file holds the download variables
+/// (see [`Layout::download_vars`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
-    /// `roles/kubespray_defaults/{defaults,vars}/main/*.yml` (kubespray 2.24 and later).
-    Recent,
-    /// `roles/download/defaults/main.yml` + `roles/kubespray-defaults/{defaults,vars}/main.y*ml`.
-    Legacy2021,
+    /// `roles/kubespray_defaults/{defaults,vars}/main/*.yml` (underscore; kubespray 2.28 and later).
+    V2_28,
+    /// `roles/kubespray-defaults/{defaults,vars}/main/*.yml` (hyphen; kubespray 2.24 to 2.27).
+    V2_24,
+    /// `roles/download/defaults/main/*.yml` + `roles/kubespray-defaults/{defaults,vars}/main.y*ml`
+    /// (kubespray 2.23).
+    V2_23,
+    /// `roles/download/defaults/main.yml` + `roles/kubespray-defaults/{defaults,vars}/main.y*ml`
+    /// (kubespray 2.16 to 2.22).
+    V2_16,
+}
+
+impl Layout {
+    /// Newest first: the order they are looked for.
+    pub const ALL: [Layout; 4] = [Layout::V2_28, Layout::V2_24, Layout::V2_23, Layout::V2_16];
+
+    /// The file, relative to the checkout, whose presence identifies the layout: the one that
+    /// holds kubespray's `*_download_url` variables and `downloads`.
+    pub fn download_vars(self) -> &'static str {
+        match self {
+            Layout::V2_28 => "roles/kubespray_defaults/defaults/main/download.yml",
+            Layout::V2_24 => "roles/kubespray-defaults/defaults/main/download.yml",
+            Layout::V2_23 => "roles/download/defaults/main/main.yml",
+            Layout::V2_16 => "roles/download/defaults/main.yml",
+        }
+    }
+
+    /// The kubespray releases that use it.
+    pub fn versions(self) -> &'static str {
+        match self {
+            Layout::V2_28 => "kubespray 2.28 and later",
+            Layout::V2_24 => "kubespray 2.24 to 2.27",
+            Layout::V2_23 => "kubespray 2.23",
+            Layout::V2_16 => "kubespray 2.16 to 2.22",
+        }
+    }
+
+    /// The role whose defaults and vars hold the general variables.
+    fn defaults_role(self) -> &'static str {
+        match self {
+            Layout::V2_28 => "roles/kubespray_defaults",
+            _ => "roles/kubespray-defaults",
+        }
+    }
+
+    /// Which layout `dir` of `src` has, by what is there.
+    pub fn detect(src: &dyn FileSource, dir: &str) -> Result<Layout, LoadError> {
+        if !src.is_dir(dir) {
+            return Err(if src.is_file(dir) {
+                LoadError::NotADir {
+                    dir: src.display(dir),
+                }
+            } else {
+                LoadError::NoSuchDir {
+                    dir: src.display(dir),
+                }
+            });
+        }
+        if let Some(layout) = Layout::ALL
+            .into_iter()
+            .find(|l| src.is_file(&join(dir, l.download_vars())))
+        {
+            return Ok(layout);
+        }
+        let roles = join(dir, "roles");
+        let found = if !src.is_dir(&roles) {
+            "no `roles/` directory".to_string()
+        } else {
+            let names: Vec<String> = src
+                .list_dir(&roles)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.contains("kubespray") || n == "download")
+                .filter(|n| src.is_dir(&join(&roles, n)))
+                .map(|n| format!("roles/{n}/"))
+                .collect();
+            if names.is_empty() {
+                "`roles/` without kubespray's roles (no roles/kubespray_defaults, roles/kubespray-defaults or roles/download)".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        Err(LoadError::NotKubespray {
+            dir: src.display(dir),
+            found,
+        })
+    }
 }
 
 /// A set of raw variables merged by precedence.
@@ -128,36 +223,21 @@ impl VarSet {
         Ok((set, layout))
     }
 
-    /// Adds the defaults and vars of the kubespray checkout at `dir` of `src` to this set.
+    /// Adds the defaults and vars of the kubespray checkout at `dir` of `src` to this set, in
+    /// whichever [`Layout`] it has.
     pub fn add_kubespray(&mut self, src: &dyn FileSource, dir: &str) -> Result<Layout, LoadError> {
-        let roles = join(dir, "roles");
-        let recent = join(&roles, "kubespray_defaults");
-        let legacy = join(&roles, "kubespray-defaults");
-        let layout = if src.is_dir(&join(&recent, "defaults/main"))
-            || src.is_file(&join(&recent, "defaults/main.yml"))
-        {
-            Layout::Recent
-        } else if src.is_file(&join(&roles, "download/defaults/main.yml")) {
-            Layout::Legacy2021
-        } else {
-            return Err(LoadError::NotKubespray {
-                dir: src.display(dir),
-            });
-        };
-        // Role defaults are one level: the roles load in play order (kubespray_defaults, then
-        // download), a later file winning over an earlier one, as Ansible does.
-        let defaults_role = if layout == Layout::Recent {
-            &recent
-        } else {
-            &legacy
-        };
-        for file in role_files(src, defaults_role, "defaults")? {
+        let layout = Layout::detect(src, dir)?;
+        let defaults_role = join(dir, layout.defaults_role());
+        // Role defaults are one level: the roles load in play order (kubespray-defaults, then
+        // download), a later file winning over an earlier one, as Ansible does. From 2.24 the
+        // download role has no defaults of its own; what is there is loaded all the same.
+        for file in role_files(src, &defaults_role, "defaults")? {
             self.load_source_file(src, &file, Precedence::RoleDefaults)?;
         }
-        for file in role_files(src, &join(&roles, "download"), "defaults")? {
+        for file in role_files(src, &join(dir, "roles/download"), "defaults")? {
             self.load_source_file(src, &file, Precedence::RoleDefaults)?;
         }
-        for file in role_files(src, defaults_role, "vars")? {
+        for file in role_files(src, &defaults_role, "vars")? {
             self.load_source_file(src, &file, Precedence::RoleVars)?;
         }
         Ok(layout)
@@ -544,6 +624,78 @@ mod tests {
             e.contains("more than the 16777216 a variable file may have"),
             "{e}"
         );
+    }
+
+    /// A checkout of each layout, holding only what tells it apart plus a general variable.
+    fn checkout(layout: Layout) -> crate::source::MemSource {
+        let mut src = crate::source::MemSource::new("context");
+        let general = match layout {
+            Layout::V2_28 => "ks/roles/kubespray_defaults/defaults/main/main.yml",
+            Layout::V2_24 => "ks/roles/kubespray-defaults/defaults/main/main.yml",
+            Layout::V2_23 | Layout::V2_16 => "ks/roles/kubespray-defaults/defaults/main.yaml",
+        };
+        src.insert(general, "kube_version: v1.0.0\nwho: general\n".into());
+        src.insert(
+            &format!("ks/{}", layout.download_vars()),
+            "who: download\ndownloads: {}\n".into(),
+        );
+        src
+    }
+
+    #[test]
+    fn every_layout_is_found_by_what_is_there() {
+        for layout in Layout::ALL {
+            let mut set = VarSet::new();
+            assert_eq!(set.add_kubespray(&checkout(layout), "ks").unwrap(), layout);
+            assert!(set.contains("downloads") && set.contains("kube_version"));
+            // Up to 2.23 the download role's defaults load after the general role's, as in a
+            // play; from 2.24 both are files of one directory, read in name order.
+            let who = match layout {
+                Layout::V2_23 | Layout::V2_16 => "download",
+                Layout::V2_28 | Layout::V2_24 => "general",
+            };
+            assert_eq!(
+                set.get("who").unwrap().value,
+                Value::from(who),
+                "{layout:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_layout_names_what_was_looked_for_and_found() {
+        let mut src = crate::source::MemSource::new("context");
+        src.insert("ks/roles/kubespray-default/defaults/x.yml", "a: 1\n".into());
+        src.insert("ks/roles/other/tasks/main.yml", "- x\n".into());
+        let e = VarSet::new()
+            .add_kubespray(&src, "ks")
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "not a kubespray checkout",
+            "roles/kubespray_defaults/defaults/main/download.yml (kubespray 2.28 and later)",
+            "roles/kubespray-defaults/defaults/main/download.yml (kubespray 2.24 to 2.27)",
+            "roles/download/defaults/main/main.yml (kubespray 2.23)",
+            "roles/download/defaults/main.yml (kubespray 2.16 to 2.22)",
+            "found roles/kubespray-default/\n",
+        ] {
+            assert!(e.contains(want), "{want:?} in {e}");
+        }
+        let e = VarSet::new()
+            .add_kubespray(&src, "nope")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope: no such directory"), "{e}");
+        let e = VarSet::new()
+            .add_kubespray(&src, "ks/roles/other/tasks/main.yml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a file, not a directory"), "{e}");
+        let e = VarSet::new()
+            .add_kubespray(&src, "ks/roles")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("found no `roles/` directory"), "{e}");
     }
 
     #[test]
