@@ -227,6 +227,9 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// The size of the writes into a compressor.
+const FEED: usize = 1 << 20;
+
 fn partial_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
@@ -294,9 +297,15 @@ fn write_tarball(
                 let mut enc = zstd::stream::write::Encoder::new(hashed, level.unwrap_or(3))?;
                 enc.multithread(threads as u32)?;
                 enc.include_checksum(true)?;
-                let mut builder = tar::Builder::new(enc);
+                // Large writes into the compressor: the tar writer copies entry data into this
+                // buffer directly (no small intermediate copies).
+                let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(FEED, enc));
                 stats = write_entries(&mut builder, sources, epoch, Some(BUNDLE_ROOT))?;
-                let mut w = builder.into_inner()?.finish()?;
+                let enc = builder
+                    .into_inner()?
+                    .into_inner()
+                    .map_err(|e| e.into_error())?;
+                let mut w = enc.finish()?;
                 w.flush()?;
             }
             _ => {
@@ -308,9 +317,12 @@ fn write_tarball(
                         .map_err(|e| anyhow!("gzip threads: {e}"))?
                         .compression_level(gzp::Compression::new(lvl))
                         .from_writer(hashed);
-                let mut builder = tar::Builder::new(enc);
+                let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(FEED, enc));
                 stats = write_entries(&mut builder, sources, epoch, Some(BUNDLE_ROOT))?;
-                let mut enc = builder.into_inner()?;
+                let mut enc = builder
+                    .into_inner()?
+                    .into_inner()
+                    .map_err(|e| e.into_error())?;
                 enc.finish().map_err(|e| anyhow!("gzip: {e}"))?;
             }
         }

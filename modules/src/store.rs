@@ -764,7 +764,6 @@ fn send_tree(
     blobs: &[Option<PathBuf>],
     tx: &SyncSender<Msg>,
 ) -> Result<(), StoreError> {
-    let mut buf = vec![0u8; CHUNK];
     for (entry, blob) in tree.entries.iter().zip(blobs) {
         if tx.send(Msg::Entry(entry.meta())).is_err() {
             return Ok(());
@@ -790,7 +789,12 @@ fn send_tree(
             };
             let mut got = 0u64;
             loop {
-                let n = f.read(&mut buf).map_err(io_err(blob))?;
+                // Read straight into the chunk that is sent (no copy, no zeroing).
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let n = (&mut f)
+                    .take(CHUNK as u64)
+                    .read_to_end(&mut chunk)
+                    .map_err(io_err(blob))?;
                 if n == 0 {
                     break;
                 }
@@ -798,7 +802,7 @@ fn send_tree(
                 if got > *size {
                     break;
                 }
-                if tx.send(Msg::Data(buf[..n].to_vec())).is_err() {
+                if tx.send(Msg::Data(chunk)).is_err() {
                     return Ok(());
                 }
             }
