@@ -1,15 +1,15 @@
-//! `kpbuild export` against a fake Docker Engine API on a Unix socket (image inspect and
-//! `docker save` only, no daemon): outputs are complete and byte-identical from run to run; on
-//! SIGINT/SIGTERM the `.partial` output is removed and the exit code is 130/143; after SIGKILL
-//! only the `.partial` is left, and the next run replaces it.
+//! `kpbuild export` from a store filled as `kpbuild build` fills it, with no Docker daemon:
+//! outputs are complete and byte-identical from run to run; on SIGINT/SIGTERM the `.partial`
+//! output is removed and the exit code is 130/143; after SIGKILL only the `.partial` is left,
+//! and the next run replaces it. A named pipe standing for a blob holds an export mid-stream.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use kpbuild_modules::store::{Access, Entry, Key, Store};
 
 use sha2::Digest as _;
 
@@ -49,7 +49,8 @@ fn layer(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-/// The module images of SPEC for linux/amd64: name → layer tar.
+/// The module results of SPEC for linux/amd64: image name → its tar (what BuildKit's tar
+/// exporter sends).
 fn images() -> BTreeMap<String, Vec<u8>> {
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
     let files = layer(&[
@@ -69,128 +70,58 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// What `docker save` streams for an image with this one layer.
-fn save_tar(layer: &[u8]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let id = sha256_hex(layer);
-    for (name, data) in [
-        ("manifest.json".to_string(), b"[]".to_vec()),
-        (format!("{id}/layer.tar"), layer.to_vec()),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        b.append_data(&mut h, name, data.as_slice()).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-/// A fake Docker Engine API: image inspect and `docker save` of [`images`]. With `stall`, the
-/// save stream of that image stops for 60 s after that many bytes.
-struct FakeDocker {
+/// A store holding the module results of SPEC for linux/amd64 ([`images`]), as `kpbuild
+/// build` leaves it. With `stall`, the blob of `resources/files/a-big-file` is a named pipe that
+/// gives its first MiB and then nothing for 60 s (long enough for a test to interrupt the
+/// export reading it).
+struct Fixture {
     _dir: tempfile::TempDir,
-    host: String,
+    store: PathBuf,
 }
 
-impl FakeDocker {
-    fn start(stall: Option<(&str, usize)>) -> FakeDocker {
+impl Fixture {
+    fn new(stall: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("docker.sock");
-        let listener = UnixListener::bind(&sock).unwrap();
-        let images = Arc::new(images());
-        let stall = stall.map(|(i, n)| (i.to_string(), n));
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                let images = images.clone();
-                let stall = stall.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(conn, &images, stall.as_ref());
-                });
-            }
-        });
-        FakeDocker {
-            host: format!("unix://{}", sock.display()),
-            _dir: dir,
-        }
-    }
-}
-
-fn serve(
-    conn: UnixStream,
-    images: &BTreeMap<String, Vec<u8>>,
-    stall: Option<&(String, usize)>,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut out = conn;
-    loop {
-        let mut request = String::new();
-        if reader.read_line(&mut request)? == 0 {
-            return Ok(());
-        }
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line)?;
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-        }
-        std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink())?;
-        let path = request.split(' ').nth(1).unwrap_or("").to_string();
-        let path = path.split('?').next().unwrap_or("");
-        let image_of = |suffix: &str| {
-            path.strip_suffix(suffix)
-                .and_then(|p| p.split_once("/images/"))
-                .map(|(_, name)| name.to_string())
-        };
-        if let Some(name) = image_of("/json") {
-            let Some(layer) = images.get(&name) else {
-                write!(
-                    out,
-                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 31\r\n\r\n{{\"message\":\"no such image  x\"}}"
-                )?;
-                continue;
+        let root = dir.path().join("store");
+        let store = Store::open(&root, Access::Shared).unwrap();
+        let mut big_blob = None;
+        for (image, layer) in images() {
+            let module = image.split(['/', ':']).nth(1).unwrap().to_string();
+            let got = store.ingest(layer.as_slice()).unwrap();
+            let key = Key {
+                bundle: "kubeplay".into(),
+                version: "v0.1.0".into(),
+                module,
+                platform: "linux/amd64".parse().unwrap(),
             };
-            let body = format!(
-                "{{\"Id\":\"sha256:{}\",\"RootFS\":{{\"Type\":\"layers\",\"Layers\":[\"sha256:{}\"]}}}}",
-                sha256_hex(name.as_bytes()),
-                sha256_hex(layer)
-            );
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )?;
-        } else if let Some(name) = image_of("/get") {
-            let save = save_tar(&images[&name]);
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n"
-            )?;
-            let stall_at = stall
-                .filter(|(i, _)| *i == name)
-                .map(|(_, n)| *n)
-                .unwrap_or(usize::MAX);
-            let mut sent = 0;
-            for chunk in save.chunks(64 * 1024) {
-                if sent >= stall_at {
-                    out.flush()?;
-                    // Long enough for the test to interrupt the export.
-                    std::thread::sleep(Duration::from_secs(60));
+            store.set_ref(&key, &got).unwrap();
+            for e in store.tree(&got.tree).unwrap().entries {
+                if let Entry::File { path, digest, .. } = e
+                    && path.ends_with("a-big-file")
+                {
+                    big_blob = Some(store.blob_path(&digest));
                 }
-                write!(out, "{:x}\r\n", chunk.len())?;
-                out.write_all(chunk)?;
-                write!(out, "\r\n")?;
-                sent += chunk.len();
             }
-            write!(out, "0\r\n\r\n")?;
-            out.flush()?;
-        } else {
-            write!(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+        }
+        if stall {
+            let blob = big_blob.expect("the big file's blob");
+            let data = std::fs::read(&blob).unwrap();
+            std::fs::remove_file(&blob).unwrap();
+            let ok = Command::new("mkfifo")
+                .arg(&blob)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mkfifo");
+            std::thread::spawn(move || {
+                let mut w = std::fs::File::options().write(true).open(&blob).unwrap();
+                let _ = w.write_all(&data[..1 << 20]);
+                std::thread::sleep(Duration::from_secs(60));
+            });
+        }
+        Fixture {
+            _dir: dir,
+            store: root,
         }
     }
 }
@@ -205,7 +136,7 @@ impl Drop for Export {
     }
 }
 
-fn export(docker: &FakeDocker, spec: &Path, out: &str, format: Option<&str>) -> Export {
+fn export(fixture: &Fixture, spec: &Path, out: &str, format: Option<&str>) -> Export {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kpbuild"));
     cmd.args(["export", "-f"]).arg(spec).args([
         "--platform",
@@ -219,7 +150,9 @@ fn export(docker: &FakeDocker, spec: &Path, out: &str, format: Option<&str>) -> 
         cmd.args(["--format", f]);
     }
     Export(
-        cmd.env("DOCKER_HOST", &docker.host)
+        cmd.env("KPBUILD_STORE", &fixture.store)
+            // No Docker daemon: the export reads the store alone.
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -275,7 +208,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn exports_are_complete_reproducible_and_replace_a_stale_partial() {
-    let docker = FakeDocker::start(None);
+    let store = Fixture::new(false);
     let (tmp, spec) = setup();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     std::fs::create_dir_all(&a).unwrap();
@@ -285,7 +218,7 @@ fn exports_are_complete_reproducible_and_replace_a_stale_partial() {
     std::fs::write(b.join(format!("{TARBALL}.sha256.partial")), b"stale").unwrap();
     for dir in [&a, &b] {
         let (status, err) = finish(export(
-            &docker,
+            &store,
             &spec,
             &format!("{}/", dir.display()),
             Some("tar.gz"),
@@ -338,7 +271,7 @@ fn exports_are_complete_reproducible_and_replace_a_stale_partial() {
     // A directory, over a stale `.partial` directory.
     let d = tmp.path().join("dir");
     std::fs::create_dir_all(tmp.path().join("dir.partial/junk")).unwrap();
-    let (status, err) = finish(export(&docker, &spec, d.to_str().unwrap(), None));
+    let (status, err) = finish(export(&store, &spec, d.to_str().unwrap(), None));
     assert!(status.success(), "{err}");
     assert!(!tmp.path().join("dir.partial").exists());
     assert_eq!(names_in(&d), ["kubeplay.lock.json", "resources"]);
@@ -350,11 +283,11 @@ fn exports_are_complete_reproducible_and_replace_a_stale_partial() {
 
 #[test]
 fn sigint_during_a_tarball_export_removes_the_partial_file() {
-    let docker = FakeDocker::start(Some(("kubeplay/files:v0.1.0-amd64", 1 << 20)));
+    let store = Fixture::new(true);
     let (tmp, spec) = setup();
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let e = export(&docker, &spec, out.to_str().unwrap(), Some("tar.gz"));
+    let e = export(&store, &spec, out.to_str().unwrap(), Some("tar.gz"));
     wait_for(&out.join(format!("{TARBALL}.partial")));
     signal(&e, "-INT");
     let (status, err) = finish(e);
@@ -368,10 +301,10 @@ fn sigint_during_a_tarball_export_removes_the_partial_file() {
 
 #[test]
 fn sigterm_during_a_directory_export_removes_the_partial_directory() {
-    let docker = FakeDocker::start(Some(("kubeplay/files:v0.1.0-amd64", 1 << 20)));
+    let store = Fixture::new(true);
     let (tmp, spec) = setup();
     let out = tmp.path().join("bundle");
-    let e = export(&docker, &spec, out.to_str().unwrap(), None);
+    let e = export(&store, &spec, out.to_str().unwrap(), None);
     let partial = tmp.path().join("bundle.partial");
     wait_for(&partial.join("resources/files"));
     signal(&e, "-TERM");
@@ -384,10 +317,10 @@ fn sigterm_during_a_directory_export_removes_the_partial_directory() {
 #[test]
 fn oci_exports_are_complete_and_removed_on_sigint() {
     let (tmp, spec) = setup();
-    let docker = FakeDocker::start(None);
+    let store = Fixture::new(false);
     for name in ["a.tar", "b.tar"] {
         let o = format!("oci-archive:{}", tmp.path().join(name).display());
-        let (status, err) = finish(export(&docker, &spec, &o, None));
+        let (status, err) = finish(export(&store, &spec, &o, None));
         assert!(status.success(), "{err}");
     }
     assert!(
@@ -396,20 +329,20 @@ fn oci_exports_are_complete_and_removed_on_sigint() {
         "OCI archives differ"
     );
     let o = format!("oci:{}", tmp.path().join("layout").display());
-    let (status, err) = finish(export(&docker, &spec, &o, None));
+    let (status, err) = finish(export(&store, &spec, &o, None));
     assert!(status.success(), "{err}");
     assert_eq!(
         names_in(&tmp.path().join("layout")),
         ["blobs", "index.json", "oci-layout"]
     );
 
-    let docker = FakeDocker::start(Some(("kubeplay/files:v0.1.0-amd64", 1 << 20)));
+    let store = Fixture::new(true);
     for (out, partial) in [
         ("oci:{}/oci", "oci.partial/oci-layout"),
         ("oci-archive:{}/oci.tar", "oci.tar.partial"),
     ] {
         let out = out.replace("{}", &tmp.path().display().to_string());
-        let e = export(&docker, &spec, &out, None);
+        let e = export(&store, &spec, &out, None);
         wait_for(&tmp.path().join(partial));
         signal(&e, "-INT");
         let (status, err) = finish(e);
@@ -428,21 +361,16 @@ fn after_sigkill_only_the_partial_is_left_and_the_rerun_completes() {
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     {
-        let docker = FakeDocker::start(Some(("kubeplay/files:v0.1.0-amd64", 1 << 20)));
-        let e = export(&docker, &spec, out.to_str().unwrap(), Some("tar.gz"));
+        let store = Fixture::new(true);
+        let e = export(&store, &spec, out.to_str().unwrap(), Some("tar.gz"));
         wait_for(&out.join(format!("{TARBALL}.partial")));
         signal(&e, "-KILL");
         let (status, _) = finish(e);
         assert_eq!(status.code(), None, "killed");
         assert_eq!(names_in(&out), [format!("{TARBALL}.partial")]);
     }
-    let docker = FakeDocker::start(None);
-    let (status, err) = finish(export(
-        &docker,
-        &spec,
-        out.to_str().unwrap(),
-        Some("tar.gz"),
-    ));
+    let store = Fixture::new(false);
+    let (status, err) = finish(export(&store, &spec, out.to_str().unwrap(), Some("tar.gz")));
     assert!(status.success(), "{err}");
     assert_eq!(
         names_in(&out),
@@ -451,7 +379,7 @@ fn after_sigkill_only_the_partial_is_left_and_the_rerun_completes() {
     let reference = tmp.path().join("reference");
     std::fs::create_dir_all(&reference).unwrap();
     let (status, err) = finish(export(
-        &docker,
+        &store,
         &spec,
         reference.to_str().unwrap(),
         Some("tar.gz"),
