@@ -70,6 +70,9 @@ pub struct Args {
     /// Builds run at the same time.
     #[arg(long, default_value_t = 3)]
     jobs: usize,
+    /// Run every op again, ignoring BuildKit's cache (a cold build; the cache is refreshed).
+    #[arg(long)]
+    no_cache: bool,
     /// Do not make the module images in the Docker daemon (`<bundle>/<module>:<version>-<arch>`).
     /// Without them every build sends its whole result to the store again, also when it is
     /// unchanged (the image ID is how kpbuild knows the store has it).
@@ -224,6 +227,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             extra: &extra,
             jobs: args.jobs.max(1),
             load: !args.no_load,
+            no_cache: args.no_cache,
         },
     ))?;
 
@@ -303,6 +307,8 @@ struct Settings<'a> {
     jobs: usize,
     /// Make the module images in the daemon (their IDs spare unchanged results a transfer).
     load: bool,
+    /// Ignore BuildKit's cache in the first build of each module.
+    no_cache: bool,
 }
 
 async fn build_all(
@@ -317,6 +323,7 @@ async fn build_all(
         extra,
         jobs,
         load,
+        no_cache,
     } = *settings;
     let docker =
         Docker::connect_with_defaults().context("connecting to the Docker daemon (DOCKER_HOST)")?;
@@ -351,6 +358,8 @@ async fn build_all(
             let started = Instant::now();
             let mut outcome = Outcome::default();
             let options = |outputs: Option<ImageBuildOutput>| BuildImageOptions {
+                // The export after the image build reuses what the image build just made.
+                nocache: no_cache && (outputs.is_none() || !load),
                 dockerfile: dockerfile.to_string(),
                 // The module image (`--load`): its ID names the result by its content.
                 t: outputs.is_none().then(|| u.image.clone()),

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): building the example bundle (the root Dockerfile.bundle, linux/amd64)
+# into a fresh store, cold (`kpbuild build --no-cache`: every op runs again, every result is sent
+# to the store), then again with nothing changed (the no-op rebuild a CI job runs most days).
+# Prints both times and the no-op rebuild as a share of the cold build (goal <= 5 %).
+#
+#   hack/bench-rebuild.sh
+#
+# Starts the loopback fixtures (hack/lib-fixtures.sh) and stops them at the end; needs the
+# private dockerd (hack/dockerd.sh) and the frontend image (hack/frontend-image.sh). The cold
+# build fetches the Debian packages from Debian's mirror again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+W=$PWD/target/bench/rebuild
+rm -rf "$W" && mkdir -p "$W"
+DOCKER_HOST=$(hack/dockerd.sh)
+export DOCKER_HOST
+cargo build -q --release -p kpbuild
+KPR=$PWD/target/release/kpbuild
+# shellcheck source=hack/lib-fixtures.sh
+. hack/lib-fixtures.sh
+trap 'bundle_fixtures_stop >/dev/null 2>&1 || true' EXIT
+bundle_fixtures_start "$KPR" "$W/context" "$W" > "$W/fixtures.log" 2>&1 \
+  || { tail -20 "$W/fixtures.log" >&2; exit 1; }
+export KPBUILD_STORE=$W/store
+SPEC=$W/context/Dockerfile.bundle
+now() { date +%s.%N; }
+t() { local t0; t0=$(now); "$@"; echo "$(now) - $t0" | bc -l; }
+
+T_COLD=$(t "$KPR" build -f "$SPEC" --platform linux/amd64 --no-cache 2> "$W/cold.log" >/dev/null) \
+  || { tail -20 "$W/cold.log" >&2; exit 1; }
+T_NOOP=$(t "$KPR" build -f "$SPEC" --platform linux/amd64 2> "$W/noop.log" >/dev/null) \
+  || { tail -20 "$W/noop.log" >&2; exit 1; }
+grep -q "built$" "$W/noop.log" && { tail -10 "$W/noop.log" >&2; echo "bench-rebuild: the no-op rebuild ran ops" >&2; exit 1; }
+{
+  echo "rebuild benchmark: the example bundle, linux/amd64, $(nproc) cores"
+  echo
+  echo "| build | time (s) | store |"
+  echo "|---|---:|---|"
+  printf '| cold (--no-cache) | %.2f | %s |\n' "$T_COLD" "$(grep '^store ' "$W/cold.log" | sed 's/^store [^:]*: //')"
+  printf '| no change | %.2f | %s |\n' "$T_NOOP" "$(grep '^store ' "$W/noop.log" | sed 's/^store [^:]*: //')"
+  echo
+  printf 'the no-op rebuild takes %.1f %% of the cold build (goal <= 5 %%)\n' "$(echo "100 * $T_NOOP / $T_COLD" | bc -l)"
+} | tee target/bench/rebuild.md
