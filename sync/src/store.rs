@@ -374,6 +374,31 @@ mod tests {
     }
 
     #[test]
+    fn blobs_copied_from_a_cache_are_verified() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (cache, tree) = (
+            Store::open(a.path()).unwrap(),
+            Store::open(b.path()).unwrap(),
+        );
+        let good = b"layer bytes";
+        let d = Digest::of_bytes(good);
+        let src = tree.layout().blob_data(&d);
+        fs::create_dir_all(src.parent().unwrap()).unwrap();
+        fs::write(&src, good).unwrap();
+        cache.put_blob_copy(&d, &src).unwrap();
+        fs::remove_file(&src).unwrap();
+        let cached = cache.layout().blob_data(&d);
+        assert!(tree.copy_blob_from(&cached, &d, good.len() as u64).unwrap());
+        assert_eq!(fs::read(&src).unwrap(), good);
+        // Damaged (same size, other bytes): not stored, and dropped from the cache.
+        fs::remove_file(&src).unwrap();
+        fs::write(&cached, b"LAYER BYTES").unwrap();
+        assert!(!tree.copy_blob_from(&cached, &d, good.len() as u64).unwrap());
+        assert!(!src.exists() && !cached.exists());
+        assert!(!tree.copy_blob_from(&cached, &d, 1).unwrap(), "missing");
+    }
+
+    #[test]
     fn blob_is_stored_only_when_its_digest_matches() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
