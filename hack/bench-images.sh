@@ -23,7 +23,7 @@
 # in the page cache for every run (the registry reads them from memory in all columns), and
 # dirty pages are flushed before each timed column. One run each: expect some noise.
 #
-#   hack/bench-images.sh [--platform linux/amd64] [--jobs 8]
+#   [KPBUILD=path/to/kpbuild] hack/bench-images.sh [--platform linux/amd64] [--jobs 8]
 set -euo pipefail
 KPBUILD_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$KPBUILD_ROOT"
@@ -46,8 +46,11 @@ W=$KPBUILD_ROOT/target/bench/images
 rm -rf "$W"
 mkdir -p "$W"
 
-cargo build --quiet --release -p kpbuild
-KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
+# KPBUILD: a kpbuild binary to use instead of building target/release/kpbuild.
+if [ -z "${KPBUILD:-}" ]; then
+  cargo build --quiet --release -p kpbuild
+  KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
+fi
 started_fixture=false
 [ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true
 trap '$started_fixture && [ -z "${KPBUILD_KEEP_FIXTURE:-}" ] && hack/registry-fixture.sh stop' EXIT
