@@ -40,8 +40,12 @@ fail() { printf 'e2e FAILED: %s\n' "$*" >&2; exit 1; }
 
 DOCKER_HOST=$(hack/dockerd.sh)
 export DOCKER_HOST
+# KPBUILD_FRONTEND_IMAGE: the tag the frontend image is built under and the e2e specs name in
+# their `# syntax=` line (default kpbuild/frontend:dev; another tag keeps two checkouts that
+# share the daemon from replacing each other's frontend).
+FRONTEND=${KPBUILD_FRONTEND_IMAGE:-kpbuild/frontend:dev}
 log "frontend image"
-hack/frontend-image.sh >/dev/null
+hack/frontend-image.sh "$FRONTEND" >/dev/null
 cargo build -q -p kpbuild
 KPB=$ROOT/target/debug/kpbuild
 
@@ -91,7 +95,7 @@ make_context() { # OUT
   local out=$1 ctx=$1/context
   mkdir -p "$ctx"
   cp -r "$TESTDATA/kubespray/v2.28.1" "$ctx/kubespray"
-  cp hack/e2e/Dockerfile.bundle "$ctx/"
+  sed "1s|^# syntax=.*|# syntax=$FRONTEND|" hack/e2e/Dockerfile.bundle > "$ctx/Dockerfile.bundle"
   printf -- '- src: quay.io/calico/node\n  dest: library/calico-node\n' > "$ctx/images-map.yaml"
   cp "$TESTDATA/os-packages/packages.kubeplay.yaml" "$ctx/"
   cargo run -q -p kpbuild-modules --example files_fixture -- \

@@ -13,11 +13,14 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use kpbuild_modules::image_ref::FetchLocation;
 use kpbuild_modules::image_ref::{ImageRef, Mirror, NameMap, parse_list};
+use kpbuild_modules::registry_layout::Descriptor;
 use kpbuild_modules::registry_layout::{Digest, Platform};
+use kpbuild_sync::engine::fetch_blobs;
 use kpbuild_sync::{
     ClientConfig, ImageFailure, PlatformSelection, Progress, RetryEvent, RetryPolicy, Summary,
-    SyncOptions, SyncedImage, sync_images,
+    SyncError, SyncOptions, SyncedImage, sync_images,
 };
 
 #[derive(Args, Debug)]
@@ -247,15 +250,42 @@ pub fn run(args: SyncImagesArgs) -> Result<()> {
             read_timeout: Duration::from_secs(args.read_timeout),
             ..ClientConfig::default()
         },
+        fetch_blobs: true,
+        blob_cache: None,
     };
-    sync_with_progress(refs, opts)
+    sync_with_progress(refs, opts).map(drop)
 }
 
 /// Syncs `refs` into `opts.dest` with progress and a summary on stderr and one line per image
 /// on stdout; SIGINT/SIGTERM stop it keeping what is complete. `kpbuild sync-images` and the
 /// sync-image worker job both run this.
-pub(crate) fn sync_with_progress(refs: Vec<ImageRef>, opts: SyncOptions) -> Result<()> {
+pub(crate) fn sync_with_progress(refs: Vec<ImageRef>, opts: SyncOptions) -> Result<Summary> {
     let dest = opts.dest.clone();
+    let summary = with_progress(&dest, |progress| sync_images(refs, opts, progress))?;
+    for img in &summary.images {
+        println!("{}\t{}\t{}", img.stored_ref(), img.digest, img.source);
+    }
+    report(summary, "images", &dest)
+}
+
+/// Fetches listed blobs into `opts.dest` ([`kpbuild_sync::engine::fetch_blobs`]) with
+/// progress and a summary on stderr, as [`sync_with_progress`] does for images.
+pub(crate) fn fetch_blobs_with_progress(
+    blobs: Vec<(Descriptor, FetchLocation)>,
+    opts: SyncOptions,
+) -> Result<Summary> {
+    let dest = opts.dest.clone();
+    let summary = with_progress(&dest, |progress| fetch_blobs(blobs, opts, progress))?;
+    report(summary, "blobs", &dest)
+}
+
+/// Runs the engine's `work` on a runtime of its own, with CLI progress; SIGINT/SIGTERM stop
+/// it keeping what is complete.
+fn with_progress<F, Fut>(dest: &std::path::Path, work: F) -> Result<Summary>
+where
+    F: FnOnce(Arc<dyn Progress>) -> Fut,
+    Fut: std::future::Future<Output = Result<Summary, SyncError>>,
+{
     let progress = Arc::new(CliProgress::new());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -266,14 +296,14 @@ pub(crate) fn sync_with_progress(refs: Vec<ImageRef>, opts: SyncOptions) -> Resu
         let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         Ok::<_, anyhow::Error>(tokio::select! {
-            r = sync_images(refs, opts, progress.clone()) => Ok(r),
+            r = work(progress.clone()) => Ok(r),
             _ = int.recv() => Err(("SIGINT", 130)),
             _ = term.recv() => Err(("SIGTERM", 143)),
         })
     })?;
     progress.finish();
-    let result = match result {
-        Ok(r) => r,
+    match result {
+        Ok(r) => Ok(r?),
         Err((signal, code)) => {
             // Cancel every transfer: dropping them removes the files being written, and the
             // store's run directory with them. What is stored is complete and verified.
@@ -284,24 +314,28 @@ pub(crate) fn sync_with_progress(refs: Vec<ImageRef>, opts: SyncOptions) -> Resu
             );
             std::process::exit(code);
         }
-    };
-    let summary = result?;
-    for img in &summary.images {
-        println!("{}\t{}\t{}", img.stored_ref(), img.digest, img.source);
     }
+}
+
+/// The failures and the summary line on stderr; an error when anything failed.
+fn report(summary: Summary, what: &str, dest: &std::path::Path) -> Result<Summary> {
     for f in &summary.failures {
         eprintln!("error: {f}");
     }
     eprintln!("{}", summary_line(&summary));
     if !summary.failures.is_empty() {
         bail!(
-            "{} of {} images failed; they have no tag in {} (rerun to retry: blobs already stored are kept)",
+            "{} of {} {what} failed; {} (rerun to retry: blobs already stored are kept)",
             summary.failures.len(),
-            summary.failures.len() + summary.images.len(),
-            dest.display()
+            summary.failures.len() + summary.images.len().max(summary.blobs),
+            if what == "images" {
+                format!("they have no tag in {}", dest.display())
+            } else {
+                format!("they are not in {}", dest.display())
+            }
         );
     }
-    Ok(())
+    Ok(summary)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use sha2::Digest as _;
 
 use kpbuild_modules::image_ref::NameMap;
 use kpbuild_modules::jobs::{
-    BundleManifestJob, CheckFileJob, ImageArchiveJob, Job, SaveImageJob, SyncImageJob,
+    BlobList, BundleManifestJob, CheckFileJob, ImageArchiveJob, Job, ListedBlob, RegistryTreeJob,
+    SaveImageJob, SyncImageJob,
 };
 use kpbuild_sync::engine::{NoProgress, PlatformSelection, SyncOptions, sync_images};
 
@@ -26,6 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::fs::read(&args.job).with_context(|| format!("reading {}", args.job.display()))?;
     match Job::from_json(&args.job.display().to_string(), &bytes)? {
         Job::SyncImage(j) => sync_image(j),
+        Job::RegistryTree(j) => registry_tree(j),
         Job::CheckFile(j) => check_file(j),
         Job::SaveImage(j) => save_image(j),
         Job::ImageArchive(j) => image_archive(j),
@@ -33,7 +35,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// One image into a registry-tree fragment, with the sync engine's own progress and summary.
+/// One image into a registry-tree fragment, with the sync engine's own progress and summary;
+/// with a blob list, only its manifests and links, its other blobs listed.
 fn sync_image(j: SyncImageJob) -> anyhow::Result<()> {
     let map = (j.stored.repository != j.reference.repository)
         .then(|| NameMap::single(&j.reference.source_repository(), &j.stored.repository));
@@ -44,8 +47,99 @@ fn sync_image(j: SyncImageJob) -> anyhow::Result<()> {
         mirrors: j.mirrors,
         map,
         client: Default::default(),
+        fetch_blobs: j.blob_list.is_none(),
+        blob_cache: None,
     };
-    crate::sync_images::sync_with_progress(vec![j.reference], opts)
+    let summary = crate::sync_images::sync_with_progress(vec![j.reference], opts)?;
+    if let Some(list) = &j.blob_list {
+        let blobs = summary
+            .images
+            .iter()
+            .flat_map(|img| {
+                img.needs.iter().map(|d| ListedBlob {
+                    digest: d.digest.clone(),
+                    size: d.size,
+                    registry: img.location.registry.clone(),
+                    repository: img.location.repository.clone(),
+                })
+            })
+            .collect();
+        let mut bytes = serde_json::to_vec_pretty(&BlobList { blobs })?;
+        bytes.push(b'\n');
+        write_then_rename(list, &bytes)?;
+    }
+    Ok(())
+}
+
+/// A registry tree from sync-image fragments: their manifests and links copied, the blobs
+/// they list fetched once each (through the blob cache), the tree checked complete.
+fn registry_tree(j: RegistryTreeJob) -> anyhow::Result<()> {
+    let mut wanted = Vec::new();
+    for f in &j.fragments {
+        let bytes = std::fs::read(&f.blob_list)
+            .with_context(|| format!("reading {}", f.blob_list.display()))?;
+        let list: BlobList = serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading {}", f.blob_list.display()))?;
+        for b in list.blobs {
+            wanted.push((
+                kpbuild_modules::registry_layout::Descriptor {
+                    media_type: None,
+                    digest: b.digest,
+                    size: b.size,
+                    platform: None,
+                    urls: vec![],
+                },
+                kpbuild_modules::image_ref::FetchLocation {
+                    registry: b.registry,
+                    repository: b.repository,
+                },
+            ));
+        }
+    }
+    let mut copied = 0usize;
+    for f in &j.fragments {
+        copied += copy_new_files(&f.root, &j.dest)
+            .with_context(|| format!("copying {} into {}", f.root.display(), j.dest.display()))?;
+    }
+    eprintln!(
+        "registry-tree: {} fragments, {copied} manifest and link files; {} blobs listed",
+        j.fragments.len(),
+        wanted.len()
+    );
+    let opts = SyncOptions {
+        dest: j.dest.clone(),
+        platforms: PlatformSelection::All,
+        jobs: 8,
+        mirrors: vec![],
+        map: None,
+        client: Default::default(),
+        fetch_blobs: true,
+        blob_cache: j.blob_cache.clone(),
+    };
+    crate::sync_images::fetch_blobs_with_progress(wanted, opts)?;
+    Ok(())
+}
+
+/// Copies the files under `src` that `dest` lacks (same relative paths), creating
+/// directories; the engine's temporary directory is skipped. Returns how many were copied.
+fn copy_new_files(src: &Path, dest: &Path) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == kpbuild_sync::store::TMP_DIR {
+            continue;
+        }
+        let (from, to) = (entry.path(), dest.join(&name));
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&to)?;
+            n += copy_new_files(&from, &to)?;
+        } else if std::fs::symlink_metadata(&to).is_err() {
+            std::fs::copy(&from, &to)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Copies `src` to `dest` after checking its digest.
@@ -102,6 +196,8 @@ fn save_image(j: SaveImageJob) -> anyhow::Result<()> {
         mirrors: j.mirrors,
         map: None,
         client: Default::default(),
+        fetch_blobs: true,
+        blob_cache: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -261,6 +261,11 @@ enum MountSource {
     Input(usize),
     Scratch,
     Tmpfs,
+    /// A BuildKit cache mount: a directory kept by the builder across builds under `id`,
+    /// shared by concurrent ops (not an input: its content is not part of any cache key).
+    Cache {
+        id: String,
+    },
     /// A BuildKit secret (`docker build --secret id=ID,src=FILE`), as a read-only file.
     Secret {
         id: String,
@@ -399,6 +404,20 @@ impl Exec {
         self
     }
 
+    /// The builder's cache directory `id` at `dest`, read-write, shared with concurrent ops
+    /// (not an output; its content is in no cache key, so an op must produce the same result
+    /// whatever it holds).
+    pub fn mount_cache(mut self, dest: &str, id: &str) -> Exec {
+        self.spec.mounts.push(MountSpec {
+            dest: dest.into(),
+            source: MountSource::Cache { id: id.into() },
+            selector: String::new(),
+            readonly: false,
+            output: false,
+        });
+        self
+    }
+
     /// The build's secret `id` as a file at `dest` (mode 0400, not an output). Only the id is
     /// in the definition and the cache key; the content stays in the client's session.
     pub fn mount_secret(mut self, dest: &str, id: &str, optional: bool) -> Exec {
@@ -448,6 +467,15 @@ impl Exec {
                 .any(|m| matches!(m.source, MountSource::Secret { .. }))
             {
                 c.push("exec.mount.secret");
+            }
+            if self
+                .spec
+                .mounts
+                .iter()
+                .any(|m| matches!(m.source, MountSource::Cache { .. }))
+            {
+                c.push("exec.mount.cache");
+                c.push("exec.mount.cache.sharing");
             }
             c
         };
@@ -680,6 +708,22 @@ pub fn marshal(result: &State) -> Result<Marshalled, MarshalError> {
     })
 }
 
+/// Marks every exec and file op of `def` to be run again rather than taken from BuildKit's
+/// cache (`docker build --no-cache`); sources are resolved as usual.
+pub fn ignore_cache(def: &mut pb::Definition) {
+    for bytes in &def.def {
+        let Ok(op) = pb::Op::decode(bytes.as_slice()) else {
+            continue;
+        };
+        if matches!(op.op, Some(pb::op::Op::Exec(_) | pb::op::Op::File(_))) {
+            def.metadata
+                .entry(digest_of(bytes))
+                .or_default()
+                .ignore_cache = true;
+        }
+    }
+}
+
 /// `sha256:<hex>` of bytes.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -784,6 +828,14 @@ fn exec_op(e: &ExecSpec) -> pb::ExecOp {
                 MountSource::Input(i) => (*i as i64, pb::MountType::Bind as i32, None),
                 MountSource::Scratch => (-1, pb::MountType::Bind as i32, None),
                 MountSource::Tmpfs => (-1, pb::MountType::Tmpfs as i32, None),
+                MountSource::Cache { id } => (
+                    -1,
+                    pb::MountType::Cache as i32,
+                    Some(pb::CacheOpt {
+                        id: id.clone(),
+                        sharing: pb::CacheSharingOpt::Shared as i32,
+                    }),
+                ),
                 MountSource::Secret { .. } => (-1, pb::MountType::Secret as i32, None),
             };
             let secret_opt = match &m.source {

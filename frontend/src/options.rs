@@ -10,6 +10,8 @@
 //!   - `KPBUILD_REGISTRY_SECRET=ID`: registry credentials for the sync ops from the build
 //!     secret ID, a Docker config file (`--secret id=ID,src=~/.docker/config.json`);
 //!   - `KPBUILD_DEBUG=caps`: fail with what this BuildKit offers;
+//! - `no-cache` (`docker build --no-cache`): no exec or file op is taken from BuildKit's cache
+//!   (sources still are; cache mounts keep their content);
 //! - `source`: the frontend image itself (BuildKit passes it).
 
 use std::collections::BTreeMap;
@@ -53,6 +55,8 @@ pub struct FrontendOptions {
     pub debug_caps: bool,
     /// The frontend image (exec ops run its kpbuild binary).
     pub source: Option<String>,
+    /// `no-cache`: run every exec and file op again.
+    pub no_cache: bool,
 }
 
 /// An option that cannot be used.
@@ -105,6 +109,7 @@ impl FrontendOptions {
             registry_secret: arg(REGISTRY_SECRET_ARG),
             debug_caps: arg(DEBUG_ARG).as_deref() == Some("caps"),
             source: get("source"),
+            no_cache: opts.contains_key("no-cache"),
         })
     }
 

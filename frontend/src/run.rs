@@ -186,7 +186,7 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
         spec_file: spec.path.display().to_string(),
         spec_sha256,
     };
-    solve_targets(gw, &plan, &opts.target, &env, &lock).await
+    solve_targets(gw, &plan, &opts, &env, &lock).await
 }
 
 /// `--build-arg KPBUILD_DEBUG=caps`: what this BuildKit offers, as the build's error.
@@ -363,10 +363,11 @@ async fn announce_host_network<B: Bridge>(gw: &mut B, plan: &Plan) -> Result<(),
 async fn solve_targets<B: Bridge>(
     gw: &mut B,
     plan: &Plan,
-    target: &Target,
+    opts: &FrontendOptions,
     env: &LowerEnv,
     lock: &LockParams,
 ) -> Result<Output, FrontendError> {
+    let target = &opts.target;
     let mut results = Vec::new();
     for p in &plan.platforms {
         let modules = lower::lower_platform(p, env)?;
@@ -389,8 +390,12 @@ async fn solve_targets<B: Bridge>(
                 lower::merge_trees(states, &name, env)
             }
         };
+        let mut def = llb::marshal(&state)?.definition;
+        if opts.no_cache {
+            llb::ignore_cache(&mut def);
+        }
         let id = gw
-            .solve(llb::marshal(&state)?.definition)
+            .solve(def)
             .await
             .map_err(|e| FrontendError::Solve(explain_solve_error(&e.message())))?;
         results.push((p.platform.clone(), id));

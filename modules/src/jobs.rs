@@ -24,6 +24,10 @@ pub const JOB_PATH: &str = "/kpbuild-job/job.json";
 pub enum Job {
     /// Sync one image into a registry-tree fragment.
     SyncImage(SyncImageJob),
+    /// Write a registry tree from the fragments of sync-image jobs that listed their blobs:
+    /// every listed blob fetched once (or copied from a blob cache), the fragments' manifests
+    /// and links copied.
+    RegistryTree(RegistryTreeJob),
     /// Copy a downloaded file after checking its digest (BuildKit pins HTTP sources with
     /// sha256 only).
     CheckFile(CheckFileJob),
@@ -47,6 +51,46 @@ pub struct SyncImageJob {
     /// The platforms whose manifests are kept.
     pub platforms: Vec<Platform>,
     pub mirrors: Vec<Mirror>,
+    /// Fetch only the manifests (and write every link), listing the config and layer blobs
+    /// in this file ([`BlobList`]) for a [`RegistryTreeJob`] to fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_list: Option<PathBuf>,
+}
+
+/// The config and layer blobs a sync-image job with a `blob_list` left to fetch, and where
+/// from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobList {
+    pub blobs: Vec<ListedBlob>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListedBlob {
+    pub digest: crate::registry_layout::Digest,
+    pub size: u64,
+    /// The registry host and repository to fetch it from.
+    pub registry: String,
+    pub repository: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryTreeJob {
+    /// The fragments, in order: each a storage root and its blob list.
+    pub fragments: Vec<TreeFragment>,
+    /// The storage root to write.
+    pub dest: PathBuf,
+    /// A storage root used as a blob cache (a cache mount shared across builds).
+    pub blob_cache: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeFragment {
+    pub root: PathBuf,
+    pub blob_list: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +186,7 @@ impl Job {
     pub fn name(&self) -> &'static str {
         match self {
             Job::SyncImage(_) => "sync-image",
+            Job::RegistryTree(_) => "registry-tree",
             Job::CheckFile(_) => "check-file",
             Job::SaveImage(_) => "save-image",
             Job::ImageArchive(_) => "image-archive",
@@ -182,6 +227,15 @@ mod tests {
                 "linux/arm/v7".parse().unwrap(),
             ],
             mirrors: mirrors.clone(),
+            blob_list: Some("/out/blobs.json".into()),
+        }));
+        round_trip(Job::RegistryTree(RegistryTreeJob {
+            fragments: vec![TreeFragment {
+                root: "/in/0/registry".into(),
+                blob_list: "/in/0/blobs.json".into(),
+            }],
+            dest: "/out/resources/registry".into(),
+            blob_cache: Some("/blob-cache".into()),
         }));
         round_trip(Job::CheckFile(CheckFileJob {
             algorithm: "sha512".into(),
@@ -244,6 +298,7 @@ mod tests {
             reference: r,
             platforms: vec![],
             mirrors: vec![],
+            blob_list: None,
         });
         let Job::SyncImage(back) = Job::from_json("j", &job.to_json()).unwrap() else {
             panic!()

@@ -45,6 +45,14 @@ pub struct SyncOptions {
     pub mirrors: Vec<Mirror>,
     pub map: Option<NameMap>,
     pub client: ClientConfig,
+    /// Fetch each image's config and layer blobs (`true`, the normal case), or only list
+    /// them in [`SyncedImage::needs`] for a later [`fetch_blobs`]: manifests and every link
+    /// are written either way.
+    pub fetch_blobs: bool,
+    /// Another storage root used as a cache of blobs (a BuildKit cache mount shared by the
+    /// builds of one builder): a blob found there is copied (hashed while copying) instead
+    /// of fetched, and a fetched blob is copied there.
+    pub blob_cache: Option<PathBuf>,
 }
 
 /// Receives progress; every method has an empty default.
@@ -80,6 +88,10 @@ pub struct SyncedImage {
     pub digest: Digest,
     pub manifests: usize,
     pub blobs: usize,
+    /// Where it was fetched from.
+    pub location: FetchLocation,
+    /// Its config and layer blobs (fetched, or to fetch when blobs are not fetched).
+    pub needs: Vec<Descriptor>,
 }
 
 impl SyncedImage {
@@ -138,6 +150,8 @@ struct Stats {
 struct Ctx {
     client: RegistryClient,
     store: Store,
+    cache: Option<Store>,
+    fetch_blobs: bool,
     platforms: PlatformSelection,
     manifest_slots: Semaphore,
     blob_slots: Semaphore,
@@ -339,7 +353,19 @@ impl Ctx {
             .await
             .expect("hash task panicked")
             .map_err(io_err(path.clone()))?;
-        if intact {
+        let from_cache = !intact && self.cache.is_some() && {
+            let me = self.clone();
+            let d2 = d.clone();
+            tokio::task::spawn_blocking(move || {
+                let cache = me.cache.as_ref().expect("checked");
+                me.store
+                    .copy_blob_from(&cache.layout().blob_data(&d2), &d2, size)
+            })
+            .await
+            .expect("copy task panicked")
+            .map_err(io_err(path.clone()))?
+        };
+        if intact || from_cache {
             self.stats.reused.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes_reused.fetch_add(size, Ordering::Relaxed);
             self.progress.bytes(size);
@@ -460,6 +486,16 @@ impl Ctx {
             }
             Err(FinishError::Io(e)) => return Err(io_err(path)(e)),
         }
+        if self.cache.is_some() {
+            // Best effort: a blob the cache could not take is fetched again next time.
+            let me = self.clone();
+            let d2 = d.clone();
+            let src = path.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                me.cache.as_ref().expect("checked").put_blob_copy(&d2, &src)
+            })
+            .await;
+        }
         self.stats.fetched.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_fetched.fetch_add(size, Ordering::Relaxed);
         self.progress.blob_done(&d, size, false);
@@ -493,7 +529,8 @@ impl Ctx {
         let top = r.top.clone().expect("resolved manifest has a digest");
         let mut new_bytes = 0;
         let mut waits = Vec::new();
-        for b in &r.blobs {
+        let fetched: &[Descriptor] = if self.fetch_blobs { &r.blobs } else { &[] };
+        for b in fetched {
             let (cell, new) = self.blob_cell(&b.digest);
             if new {
                 self.stats.blobs.fetch_add(1, Ordering::Relaxed);
@@ -525,7 +562,7 @@ impl Ctx {
         }
         self.progress.add_total(new_bytes);
         let results = join_all(waits).await;
-        for (b, res) in r.blobs.iter().zip(results) {
+        for (b, res) in fetched.iter().zip(results) {
             if let Err(f) = res {
                 return Err(if f.image == image {
                     // The fetch this image started: its own error.
@@ -559,6 +596,8 @@ impl Ctx {
             digest: top,
             manifests: r.manifests.len(),
             blobs: r.blobs.len(),
+            location: p.location.clone(),
+            needs: r.blobs,
         })
     }
 }
@@ -589,30 +628,7 @@ pub async fn sync_images(
             .map_err(SyncError::Name)?;
     }
     progress.planned(planned.len());
-
-    let store = Store::open(&opts.dest).map_err(|error| SyncError::Dest {
-        path: opts.dest.clone(),
-        error,
-    })?;
-    let mut client_cfg = opts.client.clone();
-    let jobs = opts.jobs.max(1);
-    client_cfg.pool_per_host = client_cfg.pool_per_host.max(2 * jobs);
-    if client_cfg.on_retry.is_none() {
-        let p = progress.clone();
-        client_cfg.on_retry = Some(Arc::new(move |ev: &RetryEvent| p.retry(ev)));
-    }
-    let client = RegistryClient::new(client_cfg).map_err(SyncError::Client)?;
-    let ctx = Arc::new(Ctx {
-        client,
-        store,
-        platforms: opts.platforms.clone(),
-        manifest_slots: Semaphore::new(jobs),
-        blob_slots: Semaphore::new(jobs),
-        blobs: Mutex::new(HashMap::new()),
-        manifests: Mutex::new(HashSet::new()),
-        stats: Stats::default(),
-        progress: progress.clone(),
-    });
+    let ctx = context(&opts, &progress)?;
 
     let mut tasks = Vec::new();
     for p in &planned {
@@ -648,9 +664,67 @@ pub async fn sync_images(
         }
     }
     ctx.store.close();
+    if let Some(c) = &ctx.cache {
+        c.close();
+    }
+    Ok(summary(&ctx, images, failures, start))
+}
+
+/// Fetches blobs into the storage tree at `opts.dest` (through `opts.blob_cache` when given),
+/// each once however often it is listed, from the location listed with it: the blobs that
+/// runs with `fetch_blobs: false` listed. Only `dest`, `jobs`, `client` and `blob_cache` of
+/// `opts` are used. A blob that could not be stored is a failure named after the blob and
+/// where it was fetched from.
+pub async fn fetch_blobs(
+    wanted: Vec<(Descriptor, FetchLocation)>,
+    opts: SyncOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Summary, SyncError> {
+    let start = Instant::now();
+    let ctx = context(&opts, &progress)?;
+    let mut seen = HashSet::new();
+    let unique: Vec<(Descriptor, FetchLocation)> = wanted
+        .into_iter()
+        .filter(|(d, _)| seen.insert(d.digest.clone()))
+        .collect();
+    ctx.stats.blobs.store(unique.len(), Ordering::Relaxed);
+    progress.add_total(unique.iter().map(|(d, _)| d.size).sum());
+    let tasks: Vec<_> = unique
+        .iter()
+        .map(|(d, loc)| tokio::spawn(ctx.clone().transfer(d.clone(), loc.clone())))
+        .collect();
+    let mut failures = Vec::new();
+    for ((d, loc), t) in unique.iter().zip(tasks) {
+        let res = t.await.unwrap_or_else(|e| {
+            Err(ImageError::Io {
+                path: opts.dest.clone(),
+                source: std::io::Error::other(format!("blob task failed: {e}")),
+            })
+        });
+        if let Err(error) = res {
+            let f = ImageFailure {
+                image: format!("blob {} from {loc}", d.digest),
+                error,
+            };
+            progress.image_failed(&f);
+            failures.push(f);
+        }
+    }
+    ctx.store.close();
+    if let Some(c) = &ctx.cache {
+        c.close();
+    }
+    Ok(summary(&ctx, vec![], failures, start))
+}
+
+fn summary(
+    ctx: &Ctx,
+    images: Vec<SyncedImage>,
+    failures: Vec<ImageFailure>,
+    start: Instant,
+) -> Summary {
     let s = &ctx.stats;
-    let manifests = ctx.manifests.lock().unwrap().len();
-    Ok(Summary {
+    Summary {
         images,
         failures,
         blobs: s.blobs.load(Ordering::Relaxed),
@@ -658,9 +732,42 @@ pub async fn sync_images(
         blobs_reused: s.reused.load(Ordering::Relaxed),
         bytes_fetched: s.bytes_fetched.load(Ordering::Relaxed),
         bytes_reused: s.bytes_reused.load(Ordering::Relaxed),
-        manifests,
+        manifests: ctx.manifests.lock().unwrap().len(),
         elapsed: start.elapsed(),
-    })
+    }
+}
+
+/// The shared state of a run: the tree, the blob cache, the registry client.
+fn context(opts: &SyncOptions, progress: &Arc<dyn Progress>) -> Result<Arc<Ctx>, SyncError> {
+    let open = |path: &PathBuf| {
+        Store::open(path).map_err(|error| SyncError::Dest {
+            path: path.clone(),
+            error,
+        })
+    };
+    let store = open(&opts.dest)?;
+    let cache = opts.blob_cache.as_ref().map(open).transpose()?;
+    let mut client_cfg = opts.client.clone();
+    let jobs = opts.jobs.max(1);
+    client_cfg.pool_per_host = client_cfg.pool_per_host.max(2 * jobs);
+    if client_cfg.on_retry.is_none() {
+        let p = progress.clone();
+        client_cfg.on_retry = Some(Arc::new(move |ev: &RetryEvent| p.retry(ev)));
+    }
+    let client = RegistryClient::new(client_cfg).map_err(SyncError::Client)?;
+    Ok(Arc::new(Ctx {
+        client,
+        store,
+        cache,
+        fetch_blobs: opts.fetch_blobs,
+        platforms: opts.platforms.clone(),
+        manifest_slots: Semaphore::new(jobs),
+        blob_slots: Semaphore::new(jobs),
+        blobs: Mutex::new(HashMap::new()),
+        manifests: Mutex::new(HashSet::new()),
+        stats: Stats::default(),
+        progress: progress.clone(),
+    }))
 }
 
 #[cfg(test)]

@@ -217,6 +217,51 @@ impl Store {
         Ok(true)
     }
 
+    /// Stores the blob `d` from `src` (a file of another tree, e.g. a blob cache), hashing
+    /// while copying: `Ok(false)`, and `src` removed, when `src` is not the blob (missing,
+    /// another size, other bytes); nothing unverified is renamed into place.
+    pub fn copy_blob_from(&self, src: &Path, d: &Digest, size: u64) -> io::Result<bool> {
+        let mut f = match File::open(src) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if f.metadata()?.len() != size {
+            let _ = fs::remove_file(src);
+            return Ok(false);
+        }
+        let mut w = self.blob_writer(d)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n])?;
+        }
+        match w.finish() {
+            Ok(()) => Ok(true),
+            Err(FinishError::Mismatch(_)) => {
+                let _ = fs::remove_file(src);
+                Ok(false)
+            }
+            Err(FinishError::Io(e)) => Err(e),
+        }
+    }
+
+    /// Stores a copy of `src`, a verified blob `d` of another tree (the kernel copies the
+    /// bytes), unless a file of the same size is there already.
+    pub fn put_blob_copy(&self, d: &Digest, src: &Path) -> io::Result<()> {
+        let dest = self.layout.blob_data(d);
+        let len = fs::metadata(src)?.len();
+        if fs::metadata(&dest).is_ok_and(|m| m.len() == len) {
+            return Ok(());
+        }
+        let tmp = self.temp("copy-")?;
+        fs::copy(src, tmp.path())?;
+        persist(tmp, &dest)
+    }
+
     /// Starts writing a blob that arrives in pieces.
     pub fn blob_writer(&self, d: &Digest) -> io::Result<BlobWriter> {
         Ok(BlobWriter {
@@ -326,6 +371,31 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn blobs_copied_from_a_cache_are_verified() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (cache, tree) = (
+            Store::open(a.path()).unwrap(),
+            Store::open(b.path()).unwrap(),
+        );
+        let good = b"layer bytes";
+        let d = Digest::of_bytes(good);
+        let src = tree.layout().blob_data(&d);
+        fs::create_dir_all(src.parent().unwrap()).unwrap();
+        fs::write(&src, good).unwrap();
+        cache.put_blob_copy(&d, &src).unwrap();
+        fs::remove_file(&src).unwrap();
+        let cached = cache.layout().blob_data(&d);
+        assert!(tree.copy_blob_from(&cached, &d, good.len() as u64).unwrap());
+        assert_eq!(fs::read(&src).unwrap(), good);
+        // Damaged (same size, other bytes): not stored, and dropped from the cache.
+        fs::remove_file(&src).unwrap();
+        fs::write(&cached, b"LAYER BYTES").unwrap();
+        assert!(!tree.copy_blob_from(&cached, &d, good.len() as u64).unwrap());
+        assert!(!src.exists() && !cached.exists());
+        assert!(!tree.copy_blob_from(&cached, &d, 1).unwrap(), "missing");
     }
 
     #[test]

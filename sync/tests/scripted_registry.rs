@@ -180,6 +180,8 @@ fn options(dest: &std::path::Path) -> SyncOptions {
             },
             ..ClientConfig::default()
         },
+        fetch_blobs: true,
+        blob_cache: None,
     }
 }
 

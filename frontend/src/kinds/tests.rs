@@ -204,15 +204,42 @@ fn images_run_the_sync_job_pinned_to_the_resolved_digest() {
         platform.architecture, "amd64",
         "the engine runs natively on the worker"
     );
-    let Job::SyncImage(job) = &jobs(&ops)[0] else {
+    let jobs = jobs(&ops);
+    let Some(Job::SyncImage(job)) = jobs.iter().find(|j| matches!(j, Job::SyncImage(_))) else {
         panic!("a sync-image job")
+    };
+    let Some(Job::RegistryTree(tree)) = jobs.iter().find(|j| matches!(j, Job::RegistryTree(_)))
+    else {
+        panic!("a registry-tree job")
     };
     assert_eq!(
         job.reference.to_string(),
         format!("quay.io/calico/node:v3@{}", digest('c'))
     );
     assert_eq!(job.stored.to_string(), "calico/node:v3");
-    assert_eq!(job.dest.to_str(), Some("/out/resources/registry"));
+    // The sync op writes a fragment (manifests, links, the blob list); the registry-tree op
+    // fetches the listed blobs into the module's tree, through the builder's blob cache.
+    assert_eq!(job.dest.to_str(), Some("/out/registry"));
+    assert_eq!(
+        job.blob_list.as_deref().and_then(|p| p.to_str()),
+        Some("/out/blobs.json")
+    );
+    assert_eq!(tree.dest.to_str(), Some("/out/resources/registry"));
+    assert_eq!(tree.fragments.len(), 1);
+    assert_eq!(tree.fragments[0].root.to_str(), Some("/in/0/registry"));
+    let tree_exec = execs(&ops).pop().unwrap();
+    assert_eq!(tree_exec.network, pb::NetMode::Host as i32);
+    let fragment = tree_exec.mounts.iter().find(|m| m.dest == "/in/0").unwrap();
+    assert!(fragment.readonly && fragment.output == -1);
+    let cache = tree_exec
+        .mounts
+        .iter()
+        .find(|m| m.mount_type == pb::MountType::Cache as i32)
+        .unwrap();
+    assert_eq!(
+        cache.cache_opt.as_ref().map(|c| c.id.as_str()),
+        Some(super::images::BLOB_CACHE_ID)
+    );
     assert_eq!(job.platforms, [Platform::linux(Arch::Arm64)]);
     assert_eq!(job.mirrors[0].to_string(), "quay.io=127.0.0.1:5000/quay.io");
 }
@@ -228,15 +255,21 @@ fn pinned_references_keep_one_digest_and_ports_are_not_tags() {
     });
     let modules = lower_platform(&p, &e).unwrap();
     let ops = ops(&modules[1].1);
-    let Job::SyncImage(job) = &jobs(&ops)[0] else {
+    let jobs = jobs(&ops);
+    let Some(Job::SyncImage(job)) = jobs.iter().find(|j| matches!(j, Job::SyncImage(_))) else {
         panic!()
     };
+    assert!(jobs.iter().any(|j| matches!(j, Job::RegistryTree(_))));
     assert_eq!(
         job.reference.to_string(),
         format!("host:5000/app:1@{}", digest('d'))
     );
     assert_eq!(job.stored.repository, "app");
-    assert_eq!(execs(&ops)[0].network, pb::NetMode::Unset as i32);
+    assert!(
+        execs(&ops)
+            .iter()
+            .all(|e| e.network == pb::NetMode::Unset as i32)
+    );
 }
 
 #[test]
