@@ -6,8 +6,9 @@
 #
 #   kpbuild export .tar.zst   vs  tar -c | zstd -T0 -3 of the same tree
 #   kpbuild export .tar.gz    vs  kubeplay's tar -I pigz of the same tree
-#   kpbuild export oci-archive (one platform) vs the .tar.zst export: the first export of a
-#                             tree (its layer digests computed) and a second one
+#   kpbuild export oci-archive (one platform) vs the .tar.zst export: as after kpbuild build
+#                             (which computes each new tree's layer digest), and with those
+#                             digests forgotten (the export computes them: a hashing pass)
 #
 #   hack/bench-export.sh [CONTEXT]     (default target/example/context, hack/example.sh's)
 set -euo pipefail
@@ -32,14 +33,14 @@ BYTES=$(du -sb "$W/tree/kubeplay" | cut -f1)
 STORE=$("$KPR" store ls 2>&1 >/dev/null | sed -n 's/^store \(.*\): [0-9]* module results.*/\1/p')
 find "$W/tree" -type f -exec cat {} + > /dev/null   # warm the page cache for tar
 find "$STORE/blobs" -type f -exec cat {} + > /dev/null   # and for kpbuild
-# A first OCI export computes the layer digests of trees it has not seen: forget them.
-find "$STORE/trees" -name '*.layer-*' -delete
 
 settle; T_KZ=$(t "$KPR" export -f "$SPEC" --platform linux/amd64 -o "$W/k.tar.zst")
 settle; T_Z=$(t sh -c "tar -C '$W/tree' -c kubeplay | zstd -q -T0 -3 -o '$W/z.tar.zst'")
 settle; T_KG=$(t "$KPR" export -f "$SPEC" --platform linux/amd64 -o "$W/k.tar.gz")
 settle; T_P=$(t tar -C "$W/tree" -I pigz -cf "$W/p.tar.gz" kubeplay)
 settle; T_O=$(t "$KPR" export -f "$SPEC" --platform linux/amd64 -o "oci-archive:$W/k.oci.tar")
+# The layer digests forgotten: the export computes them first.
+find "$STORE/trees" -name '*.layer-*' -delete
 settle; T_O2=$(t "$KPR" export -f "$SPEC" --platform linux/amd64 -o "oci-archive:$W/k2.oci.tar")
 cmp "$W/k.oci.tar" "$W/k2.oci.tar" || { echo "bench-export: two OCI exports differ" >&2; exit 1; }
 
@@ -54,11 +55,11 @@ size() { stat -c %s "$1"; }
   printf '| tar -c \\| zstd -T0 -3 | %.2f | %s | 1.00x |\n' "$T_Z" "$(size "$W/z.tar.zst")"
   printf '| kpbuild export .tar.gz | %.2f | %s | %sx |\n' "$T_KG" "$(size "$W/k.tar.gz")" "$(r "$T_P" "$T_KG")"
   printf '| tar -I pigz (kubeplay) | %.2f | %s | 1.00x |\n' "$T_P" "$(size "$W/p.tar.gz")"
-  printf '| kpbuild export oci-archive, first | %.2f | %s | %sx the .tar.zst time |\n' "$T_O" "$(size "$W/k.oci.tar")" "$(r "$T_O" "$T_KZ")"
-  printf '| kpbuild export oci-archive, again | %.2f | %s | %sx the .tar.zst time |\n' "$T_O2" "$(size "$W/k2.oci.tar")" "$(r "$T_O2" "$T_KZ")"
+  printf '| kpbuild export oci-archive | %.2f | %s | %sx the .tar.zst time |\n' "$T_O" "$(size "$W/k.oci.tar")" "$(r "$T_O" "$T_KZ")"
+  printf '| kpbuild export oci-archive, layer digests forgotten | %.2f | %s | %sx the .tar.zst time |\n' "$T_O2" "$(size "$W/k2.oci.tar")" "$(r "$T_O2" "$T_KZ")"
   echo
   echo "kpbuild .tar.zst is $(r "$T_Z" "$T_KZ")x the speed of tar | zstd -T0 -3 (goal >= 0.9x)"
   echo "kpbuild .tar.gz is $(r "$T_P" "$T_KG")x the speed of tar -I pigz (goal >= 1.0x)"
-  echo "OCI export takes $(r "$T_O" "$T_KZ")x the .tar.zst export time the first time (layer digests computed), $(r "$T_O2" "$T_KZ")x again (goal <= 1.05x)"
+  echo "OCI export takes $(r "$T_O" "$T_KZ")x the .tar.zst export time (goal <= 1.05x), $(r "$T_O2" "$T_KZ")x when it must compute the layer digests first"
   echo "(kpbuild reads the store, no Docker daemon; both read from the page cache)"
 } | tee target/bench/export.md

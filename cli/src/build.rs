@@ -27,6 +27,7 @@ use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion, ImageBuildOutput};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kpbuild_modules::bundle_tar;
 use kpbuild_modules::layout::{self, BUNDLE_TARGET};
 use kpbuild_modules::plan::{PlanOptions, bundle_modules, plan};
 use kpbuild_modules::platform::Platform;
@@ -551,7 +552,27 @@ async fn export_to_store(
             );
             None
         }
-        (Ok(got), _) => Some(got),
+        (Ok(got), _) => {
+            // The OCI layer digest of a new tree, while its files are in the page cache: the
+            // first OCI export then has nothing to compute.
+            let (store, name, tree) = (store.clone(), u.key.to_string(), got.tree.clone());
+            let digested = tokio::task::spawn_blocking(move || {
+                let epoch = bundle_tar::source_date_epoch().map_err(|e| anyhow::anyhow!(e))?;
+                crate::export_oci::layer_digest(&store, &name, &tree, epoch)
+            })
+            .await;
+            match digested {
+                Ok(Ok(_)) => Some(got),
+                Ok(Err(e)) => {
+                    outcome.error = Some(format!("the OCI layer digest of the result: {e:#}"));
+                    None
+                }
+                Err(e) => {
+                    outcome.error = Some(format!("the OCI layer digest of the result: {e}"));
+                    None
+                }
+            }
+        }
         (Err(e), _) => {
             outcome.error = Some(format!("bringing the result into the store: {e:#}"));
             None

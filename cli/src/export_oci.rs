@@ -3,7 +3,8 @@
 //! uncompressed tar of the module's tree from the store, with the bundle tarball's normalized
 //! headers (`SOURCE_DATE_EPOCH`), so a module that did not change keeps its layer digest from
 //! one bundle version to the next. A layer's digest is computed once per tree and epoch (a
-//! hashing pass) and kept in the store; every layer written is checked against it. The layout
+//! hashing pass, which `kpbuild build` makes when a result arrives) and kept in the store;
+//! every layer written is checked against it. The layout
 //! (or archive) is written under `OUT.partial`, renamed when complete, and removed on SIGINT or
 //! SIGTERM.
 //!
@@ -34,33 +35,12 @@ const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Where blobs and files of the layout go.
 trait Sink {
-    /// Writes a blob of `size` bytes from `r`, which must hash to `digest`.
+    /// Writes a blob of `size` bytes from `r` under the name `digest` (the caller checks that
+    /// the bytes hash to it).
     fn blob_stream(&mut self, digest: &str, size: u64, r: &mut dyn Read) -> anyhow::Result<()>;
     fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()>;
     /// Flushes what is written; the caller renames the partial output.
     fn finish(self: Box<Self>) -> anyhow::Result<()>;
-}
-
-/// Checks a digest while reading.
-struct Verify<'a> {
-    inner: &'a mut dyn Read,
-    hash: sha2::Sha256,
-}
-
-impl Read for Verify<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-fn check(digest: &str, hash: sha2::Sha256) -> anyhow::Result<()> {
-    let got = format!("sha256:{}", hex::encode(hash.finalize()));
-    if got != digest {
-        bail!("layer bytes hash to {got}, but the store says {digest}; nothing was kept");
-    }
-    Ok(())
 }
 
 struct DirSink {
@@ -72,17 +52,14 @@ impl Sink for DirSink {
         let hex = digest.trim_start_matches("sha256:");
         let dir = self.partial.join("blobs/sha256");
         let tmp = dir.join(format!("{hex}.partial"));
-        let mut v = Verify {
-            inner: r,
-            hash: sha2::Sha256::new(),
-        };
-        let mut f = interrupt::fs(|| {
+        let f = interrupt::fs(|| {
             std::fs::create_dir_all(&dir)?;
             std::fs::File::create(&tmp)
         })?;
-        std::io::copy(&mut v, &mut f)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        std::io::copy(r, &mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
-        check(digest, v.hash)?;
         interrupt::fs(|| std::fs::rename(&tmp, dir.join(hex)))?;
         Ok(())
     }
@@ -120,16 +97,12 @@ impl TarSink {
 impl Sink for TarSink {
     fn blob_stream(&mut self, digest: &str, size: u64, r: &mut dyn Read) -> anyhow::Result<()> {
         let mut h = self.header(size);
-        let mut v = Verify {
-            inner: r,
-            hash: sha2::Sha256::new(),
-        };
         self.builder.append_data(
             &mut h,
             format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
-            &mut v,
+            r,
         )?;
-        check(digest, v.hash)
+        Ok(())
     }
     fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
         let mut h = self.header(data.len() as u64);
@@ -204,29 +177,37 @@ pub fn write(
                     .get(&key)
                     .ok_or_else(|| anyhow!("internal: no tree for {key}"))?;
                 let tree = store.tree(tree_digest)?;
-                let (digest, size) = match store.layer_digest(tree_digest, epoch) {
-                    Some(known) => known,
-                    None => {
-                        let mut hashed = Hashing::default();
-                        layer_tar(store, &key.to_string(), tree.clone(), epoch, &mut hashed)?;
-                        let d = Digest::from_hasher(hashed.hash);
-                        store.set_layer_digest(tree_digest, epoch, &d, hashed.size)?;
-                        (d, hashed.size)
-                    }
-                };
+                let (digest, size) = layer_digest(store, &key.to_string(), tree_digest, epoch)?;
                 let digest = digest.to_string();
                 if written.insert(digest.clone()) {
-                    // The layer is made on a thread, into a pipe the sink reads (and checks).
+                    // The layer is made (and hashed) on a thread, into a pipe the sink reads.
                     let (mut reader, writer) = std::io::pipe()?;
+                    widen_pipe(&writer);
                     let name = key.to_string();
                     std::thread::scope(|scope| {
-                        let producer =
-                            scope.spawn(move || layer_tar(store, &name, tree, epoch, writer));
+                        let producer = scope.spawn(move || {
+                            let mut tee = Hashing {
+                                inner: Some(writer),
+                                ..Hashing::default()
+                            };
+                            layer_tar(store, &name, tree, epoch, &mut tee)?;
+                            // The end of the stream for the reader.
+                            tee.inner = None;
+                            Ok::<_, anyhow::Error>(tee)
+                        });
                         let streamed = sink.blob_stream(&digest, size, &mut reader);
                         drop(reader);
                         // The producer's error says why the stream ended early.
-                        let produced = producer.join().expect("layer thread");
-                        produced.and(streamed)
+                        let tee = producer.join().expect("layer thread")?;
+                        streamed?;
+                        let got = Digest::from_hasher(tee.hash).to_string();
+                        if got != digest || tee.size != size {
+                            bail!(
+                                "the layer hashes to {got} ({} bytes), but the store says {digest} ({size} bytes); nothing was kept",
+                                tee.size
+                            );
+                        }
+                        Ok(())
                     })
                     .map_err(|e| anyhow!("the layer of {key}: {e:#}"))?;
                 }
@@ -305,6 +286,26 @@ fn put_json(
     Ok((digest, data.len() as u64))
 }
 
+/// The digest and size of a stored tree's OCI layer made with `epoch`: remembered in the store,
+/// else computed (a hashing pass over the layer) and remembered. `kpbuild build` calls it for
+/// each new result, so that the first OCI export has nothing to compute.
+pub fn layer_digest(
+    store: &Store,
+    name: &str,
+    tree_digest: &Digest,
+    epoch: u64,
+) -> anyhow::Result<(Digest, u64)> {
+    if let Some(known) = store.layer_digest(tree_digest, epoch) {
+        return Ok(known);
+    }
+    let tree = store.tree(tree_digest)?;
+    let mut hashed = Hashing::default();
+    layer_tar(store, name, tree, epoch, &mut hashed)?;
+    let d = Digest::from_hasher(hashed.hash);
+    store.set_layer_digest(tree_digest, epoch, &d, hashed.size)?;
+    Ok((d, hashed.size))
+}
+
 /// Writes a module's OCI layer: its tree from the store as a tar with normalized headers.
 fn layer_tar<W: Write>(
     store: &Store,
@@ -319,20 +320,38 @@ fn layer_tar<W: Write>(
     Ok(())
 }
 
-/// A writer that only hashes and counts.
+/// A writer that hashes and counts what passes through to `inner` (nowhere when `None`).
 #[derive(Default)]
 struct Hashing {
+    inner: Option<std::io::PipeWriter>,
     hash: sha2::Sha256,
     size: u64,
 }
 
 impl Write for Hashing {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.hash.update(buf);
-        self.size += buf.len() as u64;
-        Ok(buf.len())
+        let n = match &mut self.inner {
+            Some(w) => w.write(buf)?,
+            None => buf.len(),
+        };
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        match &mut self.inner {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Asks for a 1 MiB pipe buffer (the default 64 KiB costs a switch between the threads every
+/// 64 KiB); the default stays when the system refuses.
+fn widen_pipe(w: &std::io::PipeWriter) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ only resizes the pipe's buffer.
+    unsafe {
+        libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
     }
 }
