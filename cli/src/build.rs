@@ -72,6 +72,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     jobs: usize,
     /// Run every op again, ignoring BuildKit's cache (a cold build; the cache is refreshed).
+    /// The results go to the store only (no module images: the next build makes them).
     #[arg(long)]
     no_cache: bool,
     /// Do not make the module images in the Docker daemon (`<bundle>/<module>:<version>-<arch>`).
@@ -308,7 +309,7 @@ struct Settings<'a> {
     jobs: usize,
     /// Make the module images in the daemon (their IDs spare unchanged results a transfer).
     load: bool,
-    /// Ignore BuildKit's cache in the first build of each module.
+    /// Ignore BuildKit's cache (and make no module image).
     no_cache: bool,
 }
 
@@ -359,8 +360,7 @@ async fn build_all(
             let started = Instant::now();
             let mut outcome = Outcome::default();
             let options = |outputs: Option<ImageBuildOutput>| BuildImageOptions {
-                // The export after the image build reuses what the image build just made.
-                nocache: no_cache && (outputs.is_none() || !load),
+                nocache: no_cache,
                 dockerfile: dockerfile.to_string(),
                 // The module image (`--load`): its ID names the result by its content.
                 t: outputs.is_none().then(|| u.image.clone()),
@@ -376,8 +376,10 @@ async fn build_all(
             };
             // 1. With the Docker daemon as builder, the build makes the module image first:
             //    when the store already has the result of that image ID, nothing is transferred.
-            let known = if load {
-                let id = run_build(
+            //    (Not with --no-cache: the export would find nothing of it in the cache and
+            //    run every op a second time.)
+            let known = if load && !no_cache {
+                let built = run_build(
                     &docker,
                     options(None),
                     tar.clone(),
@@ -385,7 +387,7 @@ async fn build_all(
                     bar.as_ref(),
                 )
                 .await;
-                match (&outcome.error, id) {
+                match (&outcome.error, built.image_id) {
                     (None, Some(id)) => {
                         let rid = format!("docker-image-{}", id.trim_start_matches("sha256:"));
                         let known = store.result(&rid).ok().flatten();
@@ -411,12 +413,15 @@ async fn build_all(
                         bar.as_ref(),
                     )
                     .await;
-                    if let (Some(g), Some((rid, _))) = (&got, rid)
+                    // The image ID names this tree only when the export ran nothing: all of
+                    // it came from the cache the image build left (an op that ran again may
+                    // have made other bytes).
+                    if let (Some((g, 0)), Some((rid, _))) = (&got, rid)
                         && let Err(e) = store.set_result(&rid, &g.tree)
                     {
                         outcome.error = Some(format!("storing the result: {e}"));
                     }
-                    got
+                    got.map(|(g, _)| g)
                 }
             };
             if let Some(got) = got
@@ -449,16 +454,26 @@ async fn build_all(
         .await)
 }
 
-/// Runs one build, folding its progress into `outcome`; returns the image ID the daemon
-/// reports (builds that make an image).
+/// What one build of a module did.
+struct Built {
+    /// The image ID the daemon reports (builds that make an image).
+    image_id: Option<String>,
+    /// Ops this build ran (not cached, not sources).
+    ran: usize,
+}
+
+/// Runs one build, folding its progress into `outcome` (a vertex an earlier build of the
+/// module reported keeps that report: a second build finds the first's work in the cache).
 async fn run_build(
     docker: &Docker,
     options: BuildImageOptions,
     tar: bytes::Bytes,
     outcome: &mut Outcome,
     bar: Option<&ProgressBar>,
-) -> Option<String> {
+) -> Built {
     let mut image_id = None;
+    let earlier: BTreeSet<String> = outcome.vertices.keys().cloned().collect();
+    let mut this = Outcome::default();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar)));
     while let Some(item) = stream.next().await {
         match item {
@@ -466,13 +481,16 @@ async fn run_build(
                 match info.aux {
                     Some(BuildInfoAux::BuildKit(status)) => {
                         for v in status.vertexes {
-                            let e = outcome.vertices.entry(v.digest.clone()).or_insert((
+                            let t = this.vertices.entry(v.digest.clone()).or_insert((
                                 v.name.clone(),
                                 false,
                                 false,
                             ));
-                            e.1 |= v.cached;
-                            e.2 |= v.completed.is_some();
+                            t.1 |= v.cached;
+                            t.2 |= v.completed.is_some();
+                            if !earlier.contains(&v.digest) {
+                                outcome.vertices.insert(v.digest.clone(), t.clone());
+                            }
                             if !v.error.is_empty() && outcome.error.is_none() {
                                 outcome.error = Some(format!("{}: {}", v.name, v.error));
                                 outcome.failed_vertex = Some(v.digest.clone());
@@ -506,12 +524,15 @@ async fn run_build(
             b.set_message(format!("{ran} ran, {cached} cached of {total} ops"));
         }
     }
-    image_id
+    Built {
+        image_id,
+        ran: this.counts().2,
+    }
 }
 
 /// Builds `u` with BuildKit's tar exporter writing into a [`ResultPipe`] that the store
-/// ingests as it arrives; returns what the store got (`None` with `outcome.error` set when the
-/// build or the ingest failed).
+/// ingests as it arrives; returns what the store got and how many ops the build ran (`None`
+/// with `outcome.error` set when the build or the ingest failed).
 async fn export_to_store(
     docker: &Docker,
     store: &Arc<Store>,
@@ -520,7 +541,7 @@ async fn export_to_store(
     tar: bytes::Bytes,
     outcome: &mut Outcome,
     bar: Option<&ProgressBar>,
-) -> Option<Ingested> {
+) -> Option<(Ingested, usize)> {
     let pipe = match ResultPipe::open(store) {
         Ok(p) => p,
         Err(e) => {
@@ -530,7 +551,7 @@ async fn export_to_store(
     };
     let path = pipe.path.to_string_lossy().into_owned();
     let (pipe, ingest) = pipe.ingest(store.clone(), u.key.to_string());
-    run_build(
+    let built = run_build(
         docker,
         options(ImageBuildOutput::Tar(path)),
         tar,
@@ -562,7 +583,7 @@ async fn export_to_store(
             })
             .await;
             match digested {
-                Ok(Ok(_)) => Some(got),
+                Ok(Ok(_)) => Some((got, built.ran)),
                 Ok(Err(e)) => {
                     outcome.error = Some(format!("the OCI layer digest of the result: {e:#}"));
                     None
