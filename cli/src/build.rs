@@ -183,12 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         &spec.spec.version,
                         &p.platform,
                     ),
-                    key: Key {
-                        bundle: spec.spec.name.clone(),
-                        version: spec.spec.version.clone(),
-                        module: m.clone(),
-                        platform: p.platform.clone(),
-                    },
+                    key: Key::of(&spec.spec, &m, &p.platform),
                     module: m,
                     platform: p.platform.clone(),
                 })

@@ -86,12 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let keys_of = |p: &Platform| -> Vec<Key> {
         bundle_modules(&spec.spec, p)
             .into_iter()
-            .map(|module| Key {
-                bundle: spec.spec.name.clone(),
-                version: spec.spec.version.clone(),
-                module,
-                platform: p.clone(),
-            })
+            .map(|module| Key::of(&spec.spec, module, p))
             .collect()
     };
     let epoch = bundle_tar::source_date_epoch().map_err(|e| anyhow!(e))?;

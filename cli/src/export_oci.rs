@@ -167,19 +167,14 @@ pub fn write(
             let mut layers = Vec::new();
             // The layers in the spec's module order (the manifest module last).
             for module in kpbuild_modules::plan::bundle_modules(spec, p) {
-                let key = Key {
-                    bundle: spec.name.clone(),
-                    version: spec.version.clone(),
-                    module,
-                    platform: p.clone(),
-                };
+                let key = Key::of(spec, module, p);
                 let tree_digest = trees
                     .get(&key)
                     .ok_or_else(|| anyhow!("internal: no tree for {key}"))?;
-                let tree = store.tree(tree_digest)?;
                 let (digest, size) = layer_digest(store, &key.to_string(), tree_digest, epoch)?;
                 let digest = digest.to_string();
                 if written.insert(digest.clone()) {
+                    let tree = store.tree(tree_digest)?;
                     // The layer is made (and hashed) on a thread, into a pipe the sink reads.
                     let (mut reader, writer) = std::io::pipe()?;
                     widen_pipe(&writer);

@@ -114,6 +114,16 @@ impl std::fmt::Display for Key {
 }
 
 impl Key {
+    /// The key of a module of a spec's bundle version for a platform.
+    pub fn of(spec: &crate::spec::Spec, module: impl Into<String>, platform: &Platform) -> Key {
+        Key {
+            bundle: spec.name.clone(),
+            version: spec.version.clone(),
+            module: module.into(),
+            platform: platform.clone(),
+        }
+    }
+
     /// The ref file of this key, relative to `refs/`.
     fn rel_path(&self) -> Result<PathBuf, StoreError> {
         for (what, s) in [
@@ -659,8 +669,7 @@ impl Store {
     /// What the store holds on disk.
     pub fn usage(&self) -> Result<Usage, StoreError> {
         let mut u = Usage::default();
-        for (path, size) in files_under(&self.root.join("blobs/sha256"))? {
-            let _ = path;
+        for (_, size) in files_under(&self.root.join("blobs/sha256"))? {
             u.blobs += 1;
             u.blob_bytes += size;
         }

@@ -234,7 +234,30 @@ fn select_children(
     }
 }
 
+/// The result of a spawned task; one that panicked or was cancelled is an I/O error of `what`
+/// it was doing, at `path`.
+fn joined<T>(
+    r: Result<Result<T, ImageError>, tokio::task::JoinError>,
+    path: PathBuf,
+    what: &str,
+) -> Result<T, ImageError> {
+    r.unwrap_or_else(|e| {
+        Err(ImageError::Io {
+            path,
+            source: std::io::Error::other(format!("{what} task failed: {e}")),
+        })
+    })
+}
+
 impl Ctx {
+    /// Ends the writes of the store (and of the blob cache).
+    fn close(&self) {
+        self.store.close();
+        if let Some(c) = &self.cache {
+            c.close();
+        }
+    }
+
     /// Fetches one manifest (by tag or digest), verifies and stores its exact bytes, and
     /// recurses into the children an index keeps.
     fn resolve_manifest<'a>(
@@ -543,14 +566,11 @@ impl Ctx {
             waits.push(async move {
                 cell.get_or_init(|| async move {
                     let d = desc.digest.clone();
-                    let res = tokio::spawn(me.transfer(desc, loc))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(ImageError::Io {
-                                path: PathBuf::from(d.to_string()),
-                                source: std::io::Error::other(format!("transfer task failed: {e}")),
-                            })
-                        });
+                    let res = joined(
+                        tokio::spawn(me.transfer(desc, loc)).await,
+                        PathBuf::from(d.to_string()),
+                        "transfer",
+                    );
                     res.map_err(|e| BlobFailed {
                         image,
                         error: Arc::new(e),
@@ -645,12 +665,7 @@ pub async fn sync_images(
     let mut images = Vec::new();
     let mut failures = Vec::new();
     for (p, t) in planned.iter().zip(tasks) {
-        let res = t.await.unwrap_or_else(|e| {
-            Err(ImageError::Io {
-                path: opts.dest.clone(),
-                source: std::io::Error::other(format!("image task failed: {e}")),
-            })
-        });
+        let res = joined(t.await, opts.dest.clone(), "image");
         match res {
             Ok(img) => images.push(img),
             Err(error) => {
@@ -663,10 +678,7 @@ pub async fn sync_images(
             }
         }
     }
-    ctx.store.close();
-    if let Some(c) = &ctx.cache {
-        c.close();
-    }
+    ctx.close();
     Ok(summary(&ctx, images, failures, start))
 }
 
@@ -695,12 +707,7 @@ pub async fn fetch_blobs(
         .collect();
     let mut failures = Vec::new();
     for ((d, loc), t) in unique.iter().zip(tasks) {
-        let res = t.await.unwrap_or_else(|e| {
-            Err(ImageError::Io {
-                path: opts.dest.clone(),
-                source: std::io::Error::other(format!("blob task failed: {e}")),
-            })
-        });
+        let res = joined(t.await, opts.dest.clone(), "blob");
         if let Err(error) = res {
             let f = ImageFailure {
                 image: format!("blob {} from {loc}", d.digest),
@@ -710,10 +717,7 @@ pub async fn fetch_blobs(
             failures.push(f);
         }
     }
-    ctx.store.close();
-    if let Some(c) = &ctx.cache {
-        c.close();
-    }
+    ctx.close();
     Ok(summary(&ctx, vec![], failures, start))
 }
 
