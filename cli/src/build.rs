@@ -22,9 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bollard::Docker;
-use bollard::models::BuildInfoAux;
-use bollard::query_parameters::{BuildImageOptions, BuilderVersion, ImageBuildOutput};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kpbuild_modules::bundle_tar;
@@ -35,6 +32,7 @@ use kpbuild_modules::source::LocalDir;
 use kpbuild_modules::spec::SpecFile;
 use kpbuild_modules::store::{Access, Ingested, Key, Store};
 
+use crate::builder::{Builder, Builders, Export, Solve, Tls};
 use crate::store_cmd::StoreArg;
 
 #[derive(clap::Args)]
@@ -56,9 +54,25 @@ pub struct Args {
     /// Modules to build (default: every module and the manifest).
     #[arg(long)]
     target: Vec<String>,
-    /// A buildkitd address instead of the Docker daemon.
-    #[arg(long, value_name = "ADDR")]
-    builder: Option<String>,
+    /// The BuildKit to build on: `unix:///PATH` or `tcp://HOST:PORT` (a buildkitd), `docker`
+    /// or `docker://unix:///PATH` (a Docker daemon's BuildKit). `PLATFORM=ADDR` sends that
+    /// platform's builds to their own builder (repeat per platform; the builds run in
+    /// parallel). Default: $BUILDKIT_HOST, else the Docker daemon of $DOCKER_HOST.
+    #[arg(long, value_name = "[PLATFORM=]ADDR")]
+    builder: Vec<String>,
+    /// The frontend image (default: the spec's `# syntax=` line). A standalone buildkitd pulls
+    /// it from a registry.
+    #[arg(long, value_name = "IMAGE")]
+    frontend: Option<String>,
+    /// CA certificate that signs a `tcp://` builder's certificate.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate for `tcp://` builders (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Extra variable (passed as a build argument): NAME=VALUE.
     #[arg(short = 'e', long = "extra-vars", value_name = "NAME=VALUE")]
     extra: Vec<String>,
@@ -108,8 +122,10 @@ struct Outcome {
 /// (`mkfile`), or export: BuildKit reports them done, not cached, even when nothing changed.
 /// They are not counted as work that ran.
 fn is_source_vertex(name: &str) -> bool {
-    const PREFIXES: [&str; 11] = [
+    const PREFIXES: [&str; 12] = [
         "load ",
+        // The context, uploaded through the session.
+        "http://buildkit-session/",
         "resolve ",
         "download ",
         "[internal]",
@@ -140,12 +156,11 @@ impl Outcome {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(addr) = &args.builder {
-        bail!(
-            "--builder {addr}: driving a standalone buildkitd is not implemented yet; \
-             kpbuild build uses the Docker daemon (DOCKER_HOST)"
-        );
-    }
+    let wanted = crate::builder::Wanted::parse(
+        &args.builder,
+        std::env::var("BUILDKIT_HOST").ok().as_deref(),
+        std::env::var("DOCKER_HOST").ok().as_deref(),
+    )?;
     let spec = SpecFile::read(&args.spec)?;
     let context = crate::plan_cmd::context_dir(&args.spec, args.context.as_deref());
     // Plan here first: a bad spec, target or input fails before anything is sent.
@@ -194,6 +209,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let store = Arc::new(args.store.open(Access::Shared)?);
     let (tar, dockerfile) = context_tar(&context, &args.spec)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let tls = Tls {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        server_name: None,
+    };
+    let platforms: Vec<Platform> = planned
+        .platforms
+        .iter()
+        .map(|p| p.platform.clone())
+        .collect();
+    let builders = runtime.block_on(wanted.connect(&tls, &platforms))?;
     eprintln!(
         "kpbuild build: {} builds ({} modules × {} platforms), context {} ({:.1} MiB){}",
         units.len(),
@@ -207,18 +237,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ""
         }
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let mut extra = args.extra.clone();
     if !args.distro.is_empty() {
         extra.push(format!("KPBUILD_DISTROS={}", args.distro.join(",")));
     }
+    let frontend = args
+        .frontend
+        .clone()
+        .unwrap_or_else(|| spec.frontend.clone());
     let outcomes = runtime.block_on(build_all(
         &units,
+        &builders,
         &store,
         tar,
         &Settings {
+            frontend: &frontend,
             dockerfile: &dockerfile,
             host_network,
             extra: &extra,
@@ -295,6 +328,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// How every build of a run is made.
 struct Settings<'a> {
+    /// The frontend image (`# syntax=` of the spec, or `--frontend`).
+    frontend: &'a str,
     /// The spec's path in the context.
     dockerfile: &'a str,
     host_network: bool,
@@ -308,35 +343,51 @@ struct Settings<'a> {
     no_cache: bool,
 }
 
+impl Settings<'_> {
+    /// The frontend options of the build of `u`.
+    fn attrs(&self, u: &Unit) -> HashMap<String, String> {
+        let mut attrs: HashMap<String, String> = self
+            .extra
+            .iter()
+            .filter_map(|e| {
+                e.split_once('=')
+                    .map(|(k, v)| (format!("build-arg:{k}"), v.to_string()))
+            })
+            .collect();
+        attrs.insert("filename".into(), self.dockerfile.to_string());
+        attrs.insert("target".into(), u.module.clone());
+        attrs.insert("platform".into(), u.platform.to_string());
+        if self.no_cache {
+            attrs.insert("no-cache".into(), String::new());
+        }
+        attrs
+    }
+
+    fn solve(&self, u: &Unit, context: &bytes::Bytes, export: Export) -> Solve {
+        Solve {
+            frontend: self.frontend.to_string(),
+            attrs: self.attrs(u),
+            context: context.clone(),
+            export,
+            entitlements: if self.host_network {
+                vec!["network.host".into()]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
 async fn build_all(
     units: &[Unit],
+    builders: &Builders,
     store: &Arc<Store>,
     tar: bytes::Bytes,
     settings: &Settings<'_>,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let Settings {
-        dockerfile,
-        host_network,
-        extra,
-        jobs,
-        load,
-        no_cache,
-    } = *settings;
-    let docker =
-        Docker::connect_with_defaults().context("connecting to the Docker daemon (DOCKER_HOST)")?;
-    docker.ping().await.context(
-        "the Docker daemon does not answer (is DOCKER_HOST right? hack/dockerd.sh starts one)",
-    )?;
     let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
     let style =
         ProgressStyle::with_template("{spinner} {prefix:<38} {wide_msg}").expect("template");
-    let buildargs: HashMap<String, String> = extra
-        .iter()
-        .filter_map(|e| {
-            e.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
     let futures = units.iter().map(|u| {
         let bar = multi.as_ref().map(|m| {
             let b = m.add(
@@ -347,37 +398,20 @@ async fn build_all(
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        let docker = docker.clone();
+        let builder = builders.for_platform(&u.platform).clone();
         let tar = tar.clone();
-        let buildargs = buildargs.clone();
         let store = store.clone();
         async move {
             let started = Instant::now();
             let mut outcome = Outcome::default();
-            let options = |outputs: Option<ImageBuildOutput>| BuildImageOptions {
-                nocache: no_cache,
-                dockerfile: dockerfile.to_string(),
-                // The module image (`--load`): its ID names the result by its content.
-                t: outputs.is_none().then(|| u.image.clone()),
-                outputs,
-                target: u.module.clone(),
-                platform: u.platform.to_string(),
-                networkmode: host_network.then(|| "host".to_string()),
-                buildargs: Some(buildargs.clone()),
-                version: BuilderVersion::BuilderBuildKit,
-                session: Some(session_id()),
-                rm: true,
-                ..Default::default()
-            };
-            // 1. With the Docker daemon as builder, the build makes the module image first:
-            //    when the store already has the result of that image ID, nothing is transferred.
+            // 1. With a Docker daemon as builder, the build makes the module image first: when
+            //    the store already has the result of that image ID, nothing is transferred.
             //    (Not with --no-cache: the export would find nothing of it in the cache and
             //    run every op a second time.)
-            let known = if load && !no_cache {
+            let known = if builder.addr.is_docker() && settings.load && !settings.no_cache {
                 let built = run_build(
-                    &docker,
-                    options(None),
-                    tar.clone(),
+                    &builder,
+                    settings.solve(u, &tar, Export::DockerImage(u.image.clone())),
                     &mut outcome,
                     bar.as_ref(),
                 )
@@ -399,11 +433,11 @@ async fn build_all(
                 // 2. The result's files, through the tar exporter, into the store.
                 rid => {
                     let got = export_to_store(
-                        &docker,
+                        &builder,
                         &store,
                         u,
-                        |out| options(Some(out)),
-                        tar.clone(),
+                        settings,
+                        &tar,
                         &mut outcome,
                         bar.as_ref(),
                     )
@@ -444,7 +478,7 @@ async fn build_all(
         }
     });
     Ok(futures_util::stream::iter(futures)
-        .buffered(jobs)
+        .buffered(settings.jobs)
         .collect()
         .await)
 }
@@ -460,112 +494,103 @@ struct Built {
 /// Runs one build, folding its progress into `outcome` (a vertex an earlier build of the
 /// module reported keeps that report: a second build finds the first's work in the cache).
 async fn run_build(
-    docker: &Docker,
-    options: BuildImageOptions,
-    tar: bytes::Bytes,
+    builder: &Builder,
+    solve: Solve,
     outcome: &mut Outcome,
     bar: Option<&ProgressBar>,
 ) -> Built {
-    let mut image_id = None;
     let earlier: BTreeSet<String> = outcome.vertices.keys().cloned().collect();
     let mut this = Outcome::default();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar)));
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                match info.aux {
-                    Some(BuildInfoAux::BuildKit(status)) => {
-                        for v in status.vertexes {
-                            let t = this.vertices.entry(v.digest.clone()).or_insert((
-                                v.name.clone(),
-                                false,
-                                false,
-                            ));
-                            t.1 |= v.cached;
-                            t.2 |= v.completed.is_some();
-                            if !earlier.contains(&v.digest) {
-                                outcome.vertices.insert(v.digest.clone(), t.clone());
-                            }
-                            if !v.error.is_empty() && outcome.error.is_none() {
-                                outcome.error = Some(format!("{}: {}", v.name, v.error));
-                                outcome.failed_vertex = Some(v.digest.clone());
-                            }
-                        }
-                        for l in status.logs {
-                            let lines = outcome.logs.entry(l.vertex.clone()).or_default();
-                            lines.extend(
-                                String::from_utf8_lossy(&l.msg).lines().map(str::to_string),
-                            );
-                            let excess = lines.len().saturating_sub(20);
-                            lines.drain(..excess);
-                        }
-                    }
-                    Some(BuildInfoAux::Default(id)) => image_id = id.id.or(image_id),
-                    None => {}
+    let solved = builder
+        .solve(solve, |status| {
+            for v in status.vertexes {
+                let t =
+                    this.vertices
+                        .entry(v.digest.clone())
+                        .or_insert((v.name.clone(), false, false));
+                t.1 |= v.cached;
+                t.2 |= v.completed.is_some();
+                if !earlier.contains(&v.digest) {
+                    outcome.vertices.insert(v.digest.clone(), t.clone());
                 }
-                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                    outcome.error = Some(detail);
+                if !v.error.is_empty() && outcome.error.is_none() {
+                    outcome.error = Some(format!("{}: {}", v.name, v.error));
+                    outcome.failed_vertex = Some(v.digest.clone());
                 }
             }
-            Err(e) => {
-                outcome.error = Some(match e {
-                    bollard::errors::Error::DockerStreamError { error } => error,
-                    other => other.to_string(),
-                });
+            for l in status.logs {
+                let lines = outcome.logs.entry(l.vertex.clone()).or_default();
+                lines.extend(String::from_utf8_lossy(&l.msg).lines().map(str::to_string));
+                let excess = lines.len().saturating_sub(20);
+                lines.drain(..excess);
             }
+            let (total, cached, ran) = outcome.counts();
+            if let Some(b) = bar {
+                b.set_message(format!("{ran} ran, {cached} cached of {total} ops"));
+            }
+        })
+        .await;
+    let image_id = match solved {
+        Ok(s) => s.image_id,
+        Err(e) => {
+            // The failed vertex's own message says more than the solve's summary of it.
+            if outcome.error.is_none() {
+                outcome.error = Some(format!("{e:#}"));
+            }
+            None
         }
-        let (total, cached, ran) = outcome.counts();
-        if let Some(b) = bar {
-            b.set_message(format!("{ran} ran, {cached} cached of {total} ops"));
-        }
-    }
+    };
     Built {
         image_id,
         ran: this.counts().2,
     }
 }
 
-/// Builds `u` with BuildKit's tar exporter writing into a [`ResultPipe`] that the store
-/// ingests as it arrives; returns what the store got and how many ops the build ran (`None`
-/// with `outcome.error` set when the build or the ingest failed).
+/// Builds `u` with BuildKit's tar exporter, whose stream the store ingests as it arrives;
+/// returns what the store got and how many ops the build ran (`None` with `outcome.error`
+/// set when the build or the ingest failed).
 async fn export_to_store(
-    docker: &Docker,
+    builder: &Builder,
     store: &Arc<Store>,
     u: &Unit,
-    options: impl FnOnce(ImageBuildOutput) -> BuildImageOptions,
-    tar: bytes::Bytes,
+    settings: &Settings<'_>,
+    tar: &bytes::Bytes,
     outcome: &mut Outcome,
     bar: Option<&ProgressBar>,
 ) -> Option<(Ingested, usize)> {
-    let pipe = match ResultPipe::open(store) {
-        Ok(p) => p,
-        Err(e) => {
-            outcome.error = Some(format!("{e:#}"));
-            return None;
-        }
+    // A few MiB in flight: the session's receiver waits for the store, not the other way.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let received = Arc::new(AtomicU64::new(0));
+    let reader = ChannelReader {
+        rx,
+        pending: bytes::Bytes::new(),
+        count: received.clone(),
     };
-    let path = pipe.path.to_string_lossy().into_owned();
-    let (pipe, ingest) = pipe.ingest(store.clone(), u.key.to_string());
+    let (what, ingest_store) = (u.key.to_string(), store.clone());
+    let ingest = tokio::task::spawn_blocking(move || {
+        ingest_store
+            .ingest(std::io::BufReader::with_capacity(1 << 20, reader))
+            .with_context(|| what)
+    });
+    // The session holds the only sender: it is gone when the build is, ending the input.
     let built = run_build(
-        docker,
-        options(ImageBuildOutput::Tar(path)),
-        tar,
+        builder,
+        settings.solve(u, tar, Export::Tar(tx)),
         outcome,
         bar,
     )
     .await;
-    // The build is over: the exporter wrote all it will (or nothing); closing the pipe's last
-    // writer ends the ingest's input.
-    let received = pipe.close();
     let ingested = ingest.await.unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")));
     if outcome.error.is_some() {
         return None;
     }
     match (ingested, received.load(Ordering::Relaxed)) {
         (_, 0) => {
-            outcome.error = Some(
-                "the builder sent no result through the tar exporter (kpbuild needs BuildKit's tar exporter: Docker 19.03+ with BuildKit)".into(),
-            );
+            outcome.error = Some(format!(
+                "the builder {} sent no result through the tar exporter (kpbuild needs \
+                 BuildKit's tar exporter: BuildKit v0.8 or newer)",
+                builder.addr
+            ));
             None
         }
         (Ok(got), _) => {
@@ -596,111 +621,27 @@ async fn export_to_store(
     }
 }
 
-/// A named pipe in the store's `tmp/` that BuildKit's tar exporter writes a module result
-/// into (the Docker daemon hands the stream to the build's session, which writes it to this
-/// path) while [`Store::ingest`] reads it. This side holds a writer of its own until the
-/// build is over, so the reader sees the end of its input only when the build has ended,
-/// whether the exporter ran or not.
-struct ResultPipe {
-    path: PathBuf,
-    read: std::fs::File,
-    keeper: std::fs::File,
-}
-
-impl ResultPipe {
-    fn open(store: &Store) -> anyhow::Result<ResultPipe> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::ffi::OsStrExt;
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = store.tmp_path("result.pipe");
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-        // SAFETY: a NUL-terminated path; mkfifo touches no memory of ours.
-        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("creating the pipe {}", path.display()));
-        }
-        // Opening the read side without waiting for a writer, then our writer, then the read
-        // side back to blocking reads.
-        let read = std::fs::File::options()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let keeper = std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe {
-            let flags = libc::fcntl(read.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(read.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
-        Ok(ResultPipe { path, read, keeper })
-    }
-
-    /// Starts reading the pipe into the store on a blocking thread.
-    #[allow(clippy::type_complexity)]
-    fn ingest(
-        self,
-        store: Arc<Store>,
-        what: String,
-    ) -> (OpenPipe, tokio::task::JoinHandle<anyhow::Result<Ingested>>) {
-        let received = Arc::new(AtomicU64::new(0));
-        let reader = Counting {
-            inner: self.read,
-            count: received.clone(),
-        };
-        let task = tokio::task::spawn_blocking(move || {
-            store
-                .ingest(std::io::BufReader::with_capacity(1 << 20, reader))
-                .with_context(|| what)
-        });
-        (
-            OpenPipe {
-                path: self.path,
-                keeper: self.keeper,
-                received,
-            },
-            task,
-        )
-    }
-}
-
-/// The pipe while the build runs.
-struct OpenPipe {
-    path: PathBuf,
-    keeper: std::fs::File,
-    received: Arc<AtomicU64>,
-}
-
-impl OpenPipe {
-    /// Closes this side's writer and removes the pipe's name; returns the count of the bytes
-    /// the reader gets (final once the ingest has ended).
-    fn close(self) -> Arc<AtomicU64> {
-        drop(self.keeper);
-        let _ = std::fs::remove_file(&self.path);
-        self.received
-    }
-}
-
-/// Counts the bytes read through it.
-struct Counting<R> {
-    inner: R,
+/// The tar exporter's stream as the store's ingest reads it (on a blocking thread), counting
+/// the bytes.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    pending: bytes::Bytes,
     count: Arc<AtomicU64>,
 }
 
-impl<R: std::io::Read> std::io::Read for Counting<R> {
+impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        while self.pending.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.pending = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
         self.count.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
-}
-
-fn session_id() -> String {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("random bytes");
-    hex::encode(b)
 }
 
 /// The build context as a tar (sorted, `.git` left out), and the spec's path inside it.

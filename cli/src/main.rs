@@ -4,6 +4,7 @@
 //! renders errors.
 
 mod build;
+mod builder;
 mod export;
 mod export_oci;
 mod interrupt;
