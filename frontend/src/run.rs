@@ -122,8 +122,8 @@ async fn run(tool_binary: &str) -> i32 {
     let returned = match build(&mut gw, tool_binary).await {
         Ok(Output::Single(id)) => gw.return_ref(Some(id), HashMap::new()).await,
         Ok(Output::PerPlatform(refs)) => {
-            let (refs, metadata) = per_platform_result(&refs);
-            gw.return_refs(refs, metadata).await
+            let result = per_platform_result(&refs);
+            gw.return_refs(result.refs, result.metadata).await
         }
         Err(e) => gw.return_error(&e.to_string()).await,
     };
@@ -422,9 +422,7 @@ async fn solve_targets<B: Bridge>(
 /// `ID` that is its key in the refs map and its OCI platform object, and each platform gets an
 /// image config naming it (`containerimage.config/<ID>`), so an image exporter writes an index
 /// whose entries and configs agree.
-pub fn per_platform_result(
-    refs: &[(Platform, RefId)],
-) -> (Vec<(String, RefId)>, HashMap<String, Vec<u8>>) {
+pub fn per_platform_result(refs: &[(Platform, RefId)]) -> PerPlatformResult {
     let oci = |p: &Platform| {
         let mut o = serde_json::json!({ "architecture": p.architecture, "os": p.os });
         if let Some(v) = &p.variant {
@@ -453,7 +451,15 @@ pub fn per_platform_result(
         .iter()
         .map(|(p, r)| (p.to_string(), r.clone()))
         .collect();
-    (refs, metadata)
+    PerPlatformResult { refs, metadata }
+}
+
+/// A multi-platform result as returned to BuildKit ([`per_platform_result`]).
+#[derive(Debug)]
+pub struct PerPlatformResult {
+    /// `(key, ref)`: each key is a platform's `ID` in the `refs.platforms` metadata.
+    pub refs: Vec<(String, RefId)>,
+    pub metadata: HashMap<String, Vec<u8>>,
 }
 
 /// Turns BuildKit's terse refusals into what to do.
@@ -758,7 +764,10 @@ modules:
         let Output::PerPlatform(refs) = run_build(&mut f).unwrap() else {
             panic!("two platforms")
         };
-        let (map, meta) = per_platform_result(&refs);
+        let PerPlatformResult {
+            refs: map,
+            metadata: meta,
+        } = per_platform_result(&refs);
         let keys: Vec<&str> = map.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["linux/amd64", "linux/arm64"]);
         assert_eq!(map[1].1, refs[1].1, "each key keeps its own ref");
