@@ -54,7 +54,7 @@ pub struct CapsError {
 pub fn daemon_name(info: &BuildInfo) -> String {
     match &info.buildkit_version {
         Some(v) => format!("BuildKit {v}"),
-        None => "this BuildKit (its version is not reported; BuildKit before v0.12 does not say)"
+        None => "this BuildKit (its version is not reported; v0.8, in Docker 20.10, does not say)"
             .to_string(),
     }
 }
