@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end proofs through a real BuildKit (Docker 20.10's) and real servers.
 #
-#   hack/e2e.sh [STAGE…]      stages: sync files images os-packages bundle (default: all)
+#   hack/e2e.sh [STAGE…]      stages: sync files images os-packages bundle buildx (default: all)
 #
 #   sync     kpbuild sync-images against fixture registries (hack/e2e-sync.sh)
 #   files    the files module through BuildKit
 #   images   the images module through BuildKit
 #   os-packages  the os-packages module through BuildKit (Debian 12, amd64 and arm64)
 #   bundle   kpbuild build + export + verify of the root Dockerfile.bundle, and the bundle used
+#   buildx   docker buildx build of the files and images targets: docker driver (Docker 20.10,
+#            BuildKit v0.8), remote driver to standalone buildkitd v0.32.2 and v0.11.6
+#            (hack/buildkitd.sh; left running if they already were, their cache kept)
 #
 # Each stage starts from a clean target/e2e/STAGE/, leaves its outputs there, and fails (exit
 # non-zero) unless every check passed. Once a stage passed, its large outputs (trees, tarballs,
@@ -19,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 TESTDATA=$ROOT/../shared/testdata
 STAGES=("$@")
-[ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images os-packages bundle)
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images os-packages bundle buildx)
 DOCKER=/usr/bin/docker
 export DOCKER_BUILDKIT=1
 # The Python snippets read `kpbuild plan` JSON by name through hack/lib_plan.py.
@@ -193,6 +196,33 @@ PY
 . hack/lib-fixtures.sh   # lib-registry.sh, IMAGES_PORT (the fixture registry), bundle_fixtures_*
 SERVE_PORT=5731      # serves a produced tree read-only
 
+# The plans of CTX's images target (OUT/plan-ARCH.json, amd64 and arm64), and the fixture
+# registry on 127.0.0.1:$IMAGES_PORT (storage OUT/fixture-storage, made afresh) holding a
+# synthetic image for every image they ask for and for each EXTRA_REF.
+images_fixture() { # OUT CTX [EXTRA_REF…]
+  local out=$1 ctx=$2 arch
+  shift 2
+  for arch in amd64 arm64; do
+    "$KPB" plan -f "$ctx/Dockerfile.bundle" --context "$ctx" --platform "linux/$arch" --target images \
+      > "$out/plan-$arch.json"
+  done
+  python3 - "$out" "$@" > "$out/refs.list" <<'PY'
+import glob, os, sys
+import lib_plan
+refs = set(sys.argv[2:])
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "plan-*.json"))):
+    plan = lib_plan.load(f)
+    for platform in lib_plan.platforms(plan):
+        refs.update(img["source"] for img in lib_plan.work(plan, "images", platform)["images"])
+print("\n".join(sorted(refs)))
+PY
+  registry_stop e2e-images
+  rm -rf "$out/fixture-storage"
+  registry_start e2e-images "$IMAGES_PORT" "$out/fixture-storage" rw
+  cargo run -q --release -p kpbuild-sync --example fixture-images -- \
+    --registry "127.0.0.1:$IMAGES_PORT" --set refs --refs "$out/refs.list" --out "$out/fixture"
+}
+
 stage_images() {
   local out=$ROOT/target/e2e/images ctx arch
   rm -rf "$out" && mkdir -p "$out"
@@ -205,25 +235,7 @@ stage_images() {
   added_tag=1.36-e2e-added-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
   added_ref=docker.io/library/busybox:$added_tag
   log "images: fixture registry on 127.0.0.1:$IMAGES_PORT"
-  for arch in amd64 arm64; do
-    "$KPB" plan -f "$ctx/Dockerfile.bundle" --context "$ctx" --platform "linux/$arch" --target images \
-      > "$out/plan-$arch.json"
-  done
-  python3 - "$added_ref" "$out"/plan-*.json > "$out/refs.list" <<'PY'
-import sys
-import lib_plan
-refs = {sys.argv[1]}
-for f in sys.argv[2:]:
-    plan = lib_plan.load(f)
-    for platform in lib_plan.platforms(plan):
-        refs.update(img["source"] for img in lib_plan.work(plan, "images", platform)["images"])
-print("\n".join(sorted(refs)))
-PY
-  registry_stop e2e-images
-  rm -rf "$out/fixture-storage"
-  registry_start e2e-images "$IMAGES_PORT" "$out/fixture-storage" rw
-  cargo run -q --release -p kpbuild-sync --example fixture-images -- \
-    --registry "127.0.0.1:$IMAGES_PORT" --set refs --refs "$out/refs.list" --out "$out/fixture"
+  images_fixture "$out" "$ctx" "$added_ref"
 
   for arch in amd64 arm64; do
     log "images: docker build --target images --platform linux/$arch"
@@ -667,6 +679,129 @@ PY
   registry_stop e2e-serve
 }
 
+# docker buildx (v0.36.1 from ../shared/tools/buildkit, through Debian's docker 20.10 CLI) with
+# the docker driver (Docker 20.10's BuildKit v0.8) and the remote driver to standalone buildkitd
+# v0.32.2 and v0.11.6 (hack/buildkitd.sh), which pull the frontend from a loopback registry.
+FRONTEND_PORT=5800   # the loopback registry holding the frontend image for standalone BuildKit
+BUILDX_VERSIONS=(v0.32.2 v0.11.6)
+BUILDKITD_STARTED=() # the daemons this run started (stop_fixtures stops them, no others)
+
+buildx() { DOCKER_CONFIG=$BUILDX_CONFIG $DOCKER buildx "$@"; }
+
+# docker buildx build of CONTEXT's TARGET on BUILDER for PLATFORMS (comma-separated; "" = the
+# spec's own) with the exporter OUTPUT (an -o value); log in LOG. Fails on buildx's platform
+# mismatch warning too.
+buildx_build() { # BUILDER CONTEXT TARGET PLATFORMS OUTPUT LOG
+  local plat=()
+  [ -n "$4" ] && plat=(--platform "$4")
+  buildx build --builder "$1" --progress plain --network host --allow network.host \
+    -f "$2/Dockerfile.bundle" --target "$3" "${plat[@]}" -o "$5" "$2" > "$6" 2>&1 \
+    || { tail -30 "$6" >&2; fail "docker buildx build --builder $1 --target $3 ${4:+--platform $4 }-o $5 (log: $6)"; }
+  if grep -q "do not match result platforms" "$6"; then
+    fail "buildx: $(grep -m1 -o 'Requested platforms.*' "$6") (log: $6)"
+  fi
+}
+
+# Unpacks a type=tar result next to it (TAR without .tar) and says whether it equals TREE.
+same_as_tar() { # TREE TAR
+  local dir=${2%.tar}
+  rm -rf "$dir" && mkdir -p "$dir" && tar -xf "$2" -C "$dir"
+  diff -r "$1" "$dir" > "$dir.diff" 2>&1 || fail "type=tar $2 differs from type=local $1 ($dir.diff)"
+}
+
+stage_buildx() {
+  local out=$ROOT/target/e2e/buildx ctx remote ref v addr target arch both=linux/amd64,linux/arm64
+  rm -rf "$out" && mkdir -p "$out"
+  ctx=$out/context
+  make_context "$out"
+  log "buildx: fixture registry on 127.0.0.1:$IMAGES_PORT, frontend on 127.0.0.1:$FRONTEND_PORT"
+  images_fixture "$out" "$ctx"
+  ref=$(hack/frontend-image.sh "$FRONTEND" --push "127.0.0.1:$FRONTEND_PORT" 2>"$out/frontend-push.log") \
+    || { cat "$out/frontend-push.log" >&2; fail "frontend image push"; }
+  # The same context for standalone BuildKit: only the syntax line differs.
+  remote=$out/context-remote
+  cp -r "$ctx" "$remote"
+  sed -i "1s|^# syntax=.*|# syntax=$ref|" "$remote/Dockerfile.bundle"
+  BUILDX_CONFIG=$out/docker-config
+  mkdir -p "$BUILDX_CONFIG/cli-plugins"
+  ln -sf "$ROOT/target/tools/cli-plugins/docker-buildx" "$BUILDX_CONFIG/cli-plugins/docker-buildx"
+  for v in "${BUILDX_VERSIONS[@]}"; do
+    hack/buildkitd.sh "$v" running || BUILDKITD_STARTED+=("$v")
+    addr=$(hack/buildkitd.sh "$v") || fail "buildkitd $v (hack/buildkitd.sh)"
+    buildx create --name "kpbuild-$v" --driver remote "$addr" > /dev/null || fail "buildx create --driver remote $addr"
+  done
+  buildx version >&2
+
+  # The docker driver refuses several --platform values (buildx: "Multi-platform build is not
+  # supported for the docker driver"); without --platform the spec's two platforms are built.
+  log "buildx: docker driver, Docker 20.10 (BuildKit v0.8): files and images, the spec's platforms, -o type=local and type=tar"
+  for target in files images; do
+    buildx_build default "$ctx" "$target" "" "type=local,dest=$out/v0.8-$target" "$out/v0.8-$target.log"
+    buildx_build default "$ctx" "$target" "" "type=tar,dest=$out/v0.8-$target.tar" "$out/v0.8-$target-tar.log"
+    same_as_tar "$out/v0.8-$target" "$out/v0.8-$target.tar"
+    for arch in amd64 arm64; do
+      [ -d "$out/v0.8-$target/linux_$arch/resources" ] || fail "docker driver: no linux_$arch tree in $out/v0.8-$target"
+    done
+  done
+  buildx_build default "$ctx" files linux/arm64 "type=local,dest=$out/v0.8-files-arm64" "$out/v0.8-files-arm64.log"
+  diff -r "$out/v0.8-files/linux_arm64" "$out/v0.8-files-arm64" > "$out/v0.8-files-arm64.diff" 2>&1 \
+    || fail "docker driver: --platform linux/arm64 differs from the two-platform build's linux_arm64"
+  echo "buildx docker driver: files and images for linux/amd64 + linux/arm64, type=local = type=tar; --platform linux/arm64 alone the same" >&2
+
+  v=v0.32.2
+  log "buildx: remote driver, BuildKit $v: --platform $both, -o type=local and type=tar"
+  for target in files images; do
+    buildx_build "kpbuild-$v" "$remote" "$target" "$both" "type=local,dest=$out/$v-$target" "$out/$v-$target.log"
+    buildx_build "kpbuild-$v" "$remote" "$target" "$both" "type=tar,dest=$out/$v-$target.tar" "$out/$v-$target-tar.log"
+    same_as_tar "$out/$v-$target" "$out/$v-$target.tar"
+    diff -r "$out/v0.8-$target" "$out/$v-$target" > "$out/$v-$target.diff" 2>&1 \
+      || fail "--target $target: BuildKit $v's tree differs from Docker 20.10's ($out/$v-$target.diff)"
+    echo "buildx $v --target $target: $(find "$out/$v-$target" -type f | wc -l) files, type=local = type=tar = Docker 20.10's tree" >&2
+  done
+  log "buildx: remote driver, BuildKit $v: -o type=oci of two platforms is an index naming both"
+  buildx_build "kpbuild-$v" "$remote" files "$both" "type=oci,dest=$out/$v-files.oci.tar" "$out/$v-files-oci.log"
+  python3 - "$out/$v-files.oci.tar" <<'PY' || fail "type=oci: see above"
+import json, sys, tarfile
+t = tarfile.open(sys.argv[1])
+blob = lambda d: json.load(t.extractfile("blobs/" + d.replace(":", "/")))
+top = json.load(t.extractfile("index.json"))["manifests"]
+index = blob(top[0]["digest"]) if top[0]["mediaType"].endswith("index.v1+json") else {"manifests": top}
+got = []
+for m in index["manifests"]:
+    if m.get("annotations", {}).get("vnd.docker.reference.type") == "attestation-manifest":
+        continue  # buildx's provenance, one per platform
+    p = m.get("platform", {})
+    config = blob(blob(m["digest"])["config"]["digest"])
+    got.append((f"{p.get('os')}/{p.get('architecture')}", f"{config['os']}/{config['architecture']}"))
+print(f"type=oci: index entries (platform, config): {got}", file=sys.stderr)
+sys.exit(0 if sorted(got) == [("linux/amd64", "linux/amd64"), ("linux/arm64", "linux/arm64")] else 1)
+PY
+  rm -f "$out/$v-files.oci.tar"
+
+  v=v0.11.6
+  log "buildx: remote driver, BuildKit $v (smoke): files and images for $both"
+  for target in files images; do
+    buildx_build "kpbuild-$v" "$remote" "$target" "$both" "type=local,dest=$out/$v-$target" "$out/$v-$target.log"
+    diff -r "$out/v0.32.2-$target" "$out/$v-$target" > "$out/$v-$target.diff" 2>&1 \
+      || fail "--target $target: BuildKit $v's tree differs from v0.32.2's ($out/$v-$target.diff)"
+    echo "buildx $v --target $target: the same tree as v0.32.2's and Docker 20.10's" >&2
+  done
+
+  for v in "${BUILDX_VERSIONS[@]}"; do
+    buildx rm "kpbuild-$v" >/dev/null 2>&1 || true
+    prune_buildkitd "$v"
+  done
+}
+
+# A standalone daemon's state grows with every run: drop its build cache past 2 GiB.
+prune_buildkitd() { # VERSION
+  local root=/var/lib/kpbuild-buildkitd-$1 mib
+  mib=$(du -sm "$root" 2>/dev/null | cut -f1)
+  if [ "${mib:-0}" -gt 2048 ]; then
+    hack/buildkitd.sh "$1" prune && echo "buildx: buildkitd $1 state was $mib MiB: cache pruned" >&2
+  fi
+}
+
 # The fixture servers a stage starts (nginx on 8081 and 8082, the registries) are daemons: stop
 # them when this run ends, passed or failed. Left running, they hold loopback ports that a run
 # from another checkout needs, and any file descriptor they inherited (a `flock` lock around
@@ -676,6 +811,9 @@ stop_fixtures() {
   registry_stop e2e-images
   hack/files-server.sh stop 8082 >/dev/null
   hack/files-server.sh stop 8081 >/dev/null
+  hack/frontend-image.sh --stop
+  local v
+  for v in "${BUILDKITD_STARTED[@]}"; do hack/buildkitd.sh "$v" stop || true; done
 }
 trap stop_fixtures EXIT
 
@@ -685,8 +823,9 @@ for STAGE in "${STAGES[@]}"; do
     images) stage_images ;;
     os-packages) stage_os_packages ;;
     bundle) stage_bundle ;;
+    buildx) stage_buildx ;;
     sync) bash hack/e2e-sync.sh || fail "sync (hack/e2e-sync.sh)" ;;
-    *) fail "unknown stage $STAGE (sync, files, images, os-packages, bundle)" ;;
+    *) fail "unknown stage $STAGE (sync, files, images, os-packages, bundle, buildx)" ;;
   esac
   shrink "$ROOT/target/e2e/$STAGE"
 done

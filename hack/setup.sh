@@ -15,6 +15,8 @@ PACKAGES=(
   curl:curl
   ca-certificates:update-ca-certificates
   python3:python3            # e2e checks
+  runc:runc                  # the OCI runtime of the standalone buildkitd (hack/buildkitd.sh)
+  xz-utils:xz                # unpacks ../shared/tools/buildkit
 )
 need=()
 for pkg_cmd in "${PACKAGES[@]}"; do
@@ -30,6 +32,13 @@ command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (htt
 cargo fetch -q
 # cargo-fuzz for hack/fuzz.sh (it builds on nightly, or on stable with RUSTC_BOOTSTRAP=1).
 command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
+# Standalone BuildKit v0.11.6 and v0.32.2 (buildkitd, buildctl) and the docker-buildx plugin
+# v0.36.1, kept in ../shared/tools/buildkit (checksummed): into target/tools/{bin,cli-plugins}.
+if [ -x ../shared/tools/buildkit/install.sh ]; then
+  ../shared/tools/buildkit/install.sh target/tools >/dev/null
+else
+  echo "setup: ../shared/tools/buildkit is missing: the buildx stage and hack/buildkitd.sh need it" >&2
+fi
 # Services: the private Docker daemon (fixture servers start with the e2e stages that use them).
 # Debian's packages may have started their own nginx/registry on default ports: not ours, harmless.
 hack/dockerd.sh >/dev/null

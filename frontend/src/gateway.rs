@@ -55,6 +55,8 @@ pub struct BuildInfo {
     pub api_caps: BTreeSet<String>,
     /// The default platform of the worker (`linux/amd64`).
     pub worker_platform: Option<Platform>,
+    /// BuildKit's version (`v0.32.2`), when the daemon reports it with its workers.
+    pub buildkit_version: Option<String>,
 }
 
 impl BuildInfo {
@@ -69,13 +71,12 @@ impl BuildInfo {
             }
         }
         let session_id = std::env::var("BUILDKIT_SESSION_ID").unwrap_or_default();
-        let worker_platform = std::env::var("BUILDKIT_WORKERS")
-            .ok()
-            .and_then(|w| first_worker_platform(&w));
+        let workers = std::env::var("BUILDKIT_WORKERS").ok();
         BuildInfo {
             opts,
             session_id,
-            worker_platform,
+            worker_platform: workers.as_deref().and_then(first_worker_platform),
+            buildkit_version: workers.as_deref().and_then(first_worker_version),
             ..Default::default()
         }
     }
@@ -100,6 +101,13 @@ fn first_worker_platform(json: &str) -> Option<Platform> {
         architecture: field("architecture", "Architecture")?,
         variant: field("variant", "Variant").filter(|v| !v.is_empty()),
     })
+}
+
+/// The BuildKit version of the first worker in `BUILDKIT_WORKERS`, when it says.
+fn first_worker_version(json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let version = v.get(0)?.get("buildkitVersion")?.get("version")?.as_str()?;
+    (!version.is_empty()).then(|| version.to_string())
 }
 
 /// A connected gateway client.
@@ -137,6 +145,15 @@ impl Gateway {
             .iter()
             .map(|c| c.id.clone())
             .collect();
+        if let Some(v) = pong
+            .workers
+            .iter()
+            .filter_map(|w| w.buildkit_version.as_ref())
+            .map(|v| v.version.clone())
+            .find(|v| !v.is_empty())
+        {
+            info.buildkit_version = Some(v);
+        }
         Ok(Gateway { client, info })
     }
 
@@ -165,23 +182,13 @@ impl Gateway {
         .await
     }
 
-    /// Returns one ref per platform (`refs.platforms` metadata), for multi-platform exporters.
+    /// Returns one ref per key (a platform's id, as in the `refs.platforms` entry of
+    /// `metadata`: [`crate::run::per_platform_result`]), for multi-platform exporters.
     pub async fn return_refs(
         &mut self,
         refs: Vec<(String, String)>,
-        mut metadata: HashMap<String, Vec<u8>>,
+        metadata: HashMap<String, Vec<u8>>,
     ) -> Result<(), GatewayError> {
-        let platforms: Vec<serde_json::Value> = refs
-            .iter()
-            .map(|(id, platform)| {
-                let (os, rest) = platform.split_once('/').unwrap_or(("linux", platform));
-                serde_json::json!({"id": id, "platform": {"os": os, "architecture": rest}})
-            })
-            .collect();
-        metadata.insert(
-            "refs.platforms".into(),
-            serde_json::to_vec(&serde_json::json!({ "platforms": platforms })).expect("json"),
-        );
         let result = if self.info.api_caps.contains("proto.refarray") {
             fe::result::Result::Refs(fe::RefMap {
                 refs: refs
@@ -397,5 +404,8 @@ mod tests {
             Some("linux/amd64")
         );
         assert_eq!(first_worker_platform("nonsense"), None);
+        assert_eq!(first_worker_version(json), None);
+        let json = r#"[{"id":"x","platforms":[],"buildkitVersion":{"package":"github.com/moby/buildkit","version":"v0.32.2"}}]"#;
+        assert_eq!(first_worker_version(json).as_deref(), Some("v0.32.2"));
     }
 }

@@ -15,6 +15,7 @@ use kpbuild_modules::registry_layout::Digest;
 use kpbuild_modules::spec::{SpecError, SpecFile};
 
 use crate::bridge::{Bridge, RefId};
+use crate::caps::{self, CapsError};
 use crate::context::{ContextSource, read_context};
 use crate::gateway::{BuildInfo, Gateway, GatewayError};
 use crate::llb::{self, MarshalError};
@@ -26,6 +27,8 @@ use crate::options::{FrontendOptions, OptionsError, Target};
 pub enum FrontendError {
     #[error(transparent)]
     Options(#[from] OptionsError),
+    #[error(transparent)]
+    Caps(#[from] CapsError),
     #[error("reading {file}: {message}")]
     ReadSpec { file: String, message: String },
     #[error("{0} is not UTF-8 text")]
@@ -119,11 +122,8 @@ async fn run(tool_binary: &str) -> i32 {
     let returned = match build(&mut gw, tool_binary).await {
         Ok(Output::Single(id)) => gw.return_ref(Some(id), HashMap::new()).await,
         Ok(Output::PerPlatform(refs)) => {
-            let refs = refs
-                .into_iter()
-                .map(|(p, id)| (p.to_string(), id))
-                .collect();
-            gw.return_refs(refs, HashMap::new()).await
+            let result = per_platform_result(&refs);
+            gw.return_refs(result.refs, result.metadata).await
         }
         Err(e) => gw.return_error(&e.to_string()).await,
     };
@@ -143,6 +143,7 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
     if opts.debug_caps {
         return Err(debug_caps(gw).await);
     }
+    let features = caps::decide(gw.info())?;
     let inputs = gw.inputs().await?;
     let source = ContextSource::from_opts(&gw.info().opts, &gw.info().session_id, &inputs);
     let (spec, spec_sha256) = read_spec(gw, &source, &opts.filename).await?;
@@ -172,7 +173,7 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
             .worker_platform
             .clone()
             .unwrap_or_else(|| Platform::linux(kpbuild_modules::platform::Arch::Amd64)),
-        merge_op: gw.info().has_llb_cap("mergeop"),
+        merge_op: features.merge_op,
         digests,
         registry_mirrors,
         context,
@@ -200,11 +201,12 @@ async fn debug_caps<B: Bridge>(gw: &mut B) -> FrontendError {
         caps.iter().cloned().collect::<Vec<_>>().join(" ")
     };
     FrontendError::Debug(format!(
-        "kpbuild debug: inputs: {:?}\nLLB caps: {}\ngateway caps: {}\noptions: {:?}",
+        "kpbuild debug: inputs: {:?}\nLLB caps: {}\ngateway caps: {}\noptions: {:?}\ndaemon: {}",
         inputs.keys().collect::<Vec<_>>(),
         join(&info.llb_caps),
         join(&info.api_caps),
-        info.opts
+        info.opts,
+        caps::daemon_name(info)
     ))
 }
 
@@ -394,6 +396,14 @@ async fn solve_targets<B: Bridge>(
         if opts.no_cache {
             llb::ignore_cache(&mut def);
         }
+        let missing = caps::missing_llb_caps(&def, &gw.info().llb_caps);
+        if !missing.is_empty() {
+            return Err(CapsError {
+                daemon: caps::daemon_name(gw.info()),
+                missing: missing.iter().map(|c| format!("LLB cap {c}")).collect(),
+            }
+            .into());
+        }
         let id = gw
             .solve(def)
             .await
@@ -405,6 +415,51 @@ async fn solve_targets<B: Bridge>(
     } else {
         Ok(Output::PerPlatform(results))
     }
+}
+
+/// The refs map of a multi-platform result and its metadata, as BuildKit's exporters and buildx
+/// read them: `refs.platforms` (BuildKit's `exptypes.Platforms`) lists each platform with the
+/// `ID` that is its key in the refs map and its OCI platform object, and each platform gets an
+/// image config naming it (`containerimage.config/<ID>`), so an image exporter writes an index
+/// whose entries and configs agree.
+pub fn per_platform_result(refs: &[(Platform, RefId)]) -> PerPlatformResult {
+    let oci = |p: &Platform| {
+        let mut o = serde_json::json!({ "architecture": p.architecture, "os": p.os });
+        if let Some(v) = &p.variant {
+            o["variant"] = v.clone().into();
+        }
+        o
+    };
+    let mut metadata = HashMap::new();
+    let mut entries = Vec::new();
+    for (p, _) in refs {
+        let id = p.to_string();
+        let mut config = oci(p);
+        config["rootfs"] = serde_json::json!({ "type": "layers", "diff_ids": [] });
+        config["config"] = serde_json::json!({});
+        metadata.insert(
+            format!("containerimage.config/{id}"),
+            serde_json::to_vec(&config).expect("json"),
+        );
+        entries.push(serde_json::json!({ "ID": id, "Platform": oci(p) }));
+    }
+    metadata.insert(
+        "refs.platforms".to_string(),
+        serde_json::to_vec(&serde_json::json!({ "Platforms": entries })).expect("json"),
+    );
+    let refs = refs
+        .iter()
+        .map(|(p, r)| (p.to_string(), r.clone()))
+        .collect();
+    PerPlatformResult { refs, metadata }
+}
+
+/// A multi-platform result as returned to BuildKit ([`per_platform_result`]).
+#[derive(Debug)]
+pub struct PerPlatformResult {
+    /// `(key, ref)`: each key is a platform's `ID` in the `refs.platforms` metadata.
+    pub refs: Vec<(String, RefId)>,
+    pub metadata: HashMap<String, Vec<u8>>,
 }
 
 /// Turns BuildKit's terse refusals into what to do.
@@ -471,7 +526,7 @@ modules:
                 opts: all,
                 session_id: "s".into(),
                 worker_platform: Some(Platform::linux(kpbuild_modules::platform::Arch::Amd64)),
-                ..Default::default()
+                ..crate::caps::tests::v08_info()
             },
             files: BTreeMap::from([
                 ("Dockerfile.bundle".to_string(), SPEC.as_bytes().to_vec()),
@@ -693,8 +748,79 @@ modules:
         f.info.llb_caps.insert("mergeop".into());
         let e = run_build(&mut f).unwrap_err().to_string();
         assert!(
-            e.starts_with("kpbuild debug: inputs: []\nLLB caps: mergeop"),
+            e.starts_with("kpbuild debug: inputs: []\nLLB caps: "),
             "{e}"
         );
+        let llb = e.lines().nth(1).unwrap();
+        assert!(llb.split(' ').any(|c| c == "mergeop"), "{e}");
+        f.info.buildkit_version = Some("v0.32.2".into());
+        let e = run_build(&mut f).unwrap_err().to_string();
+        assert!(e.ends_with("\ndaemon: BuildKit v0.32.2"), "{e}");
+    }
+
+    #[test]
+    fn multi_platform_metadata_names_each_ref_with_its_platform() {
+        let mut f = fake(&[("target", "files")]);
+        let Output::PerPlatform(refs) = run_build(&mut f).unwrap() else {
+            panic!("two platforms")
+        };
+        let PerPlatformResult {
+            refs: map,
+            metadata: meta,
+        } = per_platform_result(&refs);
+        let keys: Vec<&str> = map.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["linux/amd64", "linux/arm64"]);
+        assert_eq!(map[1].1, refs[1].1, "each key keeps its own ref");
+        let platforms: serde_json::Value = serde_json::from_slice(&meta["refs.platforms"]).unwrap();
+        assert_eq!(
+            platforms,
+            serde_json::json!({"Platforms": [
+                {"ID": "linux/amd64", "Platform": {"architecture": "amd64", "os": "linux"}},
+                {"ID": "linux/arm64", "Platform": {"architecture": "arm64", "os": "linux"}},
+            ]})
+        );
+        for (id, arch) in [("linux/amd64", "amd64"), ("linux/arm64", "arm64")] {
+            let config: serde_json::Value =
+                serde_json::from_slice(&meta[&format!("containerimage.config/{id}")]).unwrap();
+            assert_eq!(
+                (config["os"].as_str(), config["architecture"].as_str()),
+                (Some("linux"), Some(arch))
+            );
+        }
+    }
+
+    fn merges(f: &Fake) -> usize {
+        ops_of(f.solved.last().unwrap())
+            .iter()
+            .filter(|o| matches!(o.op, Some(pb::op::Op::Merge(_))))
+            .count()
+    }
+
+    #[test]
+    fn the_daemon_caps_decide_mergeop() {
+        let mut f = fake(&[("platform", "linux/amd64")]);
+        run_build(&mut f).unwrap();
+        assert_eq!(merges(&f), 0, "BuildKit v0.8 has no mergeop: copies");
+        let mut f = fake(&[("platform", "linux/amd64")]);
+        f.info.llb_caps.insert("mergeop".into());
+        run_build(&mut f).unwrap();
+        assert_eq!(
+            merges(&f),
+            1,
+            "the bundle is one MergeOp where the daemon has it"
+        );
+    }
+
+    #[test]
+    fn a_daemon_without_what_kpbuild_needs_is_refused() {
+        let mut f = fake(&[]);
+        f.info.api_caps.remove("returnmap");
+        f.info.buildkit_version = Some("v0.6.4".into());
+        let e = run_build(&mut f).unwrap_err().to_string();
+        assert!(
+            e.starts_with("BuildKit v0.6.4 lacks what kpbuild needs: gateway cap returnmap;"),
+            "{e}"
+        );
+        assert!(f.solved.is_empty(), "refused before anything is solved");
     }
 }
