@@ -837,7 +837,7 @@ mod tests {
         for needle in [
             r#"--forcearch="$ARCH""#,
             r#"--setopt=install_weak_deps="$RECOMMENDS""#,
-            "download --resolve --alldeps --destdir",
+            "download --resolve --alldeps --arch \"$ARCH,noarch\" --destdir",
             r#"dnf config-manager --add-repo "$url""#,
             "dnf -q -y install dnf-plugins-core createrepo_c",
             r#"createrepo_c -q "$OUT""#,
@@ -1240,7 +1240,7 @@ case $cmd in
       esac
     done ;;
   download)
-    while [ $# -gt 0 ]; do case $1 in --destdir) dest=$2; shift 2 ;; -*) shift ;; *) break ;; esac; done
+    while [ $# -gt 0 ]; do case $1 in --destdir) dest=$2; shift 2 ;; --arch) [ "$2" = aarch64,noarch ] || exit 9; shift 2 ;; -*) shift ;; *) break ;; esac; done
     for p in "$@"; do : > "$dest/$p-1.0-1.aarch64.rpm"; done ;;
 esac"#,
         ),
@@ -1272,7 +1272,10 @@ esac"#,
             ),
             "{log}"
         );
-        let download = log.lines().find(|l| l.contains(" download ")).unwrap();
+        let download = log
+            .lines()
+            .find(|l| l.contains(" download ") && l.contains("--resolve"))
+            .unwrap();
         assert!(
             download.contains("--forcearch=aarch64")
                 && download.contains("--setopt=install_weak_deps=false")
