@@ -17,6 +17,8 @@ PACKAGES=(
   python3:python3            # e2e checks
   runc:runc                  # the OCI runtime of the standalone buildkitd (hack/buildkitd.sh)
   xz-utils:xz                # unpacks ../shared/tools/buildkit
+  rpm:rpmbuild               # the fixture RPM repository of hack/e2e-ospkg-dnf.sh
+  createrepo-c:createrepo_c
 )
 need=()
 for pkg_cmd in "${PACKAGES[@]}"; do
@@ -38,6 +40,19 @@ if [ -x ../shared/tools/buildkit/install.sh ]; then
   ../shared/tools/buildkit/install.sh target/tools >/dev/null
 else
   echo "setup: ../shared/tools/buildkit is missing: the buildx stage and hack/buildkitd.sh need it" >&2
+fi
+# The workflow checkers of hack/check-workflows.sh, from PyPI into a venv under target/ (pinned:
+# a newer zizmor may add audits). Debian's python3 with its venv module (python3-venv).
+PYTOOLS=target/pytools
+if ! "$PYTOOLS/bin/python3" -m pip show -q check-jsonschema zizmor >/dev/null 2>&1; then
+  /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || {
+    SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends python3-venv
+  }
+  rm -rf "$PYTOOLS"
+  /usr/bin/python3 -m venv "$PYTOOLS"
+  "$PYTOOLS/bin/pip" install -q check-jsonschema==0.39.0 zizmor==1.32.0
 fi
 # Services: the private Docker daemon (fixture servers start with the e2e stages that use them).
 # Debian's packages may have started their own nginx/registry on default ports: not ours, harmless.

@@ -12,10 +12,14 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings
 step "cargo test"
 cargo test --workspace -q
+step "workflows: schema, zizmor, the matrix from the spec (hack/check-workflows.sh)"
+hack/check-workflows.sh
 step "end-to-end stages (hack/e2e.sh)"
 hack/e2e.sh
 step "the os-packages apt script run by hand, Debian 12 amd64 and arm64 (hack/e2e-ospkg-script.sh)"
 hack/e2e-ospkg-script.sh
+step "the os-packages dnf script with a real dnf against a fixture RPM repository (hack/e2e-ospkg-dnf.sh)"
+hack/e2e-ospkg-dnf.sh
 step "reliability under faults, seeded (hack/e2e-faults.sh)"
 hack/e2e-faults.sh
 step "fuzz targets, ${KPBUILD_FUZZ_SECONDS:-30} s each (hack/fuzz.sh)"

@@ -1,8 +1,9 @@
-//! `kpbuild plan`: what every module will do, per platform, as JSON.
+//! `kpbuild plan`: what every module will do, per platform, as JSON; with `--matrix`, the CI
+//! matrix of the spec (every distro × platform) on one line, for GitHub Actions' `fromJSON`.
 
 use std::path::{Path, PathBuf};
 
-use kpbuild_modules::plan::{PlanOptions, plan};
+use kpbuild_modules::plan::{PlanOptions, matrix, plan};
 use kpbuild_modules::platform::Platform;
 use kpbuild_modules::source::LocalDir;
 use kpbuild_modules::spec::SpecFile;
@@ -32,6 +33,11 @@ pub struct Args {
     /// Extra variable: NAME=VALUE or @FILE.yml.
     #[arg(short = 'e', long = "extra-vars", value_name = "NAME=VALUE")]
     extra: Vec<String>,
+    /// Print the CI matrix instead: `{"include":[{"distro":…,"platform":…,"arch":…},…]}`, one
+    /// job per distro × platform the spec defines, on one line (for `fromJSON` in GitHub
+    /// Actions). Reads only the spec.
+    #[arg(long, conflicts_with_all = ["platform", "target", "distro", "extra", "context"])]
+    matrix: bool,
 }
 
 pub(crate) fn parse_platform(s: &str) -> Result<Platform, String> {
@@ -53,6 +59,9 @@ pub fn context_dir(spec: &Path, context: Option<&Path>) -> PathBuf {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let spec = SpecFile::read(&args.spec)?;
+    if args.matrix {
+        return crate::print_lines([serde_json::to_string(&matrix(&spec.spec))?]);
+    }
     let context = context_dir(&args.spec, args.context.as_deref());
     let opts = PlanOptions {
         extra_vars: args.extra,

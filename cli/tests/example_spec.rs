@@ -72,3 +72,46 @@ fn example_bundle_spec_plans() {
         );
     }
 }
+
+/// The CI matrix of the example is every distro of its os-packages module × its two platforms,
+/// in spec order (hack/check-workflows.sh checks that bundle.yml reads it and nothing else).
+#[test]
+fn example_matrix_is_every_distro_times_every_platform() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let o = Command::new(env!("CARGO_BIN_EXE_kpbuild"))
+        .args(["plan", "--matrix", "-f"])
+        .arg(root.join("Dockerfile.bundle"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "one line for $GITHUB_OUTPUT: {text}"
+    );
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let jobs: Vec<String> = m["include"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| format!("{} {} {}", j["distro"], j["platform"], j["arch"]).replace('"', ""))
+        .collect();
+    let mut want = Vec::new();
+    for d in [
+        "debian11",
+        "debian12",
+        "debian13",
+        "ubuntu2204",
+        "ubuntu2404",
+        "rocky8",
+        "rocky9",
+        "alma8",
+        "alma9",
+    ] {
+        for a in ["amd64", "arm64"] {
+            want.push(format!("{d} linux/{a} {a}"));
+        }
+    }
+    assert_eq!(jobs, want);
+}

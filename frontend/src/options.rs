@@ -6,7 +6,8 @@
 //! - `platform`: comma-separated platforms (default: the spec's);
 //! - `build-arg:NAME=VALUE`: extra variables, like `kpbuild lists -e NAME=VALUE`, except
 //!   kpbuild's own `KPBUILD_*` settings:
-//!   - `KPBUILD_DISTROS=a,b`: only these distros of the os-packages modules;
+//!   - `KPBUILD_DISTROS=a,b`: only these distros of the os-packages modules (default: their
+//!     `default-distros`, else all; `all`: every distro);
 //!   - `KPBUILD_REGISTRY_SECRET=ID`: registry credentials for the sync ops from the build
 //!     secret ID, a Docker config file (`--secret id=ID,src=~/.docker/config.json`);
 //!   - `KPBUILD_DEBUG=caps`: fail with what this BuildKit offers;

@@ -327,6 +327,55 @@ pub fn context_inputs(spec: &Spec) -> Vec<String> {
     out
 }
 
+/// A CI matrix for GitHub Actions' `strategy.matrix` (`fromJSON` of this, serialized): one job
+/// per distro of the spec's os-packages modules × platform of the spec, distros in spec order,
+/// each job building one bundle (`KPBUILD_DISTROS=<distro>`, `--platform <platform>`). A spec
+/// without os-packages distros gives one job per platform with an empty `distro`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Matrix {
+    pub include: Vec<MatrixJob>,
+}
+
+/// One job of a [`Matrix`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MatrixJob {
+    /// The distro, for `KPBUILD_DISTROS` (empty: the spec has none).
+    pub distro: String,
+    /// The platform, for `--platform` (`linux/arm64`).
+    pub platform: String,
+    /// The platform's architecture (`arm64`), for names.
+    pub arch: String,
+}
+
+/// The [`Matrix`] of every distro × platform the spec defines (its `default-distros` play no
+/// part: the matrix builds them all). A distro named by two os-packages modules is one job.
+pub fn matrix(spec: &Spec) -> Matrix {
+    let mut distros: Vec<String> = Vec::new();
+    for module in spec.modules.values() {
+        if let crate::kinds::Module::OsPackages(m) = module {
+            for d in &m.distros {
+                if !distros.contains(&d.name) {
+                    distros.push(d.name.clone());
+                }
+            }
+        }
+    }
+    if distros.is_empty() {
+        distros.push(String::new());
+    }
+    let include = distros
+        .iter()
+        .flat_map(|distro| {
+            spec.platforms.iter().map(move |p| MatrixJob {
+                distro: distro.clone(),
+                platform: p.to_string(),
+                arch: p.architecture.clone(),
+            })
+        })
+        .collect();
+    Matrix { include }
+}
+
 /// The build-context directories the modules' builds copy from (installer files, Dockerfile
 /// contexts), in spec order.
 pub fn build_inputs(spec: &Spec) -> Vec<String> {
@@ -468,6 +517,89 @@ modules:
                 .iter()
                 .any(|f| f.url == "https://example.com/tools/yq-arm64" && f.pin.is_none())
         );
+    }
+
+    #[test]
+    fn matrix_is_every_distro_times_every_platform() {
+        let text = SPEC.replace(
+            "        path: debian/{arch}/bookworm\n",
+            "        path: debian/{arch}/bookworm\n      - name: rocky9\n        image: rockylinux:9\n        manager: dnf\n        groups: [common, yum]\n        path: rocky/9/{arch}\n    default-distros: [debian12]\n",
+        );
+        let spec = SpecFile::parse(&text, "Dockerfile.bundle").unwrap();
+        let m = matrix(&spec.spec);
+        let jobs: Vec<String> = m
+            .include
+            .iter()
+            .map(|j| format!("{} {} {}", j.distro, j.platform, j.arch))
+            .collect();
+        assert_eq!(
+            jobs,
+            [
+                "debian12 linux/amd64 amd64",
+                "debian12 linux/arm64 arm64",
+                "rocky9 linux/amd64 amd64",
+                "rocky9 linux/arm64 arm64",
+            ]
+        );
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["include"][3]["distro"], "rocky9");
+        assert_eq!(json["include"][3]["platform"], "linux/arm64");
+        // Without os-packages: one job per platform.
+        let none = SpecFile::parse(
+            "# syntax=x\nname: b\nversion: v1\nplatforms: [linux/arm64]\nmodules:\n  f:\n    kind: files\n    from-kubespray: none\n",
+            "Dockerfile.bundle",
+        )
+        .unwrap();
+        assert_eq!(
+            matrix(&none.spec).include,
+            [MatrixJob {
+                distro: String::new(),
+                platform: "linux/arm64".into(),
+                arch: "arm64".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn default_distros_are_built_unless_others_or_all_are_selected() {
+        let text = SPEC.replace(
+            "        path: debian/{arch}/bookworm\n",
+            "        path: debian/{arch}/bookworm\n      - name: debian13\n        image: debian:trixie\n        manager: apt\n        groups: [common]\n        path: debian/{arch}/trixie\n    default-distros: [debian13]\n",
+        );
+        let spec = SpecFile::parse(&text, "Dockerfile.bundle").unwrap();
+        let ctx = LocalDir::new(testdata());
+        let names = |distros: &[&str]| {
+            let opts = PlanOptions {
+                targets: vec!["os-packages".into()],
+                platforms: vec![Platform::linux(crate::platform::Arch::Amd64)],
+                distros: distros.iter().map(|d| d.to_string()).collect(),
+                ..Default::default()
+            };
+            let p = plan(&spec, &ctx, &opts).unwrap();
+            let Work::OsPackages(OsPackagesWork { distros }) =
+                &p.platforms[0].module("os-packages").unwrap().work
+            else {
+                panic!()
+            };
+            distros.iter().map(|d| d.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&[]), ["debian13"]);
+        assert_eq!(names(&["debian12"]), ["debian12"]);
+        assert_eq!(names(&["all"]), ["debian12", "debian13"]);
+        // A default that is not a distro is a spec error naming it.
+        let bad = text.replace("default-distros: [debian13]", "default-distros: [debian14]");
+        let e = SpecFile::parse(&bad, "Dockerfile.bundle")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("default distro `debian14` is not one of its distros (debian12, debian13)"),
+            "{e}"
+        );
+        let bad = text.replace("name: debian13", "name: all");
+        let e = SpecFile::parse(&bad, "Dockerfile.bundle")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be named `all`"), "{e}");
     }
 
     #[test]

@@ -25,7 +25,15 @@ pub struct OsPackagesModule {
     /// The package groups file in the build context (kubeplay's `packages.yaml` format).
     pub groups_file: String,
     pub distros: Vec<Distro>,
+    /// The distros built when none is selected (`KPBUILD_DISTROS`, `--distro`); default: all.
+    /// A spec can define distros that only some builders reach (a CI matrix builds each one)
+    /// and still build here without arguments.
+    #[serde(default)]
+    pub default_distros: Vec<String>,
 }
+
+/// The distro selection that means every distro of the module, whatever its `default-distros`.
+pub const ALL_DISTROS: &str = "all";
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -102,6 +110,13 @@ impl ModuleSpec for OsPackagesModule {
         v.context_path("groups-file", &self.groups_file)?;
         let mut names = std::collections::BTreeSet::new();
         for d in &self.distros {
+            if d.name == ALL_DISTROS {
+                return Err(v.invalid(
+                    Some(&d.name),
+                    format!("module `{name}`: a distro cannot be named `{ALL_DISTROS}`"),
+                    "`KPBUILD_DISTROS=all` selects every distro; give this one another name",
+                ));
+            }
             if !names.insert(&d.name) {
                 return Err(v.invalid(
                     Some(&d.name),
@@ -124,6 +139,22 @@ impl ModuleSpec for OsPackagesModule {
                         d.name, d.path
                     ),
                     "e.g. `debian/{arch}/bookworm`",
+                ));
+            }
+        }
+        for want in &self.default_distros {
+            if !names.contains(want) {
+                return Err(v.invalid(
+                    Some("default-distros"),
+                    format!(
+                        "module `{name}`: default distro `{want}` is not one of its distros ({})",
+                        self.distros
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "name a distro listed under `distros:`, or remove it",
                 ));
             }
         }
@@ -151,7 +182,12 @@ impl ModuleSpec for OsPackagesModule {
         let text = cx.read(&self.groups_file)?;
         let groups =
             Groups::parse(&cx.ctx.display(&self.groups_file), &text).map_err(groups_err)?;
-        for want in &cx.opts.distros {
+        let selection: &[String] = match cx.opts.distros.as_slice() {
+            [] => &self.default_distros,
+            [all] if all == ALL_DISTROS => &[],
+            some => some,
+        };
+        for want in selection {
             if !self.distros.iter().any(|d| &d.name == want) {
                 return Err(PlanError::UnknownTarget {
                     spec: cx.spec_name.to_string(),
@@ -164,7 +200,7 @@ impl ModuleSpec for OsPackagesModule {
         for d in self
             .distros
             .iter()
-            .filter(|d| cx.opts.distros.is_empty() || cx.opts.distros.contains(&d.name))
+            .filter(|d| selection.is_empty() || selection.contains(&d.name))
         {
             let packages = groups.select(&d.groups, &d.packages).map_err(groups_err)?;
             let mut optional: Vec<String> = d

@@ -112,9 +112,12 @@
 //! # Tested
 //!
 //! The apt script is proven for real by `hack/e2e-ospkg-script.sh` (Debian 12, amd64 and arm64).
-//! No Rocky or CentOS image can be made on this machine (only Debian's mirror is reachable), so
-//! the dnf and yum scripts are covered only by the unit tests below: their text, `sh -n`, and
-//! runs against stub `dnf`/`yum`/`repotrack`/`createrepo` commands that check the control flow
+//! The dnf script is run with a real dnf (Debian's dnf 4.14 on Debian 12, a stand-in for an EL
+//! image: no RPM distribution is reachable here) against a fixture RPM repository by
+//! `hack/e2e-ospkg-dnf.sh`: closure, virtual provides, architectures, offline install from an
+//! empty rpmdb, missing packages. Only a CI matrix job proves it on Rocky/Alma images against
+//! their mirrors. The yum script is covered only by the unit tests below: its text, `sh -n`, and
+//! runs against stub `yum`/`repotrack`/`createrepo` commands that check the control flow
 //! (missing, optional, record), not the real tools' behaviour.
 
 use serde::{Deserialize, Serialize};
@@ -560,9 +563,15 @@ dnfx() {
   dnf -q -y --forcearch="$ARCH" --setopt=install_weak_deps="$RECOMMENDS" "$@"
 }
 setup() {
-  say "installing the build-side tools (dnf-plugins-core, createrepo_c) on $IMAGE"
-  dnf -q -y install dnf-plugins-core createrepo_c \
-    || die "cannot install the build-side tools (dnf-plugins-core, createrepo_c) on $IMAGE"
+  # An image that has them (e.g. Debian's dnf, dnf-plugins-core and createrepo-c, whose rpmdb is
+  # empty and which has no repository to install them from) keeps its own.
+  if dnf download --help > /dev/null 2>&1 && command -v createrepo_c > /dev/null 2>&1; then
+    say "the build-side tools (dnf download, createrepo_c) are on $IMAGE"
+  else
+    say "installing the build-side tools (dnf-plugins-core, createrepo_c) on $IMAGE"
+    dnf -q -y install dnf-plugins-core createrepo_c \
+      || die "cannot install the build-side tools (dnf-plugins-core, createrepo_c) on $IMAGE"
+  fi
   if [ -n "$REPOSITORIES" ]; then
     printf '%s\n' "$REPOSITORIES" > "$W/repositories"
     while IFS= read -r url; do
@@ -582,7 +591,10 @@ accepts() {
 fetch() {
   say "resolving the closure of $# package(s) for $ARCH regardless of what is installed, downloading"
   mkdir -p "$W/pkgs"
-  dnfx download --resolve --alldeps --destdir "$W/pkgs" "$@" \
+  # --arch: a repository may hold other architectures of a name (multilib i686, or several
+  # architectures in one tree); resolving every one of them fails ("does not have a compatible
+  # architecture").
+  dnfx download --resolve --alldeps --arch "$ARCH,noarch" --destdir "$W/pkgs" "$@" \
     || die "dnf could not resolve or download the packages of distro $DISTRO for $PLATFORM (dnf's message is above)"
   for f in "$W"/pkgs/*.rpm; do
     [ -e "$f" ] || continue
@@ -825,7 +837,7 @@ mod tests {
         for needle in [
             r#"--forcearch="$ARCH""#,
             r#"--setopt=install_weak_deps="$RECOMMENDS""#,
-            "download --resolve --alldeps --destdir",
+            "download --resolve --alldeps --arch \"$ARCH,noarch\" --destdir",
             r#"dnf config-manager --add-repo "$url""#,
             "dnf -q -y install dnf-plugins-core createrepo_c",
             r#"createrepo_c -q "$OUT""#,
@@ -1228,7 +1240,7 @@ case $cmd in
       esac
     done ;;
   download)
-    while [ $# -gt 0 ]; do case $1 in --destdir) dest=$2; shift 2 ;; -*) shift ;; *) break ;; esac; done
+    while [ $# -gt 0 ]; do case $1 in --destdir) dest=$2; shift 2 ;; --arch) [ "$2" = aarch64,noarch ] || exit 9; shift 2 ;; -*) shift ;; *) break ;; esac; done
     for p in "$@"; do : > "$dest/$p-1.0-1.aarch64.rpm"; done ;;
 esac"#,
         ),
@@ -1260,7 +1272,10 @@ esac"#,
             ),
             "{log}"
         );
-        let download = log.lines().find(|l| l.contains(" download ")).unwrap();
+        let download = log
+            .lines()
+            .find(|l| l.contains(" download ") && l.contains("--resolve"))
+            .unwrap();
         assert!(
             download.contains("--forcearch=aarch64")
                 && download.contains("--setopt=install_weak_deps=false")
