@@ -204,13 +204,21 @@ fn registry<B>(req: &Request<B>, state: &Arc<State>, route: Route) -> Resp {
                         ),
                     });
                 }
-                let Ok(f) = spath::open_nofollow(&path) else {
+                // No symbolic link is followed on the way to a blob either.
+                let rel = path
+                    .strip_prefix(&state.registry_root)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let Ok(Found::File { file: f, len, .. }) =
+                    spath::open_under(&state.registry_root, &rel)
+                else {
                     return reg_error(&RegistryError {
                         code: ErrorCode::BlobUnknown,
-                        message: format!("blob {d} is linked but its data is missing"),
+                        message: format!(
+                            "blob {d} is linked but its data is missing or a symbolic link"
+                        ),
                     });
                 };
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
                 let check = (!state.is_verified(&d)).then(|| Check {
                     digest: d.clone(),
                     path: path.clone(),

@@ -99,6 +99,7 @@ pub enum Role {
 /// What every connection shares.
 pub struct State {
     pub files_root: PathBuf,
+    pub registry_root: PathBuf,
     pub registry: Registry,
     pub listings: bool,
     pub log_requests: bool,
@@ -203,6 +204,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let state = Arc::new(State {
         files_root: dir.join(layout::NGINX_ROOT),
+        registry_root: dir.join(layout::REGISTRY_ROOT),
         registry,
         listings: args.listings,
         log_requests: args.log_requests,

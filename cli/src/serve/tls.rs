@@ -124,8 +124,15 @@ pub fn trust_help(ca: &Path, names: &[String], ports: &[u16]) -> String {
             ));
         }
     }
+    for n in names {
+        for p in ports {
+            s.push_str(&format!(
+                "  containerd:    /etc/containerd/certs.d/{n}:{p}/hosts.toml: [host.\"https://{n}:{p}\"] ca = \"{ca}\"\n"
+            ));
+        }
+    }
     s.push_str(&format!(
-        "  containerd:    ca = \"{ca}\" in /etc/containerd/certs.d/<host:port>/hosts.toml\n\
+        "\
          \x20 curl, skopeo:  curl --cacert {ca} …; skopeo … --src-cert-dir <dir with ca.pem renamed ca.crt>"
     ));
     s
