@@ -25,6 +25,9 @@ cd "$(dirname "$0")/.."
 KP=$(cd "$1" && pwd) WORK=$2 PKGS=$(realpath "$3")
 KPB=$(realpath "${KPB:-target/release/kpbuild}")
 [ -f "$KP/kubeplay.lock.json" ] || { echo "e2e-serve: $KP has no kubeplay.lock.json" >&2; exit 1; }
+if [ ! -f "$PKGS" ] || [ -z "$(tr -d '[:space:]' < "$PKGS")" ]; then
+  echo "e2e-serve: $3 is not a file of package names" >&2; exit 1
+fi
 rm -rf "$WORK" && mkdir -p "$WORK" && WORK=$(cd "$WORK" && pwd)
 # Ports of this stage (8100-8119 and 5820-5839 are kpbuild serve's in the tests).
 PORT=8101 REG_PORT=5821 TLS_PORT=8103
@@ -175,8 +178,10 @@ PY
     echo "deb [trusted=yes] $URL ./" > /etc/apt/sources.list.d/kubeplay.list
     [ -f /ca.pem ] && echo "Acquire::https::CaInfo \"/ca.pem\";" > /etc/apt/apt.conf.d/99kubeplay-ca
     apt-get update -q >/dev/null
+    [ -f /list ] && [ -s /list ] || { echo "no package list"; exit 1; }
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(cat /list) > /tmp/install.log 2>&1 || { tail -20 /tmp/install.log; exit 1; }
-    echo "apt-get install from $URL alone: $(wc -w < /list) packages installed"
+    for p in $(cat /list); do dpkg -s "$p" >/dev/null 2>&1 || { echo "$p is not installed"; exit 1; }; done
+    echo "apt-get install from $URL alone: $(wc -w < /list) packages installed ($(grep -c "^Setting up" /tmp/install.log) set up)"
   ' > "$WORK/apt-$scheme.log" 2>&1 || { cat "$WORK/apt-$scheme.log" >&2; fail "apt-get install over $scheme"; }
   cat "$WORK/apt-$scheme.log" >&2
 }

@@ -8,6 +8,7 @@
 #   images   the images module through BuildKit
 #   os-packages  the os-packages module through BuildKit (Debian 12, amd64 and arm64)
 #   bundle   kpbuild build + export + verify of the root Dockerfile.bundle, and the bundle used
+#            (by nginx and registry:2, then by kpbuild serve: hack/e2e-serve.sh)
 #
 # Each stage starts from a clean target/e2e/STAGE/, leaves its outputs there, and fails (exit
 # non-zero) unless every check passed. Once a stage passed, its large outputs (trees, tarballs,
@@ -464,6 +465,9 @@ PY
   ' > "$out/apt-install.log" 2>&1 || { cat "$out/apt-install.log" >&2; hack/files-server.sh stop 8082; fail "apt install from the bundle's nginx"; }
   cat "$out/apt-install.log" >&2
   hack/files-server.sh stop 8082
+  log "bundle: kpbuild serve instead of nginx and registry:2 (hack/e2e-serve.sh)"
+  KPB=$KPR KPBUILD_SERVE_UPSTREAM=127.0.0.1:$IMAGES_PORT hack/e2e-serve.sh "$kp" "$out/serve" "$out/packages.txt" \
+    || fail "kpbuild serve (hack/e2e-serve.sh; logs in $out/serve)"
   log "bundle: install.sh compose / health-check / remove-compose with the loaded images"
   (cd "$kp" && ./install.sh compose && ./install.sh health-check && ./install.sh remove-compose) > "$out/install.log" 2>&1 \
     || { cat "$out/install.log" >&2; (cd "$kp" && ./install.sh remove-compose) >/dev/null 2>&1; fail "install.sh compose"; }
