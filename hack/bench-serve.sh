@@ -18,11 +18,14 @@ cd "$(dirname "$0")/.."
 KP=$(cd "$1" && pwd) SECONDS_=${2:-60} CLIENTS=${3:-32}
 OUT=${CARGO_TARGET_DIR:-target}/bench-serve
 mkdir -p "$OUT"
-cargo build -q --release -p kpbuild --example serve_load
+cargo build -q --release -p kpbuild --bin kpbuild --example serve_load
 BIN=${CARGO_TARGET_DIR:-target}/release
 mapfile -t IMAGES < <(python3 -c 'import json,sys; [print(i["stored"]) for i in json.load(open(sys.argv[1]))["images"]]' "$KP/kubeplay.lock.json")
 PID=
-stop() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=; }
+stop() {
+  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+  PID=
+}
 trap stop EXIT
 
 wait_up() { # URL
@@ -83,5 +86,5 @@ k, d = (json.load(open(p)) for p in sys.argv[1:3])
 print(f"kpbuild serve / docker-registry: throughput {k['mib_per_s'] / d['mib_per_s']:.2f}x, "
       f"peak RSS {k['peak_rss_kib'] / 1024:.1f} MiB vs {d['peak_rss_kib'] / 1024:.1f} MiB "
       f"(goals: >= 1.0x, <= 64 MiB)")
-sys.exit(1 if k["errors"] or d["errors"] else 0)
+sys.exit(1 if k["errors"] or d["errors"] or not k["requests"] or not d["requests"] else 0)
 PY

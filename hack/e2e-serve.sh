@@ -20,15 +20,15 @@
 # the bundle (files and registry), a huge header, a slowloris client, pushes; and a bundle that
 # fails `verify --no-hash` is refused at start. The bundle is left as it was found.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 [ $# -eq 3 ] || { sed -n '2,9p' "$0" >&2; exit 2; }
-KP=$(cd "$1" && pwd) WORK=$2 PKGS=$(realpath "$3")
-KPB=$(realpath "${KPB:-target/release/kpbuild}")
+KP=$(cd "$1" && pwd) WORK=$(realpath -m "$2") PKGS=$(realpath -m "$3")
+cd "$(dirname "$0")/.."
+KPB=$(realpath "${KPB:-${CARGO_TARGET_DIR:-target}/release/kpbuild}")
 [ -f "$KP/kubeplay.lock.json" ] || { echo "e2e-serve: $KP has no kubeplay.lock.json" >&2; exit 1; }
 if [ ! -f "$PKGS" ] || [ -z "$(tr -d '[:space:]' < "$PKGS")" ]; then
   echo "e2e-serve: $3 is not a file of package names" >&2; exit 1
 fi
-rm -rf "$WORK" && mkdir -p "$WORK" && WORK=$(cd "$WORK" && pwd)
+rm -rf "$WORK" && mkdir -p "$WORK"
 # Ports of this stage (8100-8119 and 5820-5839 are kpbuild serve's in the tests).
 PORT=8101 REG_PORT=5821 TLS_PORT=8103
 DOCKER=/usr/bin/docker

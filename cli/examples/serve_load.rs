@@ -115,6 +115,8 @@ async fn main() {
         eprintln!("usage: serve_load URL CLIENTS SECONDS REPO:TAG…");
         std::process::exit(2);
     }
+    // reqwest is built without a default TLS provider (plain HTTP here, but it asks).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let base = args[0].trim_end_matches('/').to_string();
     let clients: usize = args[1].parse().expect("CLIENTS");
     let seconds: u64 = args[2].parse().expect("SECONDS");
@@ -139,7 +141,9 @@ async fn main() {
         }));
     }
     for t in tasks {
-        let _ = t.await;
+        if t.await.is_err() {
+            totals.errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     println!(

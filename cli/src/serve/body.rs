@@ -23,7 +23,7 @@ use super::State;
 /// The body type of every response.
 pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 128 * 1024;
 
 /// A body held in memory.
 pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {

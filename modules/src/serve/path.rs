@@ -55,10 +55,8 @@ pub fn request_target(raw: &str) -> Result<Target, PathRefusal> {
     }
     // A second leading slash (`//etc/passwd`, `/%2fetc`) is an absolute path, not a root-relative
     // one with an empty first name.
-    let rel = safe_path::relative_path(&decoded, "the served directory").map_err(|e| match e {
-        PathError::Empty { .. } => PathRefusal::Unsafe(e),
-        e => PathRefusal::Unsafe(e),
-    })?;
+    let rel =
+        safe_path::relative_path(&decoded, "the served directory").map_err(PathRefusal::Unsafe)?;
     Ok(Target::Path {
         rel,
         dir: decoded.ends_with('/'),
