@@ -87,27 +87,36 @@ struct Server {
     stderr: BufReader<std::process::ChildStderr>,
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kpbuild"))
         .args(["serve", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    // Owned by a Server from here: a failed assertion kills and reaps it.
+    let mut srv = Server {
+        child,
+        addr: String::new(),
+        stderr,
+    };
     let mut line = String::new();
     loop {
         line.clear();
         assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
+            srv.stderr.read_line(&mut line).unwrap() > 0,
             "kpbuild serve exited"
         );
         if let Some(rest) = line.strip_prefix("kpbuild serve: http://") {
-            let addr = rest.split_whitespace().next().unwrap().to_string();
-            return Server {
-                child,
-                addr,
-                stderr,
-            };
+            srv.addr = rest.split_whitespace().next().unwrap().to_string();
+            return srv;
         }
     }
 }
