@@ -8,6 +8,7 @@
 #   images   the images module through BuildKit
 #   os-packages  the os-packages module through BuildKit (Debian 12, amd64 and arm64)
 #   bundle   kpbuild build + export + verify of the root Dockerfile.bundle, and the bundle used
+#            (by nginx and registry:2, then by kpbuild serve: hack/e2e-serve.sh)
 #   buildx   docker buildx build of the files and images targets: docker driver (Docker 20.10,
 #            BuildKit v0.8), remote driver to standalone buildkitd v0.32.2 and v0.11.6
 #            (hack/buildkitd.sh; left running if they already were, their cache kept)
@@ -476,6 +477,9 @@ PY
   ' > "$out/apt-install.log" 2>&1 || { cat "$out/apt-install.log" >&2; hack/files-server.sh stop 8082; fail "apt install from the bundle's nginx"; }
   cat "$out/apt-install.log" >&2
   hack/files-server.sh stop 8082
+  log "bundle: kpbuild serve instead of nginx and registry:2 (hack/e2e-serve.sh)"
+  KPB=$KPR KPBUILD_SERVE_UPSTREAM=127.0.0.1:$IMAGES_PORT hack/e2e-serve.sh "$kp" "$out/serve" "$out/packages.txt" \
+    || fail "kpbuild serve (hack/e2e-serve.sh; logs in $out/serve)"
   log "bundle: install.sh compose / health-check / remove-compose with the loaded images"
   (cd "$kp" && ./install.sh compose && ./install.sh health-check && ./install.sh remove-compose) > "$out/install.log" 2>&1 \
     || { cat "$out/install.log" >&2; (cd "$kp" && ./install.sh remove-compose) >/dev/null 2>&1; fail "install.sh compose"; }

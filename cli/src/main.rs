@@ -10,6 +10,7 @@ mod export_oci;
 mod interrupt;
 mod lists;
 mod plan_cmd;
+mod serve;
 mod store_cmd;
 mod sync_images;
 mod verify;
@@ -46,6 +47,8 @@ enum Command {
     Store(store_cmd::Args),
     /// Check a bundle (directory or tarball) against its manifest: files, images, packages.
     Verify(verify::Args),
+    /// Serve an unpacked bundle: the registry (/v2/) and the files, as nginx and registry:2 do.
+    Serve(serve::Args),
     /// Fetch images into a registry:2 storage tree (docker/registry/v2/…), every blob once.
     SyncImages(sync_images::SyncImagesArgs),
     /// Check a registry:2 storage tree: blob digests, links, manifest references, leftovers.
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(args),
         Command::Store(args) => store_cmd::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::VerifyRegistry(args) => verify_registry::run(args),
         Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),
         Command::Worker(args) => worker::run(args),

@@ -10,12 +10,16 @@ use anyhow::{Context, anyhow, bail};
 use kpbuild_modules::bundle_tar::BUNDLE_ROOT;
 use kpbuild_modules::registry_verify;
 use kpbuild_modules::safe_path::{self, EntryKind, TarEntryChecker};
-use kpbuild_modules::verify::{Fault, verify_bundle};
+use kpbuild_modules::verify::{Fault, Options, verify_bundle_with};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The bundle: a directory (the kubeplay tree) or a tarball.
     path: PathBuf,
+    /// Check sizes, links, indexes and manifests without hashing files and blobs (fast; what
+    /// `kpbuild serve` checks before it starts).
+    #[arg(long)]
+    no_hash: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -42,9 +46,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    let r = verify_bundle(&root);
+    let r = verify_bundle_with(
+        &root,
+        Options {
+            hash: !args.no_hash,
+        },
+    );
     faults.extend(r.faults.iter().cloned());
     report(&args.path, faults, Some(&r))
+}
+
+/// `kpbuild verify --no-hash DIR` for `kpbuild serve`: the bundle directory's report, or an
+/// error listing its faults (at most 20) and saying how to see them all.
+pub fn check_dir_no_hash(root: &Path) -> anyhow::Result<kpbuild_modules::verify::Report> {
+    let r = verify_bundle_with(root, Options { hash: false });
+    if r.ok() {
+        return Ok(r);
+    }
+    let mut text = String::new();
+    for f in r.faults.iter().take(20) {
+        text.push_str(&format!("\n  FAULT {f}"));
+    }
+    bail!(
+        "{} fails `kpbuild verify --no-hash` with {} fault(s); nothing is served:{text}\n\
+         run `kpbuild verify {}` for the whole report",
+        root.display(),
+        r.faults.len(),
+        root.display()
+    )
 }
 
 fn report(

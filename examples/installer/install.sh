@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # kubeplay: install Kubernetes from this offline bundle.
 #
-#   ./install.sh compose          load the images, start nginx (8080) and the registry (5000)
+#   ./install.sh serve            serve the bundle with `kpbuild serve` (a systemd unit): files and
+#                                 package repositories on 8080, the registry on 5000 (and 8080)
+#   ./install.sh compose          the same with containers instead: load the images, start nginx
+#                                 (8080) and the registry (5000) with compose
+#   ./install.sh services         serve or compose, as config.yaml's offline_services says (serve)
 #   ./install.sh cluster          deploy the cluster with the bundled kubespray image
-#   ./install.sh all              compose, then cluster
+#   ./install.sh all              services, then cluster
 #   ./install.sh add-node NODE    scale the cluster to a new node of the inventory
 #   ./install.sh remove-node NODE
 #   ./install.sh remove-cluster   reset the cluster nodes
-#   ./install.sh remove-compose   stop the offline services
-#   ./install.sh remove           remove-cluster, then remove-compose
-#   ./install.sh health-check     check nginx and the registry answer
+#   ./install.sh remove-serve     stop kpbuild serve (and remove its unit)
+#   ./install.sh remove-compose   stop the offline containers
+#   ./install.sh remove           remove-cluster, then the offline services
+#   ./install.sh health-check     check the file server and the registry answer
 #   ./install.sh debug            what this bundle holds and what runs
 set -euo pipefail
 KUBEPLAY_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -19,8 +24,12 @@ for lib in common system remove; do . "$KUBEPLAY_DIR/library/$lib.sh"; done
 
 kubespray_run() { # PLAYBOOK [ARGS…]
   need docker "Docker Engine on the offline node"
-  local node image inventory
+  local node image inventory files_port registry_port scheme
   node=$(config_get offline_node 127.0.0.1)
+  files_port=$(config_get files_port 8080)
+  registry_port=$(config_get registry_port 5000)
+  scheme=http
+  [ "$(config_get offline_services serve)" = serve ] && scheme=$(serve_scheme)
   inventory=$(config_get inventory config/kubespray/inventory/hosts.yaml)
   [ -f "$KUBEPLAY_DIR/$inventory" ] || die "no inventory at $inventory (see config-sample.yaml)"
   image=$(tar -xOf "$(ls "$KUBEPLAY_DIR"/resources/images/kubespray-*.tar | head -1)" manifest.json \
@@ -33,24 +42,37 @@ kubespray_run() { # PLAYBOOK [ARGS…]
     -v "$KUBEPLAY_DIR/config/kubespray:/kubespray/config:ro" \
     -v "$HOME/.ssh:/root/.ssh:ro" \
     "$image" ansible-playbook -i "/kubespray/${inventory#config/kubespray/}" "$@" \
-      -e "files_repo=http://$node:8080/files" \
-      -e "registry_host=$node:5000" \
-      -e "download_url=http://$node:8080/files"
+      -e "files_repo=$scheme://$node:$files_port/files" \
+      -e "registry_host=$node:$registry_port" \
+      -e "download_url=$scheme://$node:$files_port/files"
 }
 
+services_up() {
+  case $(config_get offline_services serve) in
+    serve) serve_up; health_check ;;
+    compose) compose_up; health_check ;;
+    *) die "offline_services in config.yaml is serve or compose" ;;
+  esac
+}
+services_down() { serve_down; compose_down; }
+
 case ${1:-} in
+  serve) serve_up; health_check ;;
   compose) compose_up; health_check ;;
+  services) services_up ;;
   cluster) kubespray_run cluster.yml ;;
-  all) compose_up; health_check; kubespray_run cluster.yml ;;
+  all) services_up; kubespray_run cluster.yml ;;
   add-node) [ -n "${2:-}" ] || die "add-node NODE"; kubespray_run scale.yml --limit "$2" ;;
   remove-node) [ -n "${2:-}" ] || die "remove-node NODE"; kubespray_run remove-node.yml -e "node=$2" ;;
   remove-cluster) kubespray_run reset.yml -e reset_confirmation=yes ;;
+  remove-serve) serve_down ;;
   remove-compose) compose_down ;;
-  remove) kubespray_run reset.yml -e reset_confirmation=yes; compose_down ;;
+  remove) kubespray_run reset.yml -e reset_confirmation=yes; services_down ;;
   health-check) health_check "$(config_get offline_node 127.0.0.1)" ;;
   debug)
     log "bundle: $KUBEPLAY_DIR"
     [ -f "$KUBEPLAY_DIR/kubeplay.lock.json" ] && head -c 400 "$KUBEPLAY_DIR/kubeplay.lock.json" >&2 && echo >&2
-    docker ps --filter name=kubeplay- >&2 || true ;;
-  *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+    serve_status >&2 || true
+    docker ps --filter name=kubeplay- >&2 2>/dev/null || true ;;
+  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac

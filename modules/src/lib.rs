@@ -25,6 +25,7 @@ pub mod platform;
 pub mod registry_layout;
 pub mod registry_verify;
 pub mod safe_path;
+pub mod serve;
 pub mod source;
 pub mod spec;
 pub mod store;

@@ -47,8 +47,56 @@ impl Report {
     }
 }
 
+/// What to check.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Hash every file, blob, package and artifact (the default). Without it (`verify
+    /// --no-hash`, what `kpbuild serve` checks before it starts) every one is checked by its
+    /// presence and size, and the tree's links, indexes and manifests as usual.
+    pub hash: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { hash: true }
+    }
+}
+
 /// Verifies the bundle whose root is `root`.
 pub fn verify_bundle(root: &Path) -> Report {
+    verify_bundle_with(root, Options::default())
+}
+
+/// The sha256, sha512 and size of a file; without `hash`, its size alone and the digests the
+/// caller expects (so that only the size can differ).
+fn check_file(
+    path: &Path,
+    hash: bool,
+    sha256: &str,
+    sha512: Option<&str>,
+) -> Result<(String, String, u64), lock::LockError> {
+    if hash {
+        return lock::hash_file(path);
+    }
+    let meta = std::fs::metadata(path).map_err(|source| lock::LockError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(lock::LockError::Invalid {
+            path: path.display().to_string(),
+            message: "not a regular file".into(),
+        });
+    }
+    Ok((
+        sha256.to_string(),
+        sha512.unwrap_or_default().to_string(),
+        meta.len(),
+    ))
+}
+
+/// Verifies the bundle whose root is `root`, hashing or not.
+pub fn verify_bundle_with(root: &Path, opts: Options) -> Report {
     let mut r = Report::default();
     let lock_path = root.join(LOCK_FILE);
     let lock: Lock = match std::fs::read_to_string(&lock_path)
@@ -69,7 +117,8 @@ pub fn verify_bundle(root: &Path) -> Report {
     }
     for f in &lock.files {
         r.files += 1;
-        match lock::hash_file(&root.join(&f.path)) {
+        let pin512 = f.pin.as_deref().and_then(|p| p.strip_prefix("sha512:"));
+        match check_file(&root.join(&f.path), opts.hash, &f.sha256, pin512) {
             Err(e) => r.fault(
                 &f.path,
                 format!("missing or unreadable ({e}); from {}", f.url),
@@ -102,7 +151,12 @@ pub fn verify_bundle(root: &Path) -> Report {
     }
     let registry = root.join(crate::layout::REGISTRY_ROOT);
     if !lock.images.is_empty() {
-        for problem in crate::registry_verify::verify_registry_tree(&registry).problems {
+        let ropts = crate::registry_verify::VerifyOptions {
+            hash_blobs: opts.hash,
+            ..Default::default()
+        };
+        for problem in crate::registry_verify::verify_registry_tree_with(&registry, &ropts).problems
+        {
             r.fault(
                 format!(
                     "{}/{}",
@@ -152,7 +206,7 @@ pub fn verify_bundle(root: &Path) -> Report {
         };
         for p in &index {
             let path = format!("{repo}/{}", p.file);
-            match lock::hash_file(&dir.join(&p.file)) {
+            match check_file(&dir.join(&p.file), opts.hash, &p.sha256, None) {
                 Err(e) => r.fault(&path, format!("listed in the index, {e}")),
                 Ok((s256, _, size)) => {
                     if s256 != p.sha256 || size != p.size {
@@ -201,7 +255,7 @@ pub fn verify_bundle(root: &Path) -> Report {
     }
     for a in &lock.artifacts {
         r.artifacts += 1;
-        match lock::hash_file(&root.join(&a.path)) {
+        match check_file(&root.join(&a.path), opts.hash, &a.sha256, None) {
             Err(e) => r.fault(&a.path, format!("missing or unreadable ({e})")),
             Ok((s256, _, size)) if s256 != a.sha256 || size != a.size => r.fault(
                 &a.path,
