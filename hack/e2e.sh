@@ -791,6 +791,36 @@ PY
     echo "buildx $v --target $target: the same tree as v0.32.2's and Docker 20.10's" >&2
   done
 
+  # kpbuild build drives each BuildKit through its control API: the same trees in the store
+  # (files and images, both platforms) from Docker 20.10's BuildKit and each standalone one,
+  # and a rebuild on each runs no op.
+  local c
+  for v in docker "${BUILDX_VERSIONS[@]}"; do
+    if [ "$v" = docker ]; then addr=docker c=$ctx; else addr=$(hack/buildkitd.sh "$v") c=$remote; fi
+    log "buildx: kpbuild build --builder $addr (files and images, both platforms), twice"
+    for run in 1 2; do
+      KPBUILD_STORE=$out/store-$v "$KPB" build -f "$c/Dockerfile.bundle" --builder "$addr" \
+        --target files --target images > "$out/kpbuild-$v-$run.log" 2>&1 \
+        || { tail -30 "$out/kpbuild-$v-$run.log" >&2; fail "kpbuild build --builder $addr (log: $out/kpbuild-$v-$run.log)"; }
+    done
+    grep -E "^builder " "$out/kpbuild-$v-1.log" >&2
+    grep -Eq "built$" "$out/kpbuild-$v-2.log" && { tail -8 "$out/kpbuild-$v-2.log" >&2; fail "kpbuild build --builder $addr: a rebuild with no change ran ops"; }
+    KPBUILD_STORE=$out/store-$v "$KPB" store ls --json > "$out/store-$v.json"
+  done
+  python3 - "$out" docker "${BUILDX_VERSIONS[@]}" <<'PY' || fail "kpbuild build: the stores' trees differ (see above)"
+import json, sys
+out, ref, *others = sys.argv[1:]
+trees = lambda v: {(r["module"], r["platform"]): r["tree"] for r in json.load(open(f"{out}/store-{v}.json"))}
+want = trees(ref)
+assert len(want) == 4, want
+bad = [(v, k) for v in others for k, t in trees(v).items() if want.get(k) != t] + \
+      [(v, k) for v in others for k in want if k not in trees(v)]
+for v, k in bad:
+    print(f"kpbuild build on {v}: {k} differs from Docker 20.10's", file=sys.stderr)
+print(f"kpbuild build: {len(want)} module results, the same trees on Docker 20.10 and {', '.join(others)}; rebuilds ran no op", file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+
   for v in "${BUILDX_VERSIONS[@]}"; do
     buildx rm "kpbuild-$v" >/dev/null 2>&1 || true
     prune_buildkitd "$v"
