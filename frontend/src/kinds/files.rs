@@ -26,6 +26,19 @@ impl Lower for FilesWork {
             "{module} [{platform}]: lay out {} files",
             self.files.len()
         ));
+        // Every directory first, 0755: newer BuildKit (v0.12+) gives the parents a copy creates
+        // the copy's mode (0644 here), older ones 0755 — the same tree on every version.
+        let dirs: std::collections::BTreeSet<String> = self
+            .files
+            .iter()
+            .filter_map(|f| {
+                let path = f.bundle_path();
+                path.rsplit_once('/').map(|(dir, _)| format!("/{dir}"))
+            })
+            .collect();
+        for d in &dirs {
+            op = op.mkdir(d, 0o755, true);
+        }
         for f in &self.files {
             let name = f.file_name();
             let sha256 = f
