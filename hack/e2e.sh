@@ -807,7 +807,24 @@ PY
     grep -Eq "built$" "$out/kpbuild-$v-2.log" && { tail -8 "$out/kpbuild-$v-2.log" >&2; fail "kpbuild build --builder $addr: a rebuild with no change ran ops"; }
     KPBUILD_STORE=$out/store-$v "$KPB" store ls --json > "$out/store-$v.json"
   done
-  python3 - "$out" docker "${BUILDX_VERSIONS[@]}" <<'PY' || fail "kpbuild build: the stores' trees differ (see above)"
+  # One builder per platform: v0.32.2 for linux/amd64, a second v0.32.2 whose worker claims
+  # linux/arm64 only; its cache is emptied first, so what it holds afterwards it built.
+  local amd arm du
+  amd=$(hack/buildkitd.sh v0.32.2)
+  arm=$(hack/buildkitd.sh --name arm64 --platform linux/arm64 v0.32.2) || fail "a second buildkitd for linux/arm64 (hack/buildkitd.sh --name arm64)"
+  hack/buildkitd.sh --name arm64 --platform linux/arm64 v0.32.2 prune >/dev/null
+  log "buildx: kpbuild build --builder linux/amd64=$amd --builder linux/arm64=$arm (files and images)"
+  KPBUILD_STORE=$out/store-per-arch "$KPB" build -f "$remote/Dockerfile.bundle" --builder "linux/amd64=$amd" \
+    --builder "linux/arm64=$arm" --target files --target images > "$out/kpbuild-per-arch.log" 2>&1 \
+    || { tail -30 "$out/kpbuild-per-arch.log" >&2; fail "kpbuild build with a builder per platform (log: $out/kpbuild-per-arch.log)"; }
+  grep -E "^builder " "$out/kpbuild-per-arch.log" >&2
+  grep -q "^builder $arm: .* builds linux/arm64$" "$out/kpbuild-per-arch.log" || fail "the arm64 builder was not given linux/arm64 alone"
+  du=$("$ROOT/target/tools/bin/buildctl-v0.32.2" --addr "$arm" du 2>/dev/null | awk '/^Total:/ {print $2}')
+  echo "the linux/arm64 buildkitd holds ${du:-nothing} of build cache after the build" >&2
+  [ -n "$du" ] && [ "$du" != 0B ] || fail "the linux/arm64 buildkitd built nothing"
+  KPBUILD_STORE=$out/store-per-arch "$KPB" store ls --json > "$out/store-per-arch.json"
+  hack/buildkitd.sh --name arm64 --platform linux/arm64 v0.32.2 stop
+  python3 - "$out" docker "${BUILDX_VERSIONS[@]}" per-arch <<'PY' || fail "kpbuild build: the stores' trees differ (see above)"
 import json, sys
 out, ref, *others = sys.argv[1:]
 trees = lambda v: {(r["module"], r["platform"]): r["tree"] for r in json.load(open(f"{out}/store-{v}.json"))}
