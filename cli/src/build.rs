@@ -1,17 +1,18 @@
-//! `kpbuild build`: drives BuildKit through the Docker Engine API (no docker CLI): every module
-//! of the spec (and the bundle manifest, `lock`) for every platform, with live progress per
-//! module and a summary of what came from the cache and what the store gained.
+//! `kpbuild build`: every module of the spec (and the bundle manifest, `lock`) for every
+//! platform, each on the builder of its platform (`crate::builder`: BuildKit's control API, a
+//! Docker daemon's BuildKit or a standalone buildkitd), with live progress per module and a
+//! summary of what came from the cache and what the store gained.
 //!
 //! Each module result comes back through BuildKit's `tar` exporter (over the build's session)
-//! into a pipe that [`Store::ingest`] reads as it arrives (no temporary copy); files the store
-//! has already cost nothing but the transfer. With the Docker daemon as builder, each module is
-//! first built into its image `<bundle>/<module>:<version>-<arch>` (cheap when cached): the
-//! image ID names the result by its content, so an unchanged module whose result the store
-//! already has is not transferred again. Nothing reads the images back: `kpbuild export` reads
-//! only the store.
+//! into the store, which reads it as it arrives (no temporary copy); files the store has
+//! already cost nothing but the transfer. With a Docker daemon as builder, each module is first
+//! built into its image `<bundle>/<module>:<version>-<arch>` (cheap when cached): the image ID
+//! names the result by its content, so an unchanged module whose result the store already has
+//! is not transferred again. Nothing reads the images back: `kpbuild export` reads only the
+//! store.
 //!
-//! The context goes up as a tar (the daemon hands the frontend a one-shot URL of it); the spec's
-//! `# syntax=` line selects kpbuild's frontend. Host networking is asked for only when the spec
+//! The context goes up as a tar through the session; the spec's `# syntax=` line (or
+//! `--frontend`) names kpbuild's frontend. Host networking is asked for only when the spec
 //! fetches images from a registry on this machine.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
