@@ -217,7 +217,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ca: args.tls_ca.clone(),
         cert: args.tls_cert.clone(),
         key: args.tls_key.clone(),
-        server_name: None,
     };
     let platforms: Vec<Platform> = planned
         .platforms

@@ -90,8 +90,6 @@ pub struct Tls {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
-    /// The name the server's certificate must carry (default: the address's host).
-    pub server_name: Option<String>,
 }
 
 impl Tls {
@@ -104,8 +102,8 @@ impl Tls {
             std::fs::read(p)
                 .with_context(|| format!("reading the builder's TLS {what} {}", p.display()))
         };
-        let mut c = ClientTlsConfig::new()
-            .domain_name(self.server_name.clone().unwrap_or_else(|| host.to_string()));
+        // The server's certificate must name the address's host.
+        let mut c = ClientTlsConfig::new().domain_name(host);
         if let Some(ca) = &self.ca {
             c = c.ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?));
         }
