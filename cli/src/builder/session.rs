@@ -20,10 +20,10 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::MAX_MESSAGE;
 use super::connect::BoxDuplex;
 
-/// gRPC messages BuildKit accepts (16 MiB); the context goes up in 1 MiB pieces.
-const MAX_MESSAGE: usize = 16 << 20;
+/// The context goes up in 1 MiB pieces (messages may be up to [`MAX_MESSAGE`]).
 const UPLOAD_CHUNK: usize = 1 << 20;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
