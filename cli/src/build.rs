@@ -30,28 +30,18 @@ use kpbuild_modules::layout::{self, BUNDLE_TARGET};
 use kpbuild_modules::plan::{PlanOptions, bundle_modules, plan};
 use kpbuild_modules::platform::Platform;
 use kpbuild_modules::source::LocalDir;
-use kpbuild_modules::spec::SpecFile;
 use kpbuild_modules::store::{Access, Ingested, Key, Store};
 
 use crate::builder::{Builder, Builders, Export, Solve, Tls};
+use crate::spec_arg::{ContextArg, SpecArg};
 use crate::store_cmd::StoreArg;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The bundle spec.
-    #[arg(
-        short = 'f',
-        long = "file",
-        value_name = "FILE",
-        default_value = "Dockerfile.bundle"
-    )]
-    spec: PathBuf,
-    /// The build context (default: the spec's directory).
-    #[arg(long, value_name = "DIR")]
-    context: Option<PathBuf>,
-    /// Platforms, comma-separated or repeated (default: the spec's).
-    #[arg(long, value_delimiter = ',', value_parser = crate::plan_cmd::parse_platform)]
-    platform: Vec<Platform>,
+    #[command(flatten)]
+    spec: SpecArg,
+    #[command(flatten)]
+    context: ContextArg,
     /// Modules to build (default: every module and the manifest).
     #[arg(long)]
     target: Vec<String>,
@@ -162,15 +152,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::env::var("BUILDKIT_HOST").ok().as_deref(),
         std::env::var("DOCKER_HOST").ok().as_deref(),
     )?;
-    let spec = SpecFile::read(&args.spec)?;
-    let context = crate::plan_cmd::context_dir(&args.spec, args.context.as_deref());
+    let spec = args.spec.read()?;
+    let context = args.context.dir(&args.spec.spec);
     // Plan here first: a bad spec, target or input fails before anything is sent.
     let planned = plan(
         &spec,
         &LocalDir::new(&context),
         &PlanOptions {
             extra_vars: args.extra.clone(),
-            platforms: args.platform.clone(),
+            platforms: args.spec.platform.clone(),
             targets: args.target.clone(),
             distros: args.distro.clone(),
         },
@@ -209,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let modules: BTreeSet<&str> = units.iter().map(|u| u.module.as_str()).collect();
 
     let store = Arc::new(args.store.open(Access::Shared)?);
-    let (tar, dockerfile) = context_tar(&context, &args.spec)?;
+    let (tar, dockerfile) = context_tar(&context, &args.spec.spec)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

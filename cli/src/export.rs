@@ -25,11 +25,11 @@ use kpbuild_modules::layout;
 use kpbuild_modules::plan::bundle_modules;
 use kpbuild_modules::platform::Platform;
 use kpbuild_modules::registry_layout::Digest;
-use kpbuild_modules::spec::SpecFile;
 use kpbuild_modules::store::{Access, Key};
 use kpbuild_modules::tar_merge::{self, Kind, LayerSource, Meta, Stats};
 
 use crate::interrupt::{self, Partial};
+use crate::spec_arg::SpecArg;
 use crate::store_cmd::StoreArg;
 use sha2::Digest as _;
 
@@ -47,17 +47,8 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The bundle spec (names the bundle, its version and modules).
-    #[arg(
-        short = 'f',
-        long = "file",
-        value_name = "FILE",
-        default_value = "Dockerfile.bundle"
-    )]
-    spec: PathBuf,
-    /// Platforms: one for a directory or tarball; several (default: the spec's) for OCI.
-    #[arg(long, value_delimiter = ',', value_parser = crate::plan_cmd::parse_platform)]
-    platform: Vec<Platform>,
+    #[command(flatten)]
+    spec: SpecArg,
     /// Output: DIR, FILE.tar.gz, FILE.tar.zst, oci:DIR or oci-archive:FILE; an existing
     /// directory with --format tar.* gets kubeplay-<version>-linux-<arch>.tar.*.
     #[arg(short = 'o', long = "output", value_name = "OUT")]
@@ -76,13 +67,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let spec = SpecFile::read(&args.spec)?;
+    let spec = args.spec.read()?;
     let (format, out) = output_of(&args)?;
-    let platforms = if args.platform.is_empty() {
-        spec.spec.platforms.clone()
-    } else {
-        args.platform.clone()
-    };
+    let platforms = args.spec.platforms_or(&spec);
     let keys_of = |p: &Platform| -> Vec<Key> {
         bundle_modules(&spec.spec, p)
             .into_iter()
@@ -103,8 +90,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let r = store.require_ref(&key).with_context(|| {
                 format!(
                     "exporting {}\n  hint: run `kpbuild build -f {} --platform {p}` first",
-                    args.spec.display(),
-                    args.spec.display()
+                    args.spec.spec.display(),
+                    args.spec.spec.display()
                 )
             })?;
             trees.insert(key, r.tree);

@@ -114,7 +114,7 @@ fn load(args: &Args) -> anyhow::Result<Kubespray> {
         .as_deref()
         .expect("clap requires --kubespray or --spec");
     let spec = SpecFile::read(spec_path)?;
-    let context = crate::plan_cmd::context_dir(spec_path, args.context.as_deref());
+    let context = crate::spec_arg::context_dir(spec_path, args.context.as_deref());
     let Some(dir) = spec.spec.vars.kubespray.clone() else {
         bail!(
             "{}: `vars.kubespray` is not set, so there is nothing to list",

@@ -11,6 +11,7 @@ mod interrupt;
 mod lists;
 mod plan_cmd;
 mod serve;
+mod spec_arg;
 mod store_cmd;
 mod sync_images;
 mod verify;
