@@ -4,7 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d ../shared/testdata ] || { echo "test: ../shared/testdata is missing (kubespray's variable files)" >&2; exit 1; }
-step() { printf '\n== %s\n' "$*"; }
+# Each step's wall time, printed as a table when the run ends (passed or not): where the
+# test command's minutes go.
+TIMES=()
+STEP_NAME='' STEP_START=$SECONDS
+step() {
+  [ -z "$STEP_NAME" ] || TIMES+=("$(printf '%5d s  %s' $((SECONDS - STEP_START)) "$STEP_NAME")")
+  STEP_NAME=$1 STEP_START=$SECONDS
+  printf '\n== %s\n' "$*"
+}
+summary() {
+  local rc=$?
+  [ -z "$STEP_NAME" ] || TIMES+=("$(printf '%5d s  %s%s' $((SECONDS - STEP_START)) "$STEP_NAME" "$([ $rc = 0 ] || echo '  (failed)')")")
+  printf '\n== test: wall time per step (%d s in all)\n' "$SECONDS"
+  printf '%s\n' "${TIMES[@]}"
+}
+trap summary EXIT
 
 step "cargo fmt --check"
 cargo fmt --all --check
