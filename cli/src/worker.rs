@@ -152,13 +152,13 @@ fn fetch_file(j: FetchFileJob) -> anyhow::Result<()> {
         },
         read_timeout: std::time::Duration::from_secs(j.read_timeout_secs.max(1)),
         on_retry: Some(std::sync::Arc::new(|ev: &kpbuild_sync::RetryEvent| {
-            eprintln!(
+            say(format!(
                 "retry {} in {:.1}s: {}: {}",
                 ev.attempt,
                 ev.delay.as_secs_f64(),
                 ev.url,
                 ev.reason
-            )
+            ))
         })),
     };
     let req = FileRequest {
@@ -192,12 +192,19 @@ fn fetch_file(j: FetchFileJob) -> anyhow::Result<()> {
             tries,
             retries,
             resumed,
-        } => eprintln!(
+        } => say(format!(
             "fetch-file: {}: {bytes} bytes from {from} ({tries} requests, {retries} retries, {resumed} bytes not sent twice), verified",
             j.url
-        ),
+        )),
     }
     Ok(())
+}
+
+/// A line on stderr in one write (so BuildKit's progress never splits it).
+fn say(mut line: String) {
+    use std::io::Write;
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// A work directory under `/tmp` (the op mounts a tmpfs there).

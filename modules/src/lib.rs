@@ -13,6 +13,7 @@
 
 pub mod bundle_tar;
 pub mod download;
+pub mod durable;
 pub mod image_archive;
 pub mod image_ref;
 pub mod jobs;

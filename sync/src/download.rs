@@ -17,6 +17,7 @@ use reqwest::header::{CONTENT_RANGE, RANGE, RETRY_AFTER};
 use sha2::Digest as _;
 
 use kpbuild_modules::download::{FetchFailure, Outcome, Reply, Tried, classify, range_header};
+use kpbuild_modules::durable::rename as rename_durably;
 use kpbuild_modules::kinds::PinWork;
 
 use crate::client::{RetryEvent, RetryHook, error_chain};
@@ -118,22 +119,6 @@ pub fn http_client(cfg: &FetchConfig) -> Result<reqwest::Client, FetchError> {
         .read_timeout(cfg.read_timeout)
         .build()
         .map_err(|e| FetchError::Client(error_chain(&e)))
-}
-
-/// Writes `tmp`'s data to disk, renames it to `dest` and writes the directory entry to disk:
-/// a power loss leaves either no `dest` or a complete one.
-pub fn rename_durably(tmp: &Path, dest: &Path) -> io::Result<()> {
-    File::open(tmp)?.sync_all()?;
-    fs::rename(tmp, dest)?;
-    if let Some(dir) = dest.parent() {
-        File::open(if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        })?
-        .sync_all()?;
-    }
-    Ok(())
 }
 
 /// The partial file next to `dest`.
