@@ -68,7 +68,10 @@ cargo build --quiet --release -p kpbuild-faultproxy
 KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
 FAULTPROXY=$KPBUILD_ROOT/target/release/kpbuild-faultproxy
 started_fixture=false
-[ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true
+# The fixture registries are for the sections other than `files` (which serves its own files).
+needs_fixture=false
+for s in "${SECTIONS[@]}"; do [ "$s" = files ] || needs_fixture=true; done
+$needs_fixture && [ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true
 PROXY_PIDS=()
 cleanup() {
   local p
@@ -78,7 +81,7 @@ cleanup() {
   if $started_fixture && [ -z "${KPBUILD_KEEP_FIXTURE:-}" ]; then hack/registry-fixture.sh stop; fi
 }
 trap cleanup EXIT
-hack/registry-fixture.sh
+if $needs_fixture; then hack/registry-fixture.sh; fi
 set +e
 rm -rf "$OUT"
 mkdir -p "$OUT"

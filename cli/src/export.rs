@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
-use kpbuild_modules::durable;
 use kpbuild_modules::bundle_tar::{self, BUNDLE_ROOT};
+use kpbuild_modules::durable;
 use kpbuild_modules::layout;
 use kpbuild_modules::plan::bundle_modules;
 use kpbuild_modules::platform::Platform;

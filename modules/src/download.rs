@@ -147,7 +147,19 @@ impl fmt::Display for FetchFailure {
         }
         write!(f, ") could not be fetched;")?;
         for t in &self.tried {
-            let list: Vec<String> = t.outcomes.iter().map(ToString::to_string).collect();
+            // Runs of the same outcome once, with their count: `HTTP 503 (80 bytes) x6`.
+            let mut list: Vec<(String, usize)> = Vec::new();
+            for o in &t.outcomes {
+                let o = o.to_string();
+                match list.last_mut() {
+                    Some((last, n)) if *last == o => *n += 1,
+                    _ => list.push((o, 1)),
+                }
+            }
+            let list: Vec<String> = list
+                .into_iter()
+                .map(|(o, n)| if n > 1 { format!("{o} x{n}") } else { o })
+                .collect();
             write!(
                 f,
                 " {} tried {} times: {} ({});",
@@ -216,6 +228,10 @@ mod tests {
                             status: 503,
                             bytes: 53,
                         },
+                        Outcome::Status {
+                            status: 503,
+                            bytes: 53,
+                        },
                         Outcome::Transport {
                             message: "connection reset".into(),
                             bytes: 1000,
@@ -236,7 +252,7 @@ mod tests {
         let s = f.to_string();
         for want in [
             "https://dl.k8s.io/v1/kubelet (bundle path resources/nginx/files/dl.k8s.io/v1/kubelet, pin sha256:aaaa",
-            "http://m1/dl.k8s.io/v1/kubelet tried 2 times: HTTP 503 (53 bytes), connection reset after 1000 bytes (retries used up)",
+            "http://m1/dl.k8s.io/v1/kubelet tried 3 times: HTTP 503 (53 bytes) x2, connection reset after 1000 bytes (retries used up)",
             "https://dl.k8s.io/v1/kubelet tried 1 times: HTTP 404 (9 bytes)",
             "kept failing",
         ] {
