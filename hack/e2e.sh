@@ -179,7 +179,7 @@ PY
   log "files: a 404 fails naming the URL, bundle path and location"
   expect_failure "$ctx" missing \
     's#^    from-kubespray: all#    from-kubespray: all\n    extra:\n      - url: https://dl.k8s.io/e2e/missing-'"$RANDOM$RANDOM"'\n        sha256: '"$(printf 'e%063d' 7)"'#' \
-    'https://dl.k8s.io/e2e/missing-[0-9]+ \(bundle path resources/nginx/files/dl.k8s.io/e2e/missing-[0-9]+, pin sha256:e0+7\) could not be fetched; http://127.0.0.1:8081/dl.k8s.io/e2e/missing-[0-9]+ tried 1 times: HTTP 404'
+    'https://dl.k8s.io/e2e/missing-[0-9]+ \(bundle path resources/nginx/files/dl.k8s.io/e2e/missing-[0-9]+, pin sha256:e0+7\) could not be fetched; http://127.0.0.1:8081/dl.k8s.io/e2e/missing-[0-9]+ tried 1 time: HTTP 404'
 
   # A spec error fails the build naming the position.
   log "files: a spec error fails naming file:line:column"

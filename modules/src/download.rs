@@ -162,9 +162,10 @@ impl fmt::Display for FetchFailure {
                 .collect();
             write!(
                 f,
-                " {} tried {} times: {} ({});",
+                " {} tried {} time{}: {} ({});",
                 t.url,
                 t.outcomes.len(),
+                if t.outcomes.len() == 1 { "" } else { "s" },
                 list.join(", "),
                 t.verdict
             )?;
@@ -253,7 +254,7 @@ mod tests {
         for want in [
             "https://dl.k8s.io/v1/kubelet (bundle path resources/nginx/files/dl.k8s.io/v1/kubelet, pin sha256:aaaa",
             "http://m1/dl.k8s.io/v1/kubelet tried 3 times: HTTP 503 (53 bytes) x2, connection reset after 1000 bytes (retries used up)",
-            "https://dl.k8s.io/v1/kubelet tried 1 times: HTTP 404 (9 bytes)",
+            "https://dl.k8s.io/v1/kubelet tried 1 time: HTTP 404 (9 bytes)",
             "kept failing",
         ] {
             assert!(s.contains(want), "{want} not in {s}");

@@ -289,7 +289,7 @@ async fn mirrors_are_tried_in_order_and_failures_name_each() {
     let msg = err.to_string();
     for want in [
         "https://files.example/f.bin (bundle path resources/nginx/files/files.example/f.bin, pin sha256:",
-        &format!("{} tried 1 times: HTTP 404 (8 bytes)", src("gone")),
+        &format!("{} tried 1 time: HTTP 404 (8 bytes)", src("gone")),
         &format!("{} tried 4 times: HTTP 503 (4 bytes)", src("busy")),
         "3 retries used up",
         &format!("{} tried 3 times: 200000 bytes with sha256 ", src("wrong")),
