@@ -13,9 +13,16 @@
 #   kill   20 runs killed at seeded random points (SIGKILL, every 4th SIGINT): after each kill
 #          nothing that looks complete is wrong; each rerun ends with a tree `verify-registry`
 #          accepts, equal to the fault-free tree, having reused what the killed run stored.
-#   files  the files module through BuildKit (docker build --target files), its mirror pointed
-#          at the proxy in front of nginx, at 10% faults: what BuildKit's HTTP source does with
-#          each fault, reruns until the build completes, every file checked against its pin.
+#   files  the files module through BuildKit, its mirror pointed at the proxy in front of nginx
+#          (file contents new every run: a warm builder still fetches them): every fault kind
+#          once, each on its own file, in ONE docker build (retried, a stall cut by the read
+#          timeout, a cut transfer resumed); at 10% faults ONE build completes through docker
+#          build and kpbuild build on Docker 20.10's BuildKit v0.8 and through kpbuild build on
+#          a standalone BuildKit v0.32.2 (hack/buildkitd.sh --name faults; the frontend image in
+#          a loopback registry), timed against a fault-free build; 100% 503 for one file fails
+#          the build naming it, and the build again without the fault fetches that file only;
+#          a mirror list whose first location always answers 503 gets every file from the
+#          second in one build. Every file is checked against its pin.
 #   secrets  a unique credential planted in a Docker config, used by sync-images against a
 #          basic-auth registry (with a progress bar on a terminal, through the fault proxy with
 #          retries, killed mid-run, with a wrong password): it appears in no output, no file of
@@ -23,7 +30,9 @@
 #
 # Environment: KPBUILD_FAULT_SEED (default 7), KPBUILD_FIXTURE_PORT (5710: the fixture
 # registries, hack/registry-fixture.sh), KPBUILD_FAULTPROXY_PORT (5740), KPBUILD_FAULT_FILES_PORT
-# (8090: the files proxy; its nginx on +1), KPBUILD_FRONTEND_IMAGE (kpbuild/frontend:dev).
+# (8090: the files proxy; its nginx on +1, the always-503 mirror on +2),
+# KPBUILD_FAULT_FRONTEND_PORT (5800: the registry a standalone BuildKit pulls the frontend
+# from), KPBUILD_FRONTEND_IMAGE (kpbuild/frontend:dev).
 # Needs what hack/e2e-sync.sh needs, and for `files` the private dockerd (hack/dockerd.sh).
 set -uo pipefail
 KPBUILD_ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -604,6 +604,26 @@ modules:
         );
     }
 
+    #[test]
+    fn mirror_lists() {
+        let m = |to: &str| {
+            GOOD.replace(
+                "mirrors:\n",
+                &format!("mirrors:\n  - from: https://get.helm.sh\n    to: {to}\n"),
+            )
+        };
+        let f =
+            SpecFile::parse(&m("[http://a/h, https://get.helm.sh]"), "Dockerfile.bundle").unwrap();
+        assert_eq!(
+            f.spec.mirrors[0].to.all(),
+            ["http://a/h", "https://get.helm.sh"]
+        );
+        let e = err(&m("[]"));
+        assert!(e.contains("empty `to` list"), "{e}");
+        let e = err(&m("[http://a/h, nope]"));
+        assert!(e.contains("mirror `to: nope` is not a URL"), "{e}");
+    }
+
     fn err(text: &str) -> String {
         SpecFile::parse(text, "Dockerfile.bundle")
             .unwrap_err()
