@@ -13,9 +13,16 @@
 #   kill   20 runs killed at seeded random points (SIGKILL, every 4th SIGINT): after each kill
 #          nothing that looks complete is wrong; each rerun ends with a tree `verify-registry`
 #          accepts, equal to the fault-free tree, having reused what the killed run stored.
-#   files  the files module through BuildKit (docker build --target files), its mirror pointed
-#          at the proxy in front of nginx, at 10% faults: what BuildKit's HTTP source does with
-#          each fault, reruns until the build completes, every file checked against its pin.
+#   files  the files module through BuildKit, its mirror pointed at the proxy in front of nginx
+#          (file contents new every run: a warm builder still fetches them): every fault kind
+#          once, each on its own file, in ONE docker build (retried, a stall cut by the read
+#          timeout, a cut transfer resumed); at 10% faults ONE build completes through docker
+#          build and kpbuild build on Docker 20.10's BuildKit v0.8 and through kpbuild build on
+#          a standalone BuildKit v0.32.2 (hack/buildkitd.sh --name faults; the frontend image in
+#          a loopback registry), timed against a fault-free build; 100% 503 for one file fails
+#          the build naming it, and the build again without the fault fetches that file only;
+#          a mirror list whose first location always answers 503 gets every file from the
+#          second in one build. Every file is checked against its pin.
 #   secrets  a unique credential planted in a Docker config, used by sync-images against a
 #          basic-auth registry (with a progress bar on a terminal, through the fault proxy with
 #          retries, killed mid-run, with a wrong password): it appears in no output, no file of
@@ -23,7 +30,9 @@
 #
 # Environment: KPBUILD_FAULT_SEED (default 7), KPBUILD_FIXTURE_PORT (5710: the fixture
 # registries, hack/registry-fixture.sh), KPBUILD_FAULTPROXY_PORT (5740), KPBUILD_FAULT_FILES_PORT
-# (8090: the files proxy; its nginx on +1), KPBUILD_FRONTEND_IMAGE (kpbuild/frontend:dev).
+# (8090: the files proxy; its nginx on +1, the always-503 mirror on +2),
+# KPBUILD_FAULT_FRONTEND_PORT (5800: the registry a standalone BuildKit pulls the frontend
+# from), KPBUILD_FRONTEND_IMAGE (kpbuild/frontend:dev).
 # Needs what hack/e2e-sync.sh needs, and for `files` the private dockerd (hack/dockerd.sh).
 set -uo pipefail
 KPBUILD_ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +49,8 @@ PROXY_PORT=${KPBUILD_FAULTPROXY_PORT:-5740}
 PROXY=127.0.0.1:$PROXY_PORT
 FILES_PROXY_PORT=${KPBUILD_FAULT_FILES_PORT:-8090}
 FILES_PORT=$((FILES_PROXY_PORT + 1))
+# The loopback registry a standalone BuildKit pulls the frontend image from (hack/frontend-image.sh --push).
+FRONTEND_REG_PORT=${KPBUILD_FAULT_FRONTEND_PORT:-5800}
 FRONTEND=${KPBUILD_FRONTEND_IMAGE:-kpbuild/frontend:dev}
 SECRET_PORT=$((PROXY_PORT + 5))   # a basic-auth registry with the planted credential
 OUT=$KPBUILD_ROOT/target/e2e/faults
@@ -66,7 +77,10 @@ cargo build --quiet --release -p kpbuild-faultproxy
 KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
 FAULTPROXY=$KPBUILD_ROOT/target/release/kpbuild-faultproxy
 started_fixture=false
-[ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true
+# The fixture registries are for the sections other than `files` (which serves its own files).
+needs_fixture=false
+for s in "${SECTIONS[@]}"; do [ "$s" = files ] || needs_fixture=true; done
+$needs_fixture && [ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true
 PROXY_PIDS=()
 cleanup() {
   local p
@@ -76,7 +90,7 @@ cleanup() {
   if $started_fixture && [ -z "${KPBUILD_KEEP_FIXTURE:-}" ]; then hack/registry-fixture.sh stop; fi
 }
 trap cleanup EXIT
-hack/registry-fixture.sh
+if $needs_fixture; then hack/registry-fixture.sh; fi
 set +e
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -261,17 +275,19 @@ section_kill() {
   note "kill: 20 runs killed (seed $SEED; $killed_early finished before their kill), every rerun verified and equal to the fault-free tree; $total_reused bytes reused in all"
 }
 
-# Writes N files under SRV/files.example/faults/SET/ with content new every run (so BuildKit's
-# cache, keyed by the pin, has none of them) under fixed URLs (so the seeded schedule faults the
-# same requests every run), and the spec CTX/Dockerfile.bundle that downloads them through the
-# files proxy.
-files_spec() { # CTX SRV SET N
-  local ctx=$1 srv=$2 set=$3 n=$4 i f nonce
+# Writes N files under SRV/files.example/faults/SET/ with content new every run (so no cache,
+# BuildKit's or the files cache mount, has them: a warm machine still exercises the fetcher)
+# under fixed URLs (so the seeded schedule faults the same requests every run), and the spec
+# CTX/Dockerfile.bundle that downloads them through the files proxy, or through the mirror
+# locations MIRRORS (space-separated, tried in order) when given.
+files_spec() { # CTX SRV SET N [MIRRORS]
+  local ctx=$1 srv=$2 set=$3 n=$4 mirrors=${5:-http://127.0.0.1:$FILES_PROXY_PORT/files.example} i f m nonce
   nonce=$(date +%s%N)
   mkdir -p "$ctx" "$srv/files.example/faults/$set"
   {
     printf '# syntax=%s\nname: faults\nversion: v0\nplatforms: [linux/amd64]\n' "$FRONTEND"
-    printf 'mirrors:\n  - from: https://files.example\n    to: http://127.0.0.1:%s/files.example\n' "$FILES_PROXY_PORT"
+    printf 'mirrors:\n  - from: https://files.example\n    to:\n'
+    for m in $mirrors; do printf '      - %s\n' "$m"; done
     printf 'modules:\n  files:\n    kind: files\n    from-kubespray: none\n    extra:\n'
     for i in $(seq -w 1 "$n"); do
       f=$srv/files.example/faults/$set/file-$i.bin
@@ -280,18 +296,34 @@ seed, size = sys.argv[2].encode(), int(sys.argv[3])
 out, block = bytearray(), hashlib.sha256(seed).digest()
 while len(out) < size:
     block = hashlib.sha256(block).digest(); out += block * 64
-open(sys.argv[1], "wb").write(out[:size])' "$f" "$nonce-$set-$i" $(( (10#$i * 7919 % 97 + 3) * 32768 ))
+open(sys.argv[1], "wb").write(out[:size])' "$f" "$nonce-$set-$i" $(( (10#$i * 7919 % 97 + 3) * 8192 ))
       printf '      - url: https://files.example/faults/%s/file-%s.bin\n        sha256: "%s"\n' \
         "$set" "$i" "$(sha256sum "$f" | cut -d' ' -f1)"
     done
   } > "$ctx/Dockerfile.bundle"
 }
 
-# docker build --target files of CTX into DEST; log in DEST.log.
+# The read timeout of the builds' downloads: shorter than the proxy's stalls (5 s), so a stall
+# is cut and retried rather than waited out.
+READ_TIMEOUT=2
+
+# docker build (BuildKit v0.8) --target files of CTX into DEST; log in DEST.log.
 files_build() { # CTX DEST
   rm -rf "$2"
   /usr/bin/docker build --network host --progress plain -f "$1/Dockerfile.bundle" --target files \
-    -o "type=local,dest=$2" "$1" > "$2.log" 2>&1
+    --build-arg KPBUILD_READ_TIMEOUT=$READ_TIMEOUT -o "type=local,dest=$2" "$1" > "$2.log" 2>&1
+}
+
+# kpbuild build of CTX (the files module and the manifest, whose op checks every file against
+# its pin) on BUILDER, then kpbuild export into DEST; logs in DEST.log.
+files_kpbuild() { # CTX DEST BUILDER
+  rm -rf "$2" "$2.store"
+  KPBUILD_STORE=$2.store "$KPBUILD" build -f "$1/Dockerfile.bundle" --builder "$3" --no-load \
+    -e KPBUILD_READ_TIMEOUT=$READ_TIMEOUT > "$2.log" 2>&1 || return 1
+  KPBUILD_STORE=$2.store "$KPBUILD" export -f "$1/Dockerfile.bundle" -o "$2.export" >> "$2.log" 2>&1 || return 1
+  # The files module's tree, as docker build's -o gives it.
+  mkdir -p "$2" && cp -r "$(find "$2.export" -type d -path '*/resources' -print -quit)" "$2/"
+  rm -rf "$2.store" "$2.export"
 }
 
 # The ERROR lines of a plain-progress log, each after the name of its vertex.
@@ -334,8 +366,42 @@ sys.exit(1 if bad or not files else 0)
 PY
 }
 
+# GET requests the proxy NAME logged whose target contains SUBSTRING.
+gets_of() { # NAME SUBSTRING
+  grep '"method":"GET"' "$OUT/$1.log.jsonl" | grep -c "$2" || true
+}
+
+# One build at 10% faults per request (every kind) over 40 files, after a fault-free build of
+# 40 other files: BUILD (files_build, or files_kpbuild with BUILDER) must complete the first
+# time, every file equal to its pin. Notes requests, faults, retries (requests beyond one a
+# file) and wall time against the fault-free build.
+files_rate() { # LABEL BUILD [BUILDER]
+  local label=$1 build=$2 builder=${3:-} set ctx dest t0 clean_t t reqs
+  for set in "clean-$label" "rate10-$label"; do
+    ctx=$OUT/files-$set dest=$OUT/files-$set-out
+    files_spec "$ctx" "$OUT/files-srv" "$set" 40
+    if [ "$set" = "clean-$label" ]; then
+      proxy_start "files-$set" "$FILES_PROXY_PORT" "127.0.0.1:$FILES_PORT" --seed "$SEED" --rate 0
+    else
+      proxy_start "files-$set" "$FILES_PROXY_PORT" "127.0.0.1:$FILES_PORT" --seed "$SEED" --rate 0.1 \
+        --kinds all --retry-after 1 --stall-ms 5000
+    fi
+    t0=$(now)
+    # shellcheck disable=SC2086
+    check "files $label, $set: ONE build completes" $build "$ctx" "$dest" $builder \
+      || { tail -25 "$dest.log"; }
+    t=$(since "$t0")
+    proxy_stop
+    check "files $label, $set: every file verified against its pin" files_verified "$ctx" "$dest"
+    [ "$set" = "clean-$label" ] && clean_t=$t
+    reqs=$(stat_of "files-$set" 's["requests"]')
+    [ "$set" = "rate10-$label" ] && note "files 10%, $label: one build, ${t}s (fault-free ${clean_t}s); $reqs requests for 40 files, $(stat_of "files-$set" 's["faults_injected"]') faults ($(faults_by_kind "files-$set")), $((reqs - 40)) retries$( [ "$build" = files_build ] && echo "; $(grep -c ' retry [0-9]* in ' "$dest.log") retry lines, $(grep -c 'resuming at byte' "$dest.log") resumed, $(grep -c 'read timeout' "$dest.log") stalls cut")"
+    rm -rf "$dest" "$OUT/files-srv/files.example/faults/$set"
+  done
+}
+
 section_files() {
-  local srv=$OUT/files-srv kind set ctx dest errs t0 t
+  local srv=$OUT/files-srv kind set ctx dest errs t0 t n once=() kinds=(500 502 503 429 reset truncate wrong stall)
   DOCKER_HOST=$(hack/dockerd.sh) || { fail "files: dockerd"; return; }
   export DOCKER_HOST DOCKER_BUILDKIT=1
   hack/frontend-image.sh "$FRONTEND" >/dev/null || { fail "files: frontend image $FRONTEND"; return; }
@@ -343,59 +409,90 @@ section_files() {
   hack/files-server.sh "$srv" "$FILES_PORT" >/dev/null && touch "$OUT/files-nginx.started" \
     || { fail "files: nginx on $FILES_PORT"; return; }
 
-  # 1. Each fault kind once, on the first fetch of one file of three: what BuildKit's HTTP
-  #    source does with it; then the same build again (the fault spent) must complete.
-  for kind in 500 502 503 429 reset truncate wrong stall; do
-    set=kind-$kind
-    ctx=$OUT/files-$set
-    files_spec "$ctx" "$srv" "$set" 3
-    proxy_start "files-$set" "$FILES_PROXY_PORT" "127.0.0.1:$FILES_PORT" --seed "$SEED" \
-      --once "/faults/$set/file-2.bin=$kind" --retry-after 1 --stall-ms 5000
-    dest=$OUT/files-$set-out
-    t0=$(now)
-    if files_build "$ctx" "$dest"; then
-      t=$(since "$t0")
-      local fetches
-      fetches=$(grep -c "/faults/$set/file-2.bin" "$OUT/files-$set.log.jsonl")
-      note "files, $kind on the first fetch: BuildKit recovered: the build completed (${t}s; $fetches fetches of the faulted file)"
-      check "files, $kind: every file verified against its pin" files_verified "$ctx" "$dest"
-    else
-      errs=$(build_errors "$dest.log")
-      note "files, $kind on the first fetch: the build failed: $(head -1 <<<"$errs")"
-      check "files, $kind: the failure names the download" \
-        grep -q "download https://files.example/faults/$set/file-2.bin" <<<"$errs"
-      check "files, $kind: the failed build exported nothing" test ! -e "$dest/resources"
-      check "files, $kind: the build again (fault spent) completes" files_build "$ctx" "$dest"
-      check "files, $kind: every file verified against its pin" files_verified "$ctx" "$dest"
-    fi
-    proxy_stop
-  done
-
-  # 2. 10% faults per request over 40 files: build until it completes (at most 20 builds; a
-  #    failed build also cancels downloads that were going well, so it takes several).
-  set=rate-10
-  ctx=$OUT/files-$set
-  files_spec "$ctx" "$srv" "$set" 40
-  proxy_start "files-$set" "$FILES_PROXY_PORT" "127.0.0.1:$FILES_PORT" --seed "$SEED" --rate 0.1 --kinds all \
+  # 1. Every fault kind once, each on the first fetch of its own file of eight: ONE docker
+  #    build completes, every file verified; each file was retried, a stall cut by the read
+  #    timeout, a cut transfer resumed with a range request.
+  set=kinds ctx=$OUT/files-kinds dest=$OUT/files-kinds-out
+  files_spec "$ctx" "$srv" "$set" ${#kinds[@]}
+  n=0
+  for kind in "${kinds[@]}"; do n=$((n + 1)); once+=(--once "/faults/kinds/file-$n.bin=$kind"); done
+  proxy_start "files-$set" "$FILES_PROXY_PORT" "127.0.0.1:$FILES_PORT" --seed "$SEED" "${once[@]}" \
     --retry-after 1 --stall-ms 5000
-  local attempt ok=false
-  dest=$OUT/files-$set-out
   t0=$(now)
-  for attempt in $(seq 1 20); do
-    if files_build "$ctx" "$dest"; then
-      ok=true
-      break
-    fi
-    errs=$(build_errors "$dest.log")
-    check "files 10%, build $attempt: the failure names a download" \
-      grep -q "download https://files.example/faults/$set/file-" <<<"$errs"
-    note "files 10%, build $attempt: failed: $(head -1 <<<"$errs")"
-  done
+  check "files, every fault kind once: ONE docker build completes" files_build "$ctx" "$dest" \
+    || tail -25 "$dest.log"
   t=$(since "$t0")
   proxy_stop
-  check "files 10%: a build completes (build $attempt)" $ok
-  $ok && check "files 10%: every file verified against its pin (never a wrong file)" files_verified "$ctx" "$dest"
-  note "files 10%: $(stat_of "files-$set" 's["requests"]') requests, $(stat_of "files-$set" 's["faults_injected"]') faults ($(faults_by_kind "files-$set")), $attempt builds, ${t}s"
+  check "files, every fault kind once: every file verified against its pin" files_verified "$ctx" "$dest"
+  n=0
+  for kind in "${kinds[@]}"; do
+    n=$((n + 1))
+    check "files, $kind on the first fetch of file-$n: retried" \
+      grep -Eq "retry 1 in [0-9.]+s: http://127.0.0.1:$FILES_PROXY_PORT/files.example/faults/kinds/file-$n.bin" "$dest.log"
+  done
+  check "files, stall: cut by the read timeout" grep -q "file-$(( ${#kinds[@]} )).bin: nothing received for ${READ_TIMEOUT}s (read timeout)" "$dest.log"
+  check "files, reset or truncate: resumed with a range request" grep -Eq "resuming at byte [1-9]" "$dest.log"
+  note "files, every fault kind once (${kinds[*]}): one build, ${t}s, $(stat_of "files-$set" 's["requests"]') requests for ${#kinds[@]} files; $(grep -o '[0-9]* bytes not sent twice' "$dest.log" | awk '{ s += $1 } END { print s + 0 }') bytes not sent twice"
+
+  # 2. 10% faults per request: one build completes, on Docker 20.10's BuildKit v0.8 through
+  #    docker build and kpbuild build, and on standalone BuildKit v0.32.2 through kpbuild build.
+  files_rate "docker-build-v0.8" files_build
+  files_rate "kpbuild-build-v0.8" files_kpbuild docker
+  local addr ref started_bk=false started_reg=false
+  hack/buildkitd.sh --name faults v0.32.2 running || started_bk=true
+  registry_ping "$FRONTEND_REG_PORT" | grep -qv 000 || started_reg=true
+  if addr=$(KPBUILD_BUILDKITD_HTTP=127.0.0.1:$FRONTEND_REG_PORT hack/buildkitd.sh --name faults v0.32.2) \
+      && ref=$(hack/frontend-image.sh "$FRONTEND" --push "127.0.0.1:$FRONTEND_REG_PORT" 2>"$OUT/frontend-push.log"); then
+    FRONTEND=$ref files_rate "kpbuild-build-v0.32.2" files_kpbuild "$addr"
+  else
+    fail "files: standalone BuildKit v0.32.2 and the frontend image in 127.0.0.1:$FRONTEND_REG_PORT ($(cat "$OUT/frontend-push.log"))"
+  fi
+  hack/buildkitd.sh --name faults v0.32.2 prune || true
+  $started_bk && hack/buildkitd.sh --name faults v0.32.2 stop
+  $started_reg && hack/frontend-image.sh --stop
+
+  # 3. 100% faults (503) for one file of six: the build fails naming it (URL, bundle path, the
+  #    location, what came back); the other files stay cached: the build again, the fault
+  #    gone, fetches that file only.
+  set=always ctx=$OUT/files-always dest=$OUT/files-always-out
+  files_spec "$ctx" "$srv" "$set" 6
+  proxy_start "files-$set" "$FILES_PROXY_PORT" "127.0.0.1:$FILES_PORT" --seed "$SEED" \
+    --always "/faults/always/file-3.bin=503" --retry-after 1
+  if files_build "$ctx" "$dest"; then
+    fail "files, 100% for file-3: the build completed"
+  fi
+  proxy_stop
+  errs=$(grep -E "could not be fetched" "$dest.log" | head -1)
+  check "files, 100% for file-3: the failure names the URL, bundle path, location and what came back" \
+    grep -q "https://files.example/faults/always/file-3.bin (bundle path resources/nginx/files/files.example/faults/always/file-3.bin, pin sha256:[0-9a-f]*) could not be fetched; http://127.0.0.1:$FILES_PROXY_PORT/files.example/faults/always/file-3.bin tried 6 times: HTTP 503 ([0-9]* bytes)" <<<"$errs"
+  check "files, 100% for file-3: never a bare digest mismatch" bash -c "! grep -qi 'digest mismatch' '$dest.log'"
+  check "files, 100% for file-3: the failed build exported nothing" test ! -e "$dest/resources"
+  note "files, 100% for file-3: failed: $(sed 's/^#[0-9]* [0-9.]* //' <<<"$errs" | cut -c1-400)"
+  proxy_start "files-$set-again" "$FILES_PROXY_PORT" "127.0.0.1:$FILES_PORT" --seed "$SEED" --rate 0
+  check "files, 100% for file-3: the build again, fault gone, completes" files_build "$ctx" "$dest"
+  proxy_stop
+  check "files, 100% for file-3: every file verified against its pin" files_verified "$ctx" "$dest"
+  check "files, 100% for file-3: the build again fetched file-3 only" \
+    test "$(gets_of "files-$set-again" /faults/always/)" = 1 -a "$(gets_of "files-$set-again" /faults/always/file-3.bin)" = 1
+
+  # 4. A mirror list whose first location always answers 503: every file comes from the second,
+  #    in one build.
+  set=mirrors ctx=$OUT/files-mirrors dest=$OUT/files-mirrors-out
+  local bad_port=$((FILES_PROXY_PORT + 2)) pids
+  files_spec "$ctx" "$srv" "$set" 6 "http://127.0.0.1:$bad_port/files.example http://127.0.0.1:$FILES_PROXY_PORT/files.example"
+  proxy_start "files-$set-first" "$bad_port" "127.0.0.1:$FILES_PORT" --seed "$SEED" --always "/=503" --retry-after 1
+  pids=$PROXY_PID
+  proxy_start "files-$set-second" "$FILES_PROXY_PORT" "127.0.0.1:$FILES_PORT" --seed "$SEED" --rate 0
+  t0=$(now)
+  check "files, mirror list, the first always 503: ONE build completes" files_build "$ctx" "$dest"
+  t=$(since "$t0")
+  proxy_stop
+  PROXY_PID=$pids proxy_stop
+  check "files, mirror list: every file verified against its pin" files_verified "$ctx" "$dest"
+  check "files, mirror list: every file came from the second location, once" \
+    test "$(gets_of "files-$set-second" /faults/mirrors/file-)" = 6
+  note "files, mirror list (first location always 503): one build, ${t}s; first location $(gets_of "files-$set-first" /faults/mirrors/file-) requests (6 a file), second $(gets_of "files-$set-second" /faults/mirrors/file-)"
+  rm -rf "$srv/files.example/faults"
 }
 
 section_secrets() {

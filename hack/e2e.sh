@@ -143,13 +143,13 @@ for b in bad: print("  " + b, file=sys.stderr)
 sys.exit(1 if bad or not files else 0)
 PY
   done
-  # The same build again: no exec op runs (the sha512 checks are exec ops) and nothing is
-  # downloaded again (pinned sources are not even asked; unpinned ones get a 304).
+  # The same build again: no exec op runs (each download is a fetch-file op) and nothing is
+  # downloaded again.
   log "files: an identical build runs no op and downloads nothing"
   local access=$ROOT/target/files-server-8081/access.log before ran gets
   before=$(wc -l < "$access")
   bundle_build "$ctx" files amd64 "$out/again-amd64"
-  ran=$(vertices_run "$out/again-amd64.log" '^verify ')
+  ran=$(vertices_run "$out/again-amd64.log" '^download ')
   [ "$ran" = 0 ] || fail "an identical build ran $ran exec ops again (log: $out/again-amd64.log)"
   gets=$(tail -n +"$((before + 1))" "$access" | grep -c '"GET [^"]*" 200 ' || true)
   [ "$gets" = 0 ] || fail "an identical build downloaded $gets files again"
@@ -166,12 +166,20 @@ PY
   done
   echo "files: one build, linux_amd64 + linux_arm64, equal to the single-platform trees" >&2
 
-  # An unreachable mirror fails the build naming the URL. (A pinned file already in BuildKit's
-  # cache is found by its checksum whatever the URL, so the probe is a file never fetched.)
+  # An unreachable mirror fails the build naming the URL, after the retries. (A pinned file
+  # already in the files cache is copied from there whatever the URL, so the probe is a file
+  # never fetched.)
   log "files: an unreachable mirror fails naming the URL"
   expect_failure "$ctx" unreachable \
     's#^    from-kubespray: all#    from-kubespray: all\n    extra:\n      - url: https://tools.example/e2e/never-fetched-'"$RANDOM$RANDOM"'\n        sha256: '"$(printf 'e%063d' 7)"'#; s#^mirrors:#mirrors:\n  - from: https://tools.example\n    to: http://127.0.0.1:8099/tools.example#' \
-    'http://127.0.0.1:8099/tools.example/e2e/never-fetched-[0-9]+.*connection refused'
+    'http://127.0.0.1:8099/tools.example/e2e/never-fetched-[0-9]+ tried 6 times: .*[Cc]onnection refused'
+
+  # A file the mirror does not have (404) fails at once, naming the URL, the bundle path, the
+  # location and what came back.
+  log "files: a 404 fails naming the URL, bundle path and location"
+  expect_failure "$ctx" missing \
+    's#^    from-kubespray: all#    from-kubespray: all\n    extra:\n      - url: https://dl.k8s.io/e2e/missing-'"$RANDOM$RANDOM"'\n        sha256: '"$(printf 'e%063d' 7)"'#' \
+    'https://dl.k8s.io/e2e/missing-[0-9]+ \(bundle path resources/nginx/files/dl.k8s.io/e2e/missing-[0-9]+, pin sha256:e0+7\) could not be fetched; http://127.0.0.1:8081/dl.k8s.io/e2e/missing-[0-9]+ tried 1 time: HTTP 404'
 
   # A spec error fails the build naming the position.
   log "files: a spec error fails naming file:line:column"
@@ -188,9 +196,13 @@ PY
       -o "type=local,dest=$out/bad-out" "$bad" > "$out/bad.log" 2>&1; then
     fail "a wrong pin did not fail the build"
   fi
-  grep -q "digest mismatch" "$out/bad.log" || { tail "$out/bad.log"; fail "no digest mismatch in $out/bad.log"; }
+  # Refused after the bytes were fetched three times (wrong bytes are not retried further),
+  # naming the URL, the bundle path, the location and the digest that came back.
+  grep -Eq "https://[^ ]+ \(bundle path resources/nginx/files/[^ ]+, pin sha256:0{64}\) could not be fetched; http://127.0.0.1:8081/[^ ]+ tried 3 times: [0-9]+ bytes with sha256 [0-9a-f]{64}, not the pin" "$out/bad.log" \
+    || { tail "$out/bad.log"; fail "no report of the wrong pin in $out/bad.log"; }
   grep -q "download https://" "$out/bad.log" || fail "the failing download is not named"
-  echo "files: wrong pin refused: $(grep -m1 -o 'digest mismatch[^:]*' "$out/bad.log")" >&2
+  grep -q "digest mismatch" "$out/bad.log" && fail "a bare digest mismatch in $out/bad.log"
+  echo "files: wrong pin refused: $(grep -m1 -Eo 'https://[^ ]+ \(bundle path.{0,300}' "$out/bad.log")" >&2
 }
 
 # shellcheck source=hack/lib-fixtures.sh

@@ -13,7 +13,7 @@
 //!
 //! The context goes up as a tar through the session; the spec's `# syntax=` line (or
 //! `--frontend`) names kpbuild's frontend. Host networking is asked for only when the spec
-//! fetches images from a registry on this machine.
+//! fetches images or files from a server on this machine.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::IsTerminal;
@@ -222,7 +222,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         context.display(),
         tar.len() as f64 / 1048576.0,
         if host_network {
-            ", host network (images from a registry on this machine)"
+            ", host network (images or files from a server on this machine)"
         } else {
             ""
         }

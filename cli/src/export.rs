@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
 use kpbuild_modules::bundle_tar::{self, BUNDLE_ROOT};
+use kpbuild_modules::durable;
 use kpbuild_modules::layout;
 use kpbuild_modules::plan::bundle_modules;
 use kpbuild_modules::platform::Platform;
@@ -328,9 +329,11 @@ fn write_tarball(
     // The checksum file is written and both renamed in one step an interruption cannot split.
     partial
         .complete(|p| {
+            // Data on disk before the names, names on disk after (kpbuild_modules::durable).
             let done = std::fs::write(&sum_partial, format!("{digest}  {name}\n"))
-                .and_then(|()| std::fs::rename(p, out))
-                .and_then(|()| std::fs::rename(&sum_partial, &sum));
+                .and_then(|()| durable::sync_path(&sum_partial))
+                .and_then(|()| durable::rename(p, out))
+                .and_then(|()| durable::rename(&sum_partial, &sum));
             if done.is_err() {
                 let _ = std::fs::remove_file(p);
                 let _ = std::fs::remove_file(&sum_partial);
@@ -413,7 +416,7 @@ fn write_dir(out: &Path, sources: Vec<LayerSource>) -> anyhow::Result<Stats> {
     });
     match result {
         Ok(stats) => {
-            partial.complete(|p| std::fs::rename(p, out))?;
+            partial.complete(|p| durable::rename_tree(p, out))?;
             Ok(stats)
         }
         Err(e) => {

@@ -259,7 +259,8 @@ pub fn write(
     })();
     match result.and_then(|n| sink.finish().map(|()| n)) {
         Ok(n) => {
-            part.complete(|p| std::fs::rename(p, out))?;
+            // Every blob's and the index's data on disk before the name, the name after.
+            part.complete(|p| kpbuild_modules::durable::rename_tree(p, out))?;
             Ok(n)
         }
         Err(e) => {

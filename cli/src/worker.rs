@@ -3,15 +3,13 @@
 //! contract of `kpbuild_modules::jobs`, written by the frontend's lowering; this file runs each
 //! job.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use sha2::Digest as _;
 
 use kpbuild_modules::image_ref::NameMap;
 use kpbuild_modules::jobs::{
-    BlobList, BundleManifestJob, CheckFileJob, ImageArchiveJob, Job, ListedBlob, RegistryTreeJob,
+    BlobList, BundleManifestJob, FetchFileJob, ImageArchiveJob, Job, ListedBlob, RegistryTreeJob,
     SaveImageJob, SyncImageJob,
 };
 use kpbuild_sync::engine::{NoProgress, PlatformSelection, SyncOptions, sync_images};
@@ -28,7 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match Job::from_json(&args.job.display().to_string(), &bytes)? {
         Job::SyncImage(j) => sync_image(j),
         Job::RegistryTree(j) => registry_tree(j),
-        Job::CheckFile(j) => check_file(j),
+        Job::FetchFile(j) => fetch_file(j),
         Job::SaveImage(j) => save_image(j),
         Job::ImageArchive(j) => image_archive(j),
         Job::BundleManifest(j) => bundle_manifest(j),
@@ -142,40 +140,71 @@ fn copy_new_files(src: &Path, dest: &Path) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-/// Copies `src` to `dest` after checking its digest.
-fn check_file(j: CheckFileJob) -> anyhow::Result<()> {
-    let mut f =
-        std::fs::File::open(&j.src).with_context(|| format!("opening {}", j.src.display()))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut sha256 = sha2::Sha256::new();
-    let mut sha512 = sha2::Sha512::new();
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        match j.algorithm.as_str() {
-            "sha256" => sha256.update(&buf[..n]),
-            "sha512" => sha512.update(&buf[..n]),
-            other => bail!("unsupported digest algorithm `{other}` (sha256, sha512)"),
-        }
-    }
-    let got = match j.algorithm.as_str() {
-        "sha256" => hex::encode(sha256.finalize()),
-        _ => hex::encode(sha512.finalize()),
+/// One file of the files module: fetched from its locations in order (retried, resumed),
+/// or copied from the cache of verified files; written only once it matches its pin. A
+/// failure is one line naming the file, its bundle path, every location and what came back.
+fn fetch_file(j: FetchFileJob) -> anyhow::Result<()> {
+    use kpbuild_sync::download::{FetchConfig, Fetched, FileRequest, fetch_file, http_client};
+    let cfg = FetchConfig {
+        retry: kpbuild_sync::RetryPolicy {
+            retries: j.retries,
+            ..Default::default()
+        },
+        read_timeout: std::time::Duration::from_secs(j.read_timeout_secs.max(1)),
+        on_retry: Some(std::sync::Arc::new(|ev: &kpbuild_sync::RetryEvent| {
+            say(format!(
+                "retry {} in {:.1}s: {}: {}",
+                ev.attempt,
+                ev.delay.as_secs_f64(),
+                ev.url,
+                ev.reason
+            ))
+        })),
     };
-    if !got.eq_ignore_ascii_case(&j.hex) {
-        bail!(
-            "{}: {} is {got}, but the pin says {}; the download is not what was pinned",
-            j.src.display(),
-            j.algorithm,
-            j.hex
-        );
+    let req = FileRequest {
+        url: j.url.clone(),
+        bundle_path: j.bundle_path,
+        sources: j.sources,
+        pin: j.pin,
+        dest: j.dest,
+        cache: j.cache,
+    };
+    if let Some(dir) = req.dest.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = j.dest.with_extension("partial");
-    std::fs::copy(&j.src, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &j.dest)?;
+    if let Some(cache) = &req.cache {
+        std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let http = http_client(&cfg)?;
+    match rt.block_on(fetch_file(&http, &cfg, &req))? {
+        Fetched::Cached { bytes } => {
+            eprintln!(
+                "fetch-file: {}: {bytes} bytes from the cache (verified)",
+                j.url
+            )
+        }
+        Fetched::Downloaded {
+            from,
+            bytes,
+            tries,
+            retries,
+            resumed,
+        } => say(format!(
+            "fetch-file: {}: {bytes} bytes from {from} ({tries} requests, {retries} retries, {resumed} bytes not sent twice), verified",
+            j.url
+        )),
+    }
     Ok(())
+}
+
+/// A line on stderr in one write (so BuildKit's progress never splits it).
+fn say(mut line: String) {
+    use std::io::Write;
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// A work directory under `/tmp` (the op mounts a tmpfs there).

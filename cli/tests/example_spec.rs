@@ -47,7 +47,7 @@ fn example_bundle_spec_plans() {
                 .all(|f| f["pin"]["hex"].as_str().is_some_and(|h| h.len() == 64))
         );
         assert!(files.iter().all(|f| {
-            f["fetch_url"]
+            f["fetch_urls"][0]
                 .as_str()
                 .unwrap()
                 .starts_with("http://127.0.0.1:8081/")

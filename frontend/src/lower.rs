@@ -41,7 +41,12 @@ pub struct LowerEnv {
     /// id=ID,src=~/.docker/config.json`): mounted into every sync op as its `DOCKER_CONFIG`.
     /// Only the id is in the LLB and the cache keys.
     pub registry_secret: Option<String>,
+    /// Fetch-file ops cut a response that sends nothing for this many seconds (and retry).
+    pub read_timeout_secs: u64,
 }
+
+/// The default of [`LowerEnv::read_timeout_secs`] (`KPBUILD_READ_TIMEOUT` changes it).
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 120;
 
 /// Results of the nested Dockerfile builds, by (module, architecture): the result's definition
 /// and its image config.

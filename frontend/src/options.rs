@@ -10,6 +10,8 @@
 //!     `default-distros`, else all; `all`: every distro);
 //!   - `KPBUILD_REGISTRY_SECRET=ID`: registry credentials for the sync ops from the build
 //!     secret ID, a Docker config file (`--secret id=ID,src=~/.docker/config.json`);
+//!   - `KPBUILD_READ_TIMEOUT=SECONDS`: the files module's downloads cut (and retry) a
+//!     response that sends nothing for this long (default 120);
 //!   - `KPBUILD_DEBUG=caps`: fail with what this BuildKit offers;
 //! - `no-cache` (`docker build --no-cache`): no exec or file op is taken from BuildKit's cache
 //!   (sources still are; cache mounts keep their content);
@@ -27,6 +29,8 @@ pub const DEFAULT_SPEC: &str = "Dockerfile.bundle";
 pub const REGISTRY_SECRET_ARG: &str = "KPBUILD_REGISTRY_SECRET";
 /// The build argument selecting distros.
 pub const DISTROS_ARG: &str = "KPBUILD_DISTROS";
+/// The build argument setting the downloads' read timeout, in seconds.
+pub const READ_TIMEOUT_ARG: &str = "KPBUILD_READ_TIMEOUT";
 /// The build argument asking for debug output.
 pub const DEBUG_ARG: &str = "KPBUILD_DEBUG";
 
@@ -52,6 +56,8 @@ pub struct FrontendOptions {
     pub extra_vars: Vec<String>,
     pub distros: Vec<String>,
     pub registry_secret: Option<String>,
+    /// `KPBUILD_READ_TIMEOUT`, in seconds.
+    pub read_timeout_secs: Option<u64>,
     /// `KPBUILD_DEBUG=caps`.
     pub debug_caps: bool,
     /// The frontend image (exec ops run its kpbuild binary).
@@ -65,6 +71,8 @@ pub struct FrontendOptions {
 pub enum OptionsError {
     #[error("--platform {0}: kpbuild builds linux/amd64, linux/arm64, linux/arm and linux/ppc64le")]
     Platform(String),
+    #[error("--build-arg {READ_TIMEOUT_ARG}={0}: give a whole number of seconds, at least 1")]
+    ReadTimeout(String),
 }
 
 impl FrontendOptions {
@@ -108,6 +116,12 @@ impl FrontendOptions {
             extra_vars,
             distros,
             registry_secret: arg(REGISTRY_SECRET_ARG),
+            read_timeout_secs: arg(READ_TIMEOUT_ARG)
+                .map(|v| match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(OptionsError::ReadTimeout(v.clone())),
+                })
+                .transpose()?,
             debug_caps: arg(DEBUG_ARG).as_deref() == Some("caps"),
             source: get("source"),
             no_cache: opts.contains_key("no-cache"),
@@ -159,9 +173,15 @@ mod tests {
             ("build-arg:KPBUILD_DISTROS", "debian12, ,debian11"),
             ("build-arg:KPBUILD_REGISTRY_SECRET", "auth"),
             ("build-arg:KPBUILD_DEBUG", "caps"),
+            ("build-arg:KPBUILD_READ_TIMEOUT", "5"),
             ("source", "kpbuild/frontend:dev"),
         ]))
         .unwrap();
+        assert_eq!(o.read_timeout_secs, Some(5));
+        assert_eq!(
+            FrontendOptions::parse(&opts(&[("build-arg:KPBUILD_READ_TIMEOUT", "0")])),
+            Err(OptionsError::ReadTimeout("0".into()))
+        );
         assert_eq!(o.target, Target::Module("images".into()));
         assert_eq!(
             o.platforms

@@ -179,6 +179,9 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
         context,
         dockerfiles,
         registry_secret: opts.registry_secret.clone(),
+        read_timeout_secs: opts
+            .read_timeout_secs
+            .unwrap_or(lower::DEFAULT_READ_TIMEOUT_SECS),
     };
     announce_host_network(gw, &plan).await?;
     let lock = LockParams {
@@ -349,8 +352,8 @@ async fn announce_host_network<B: Bridge>(gw: &mut B, plan: &Plan) -> Result<(),
     let note = llb::FileOp::on(None)
         .mkfile("/note", 0o644, "host network")
         .named(format!(
-            "note: images come from {} on this machine: the sync ops use the host's network \
-             (docker build --network host, or kpbuild build)",
+            "note: images or files come from {} on this machine: the ops fetching them use the \
+             host's network (docker build --network host, or kpbuild build)",
             hosts.join(", ")
         ))
         .result();
@@ -636,9 +639,9 @@ modules:
             .iter()
             .filter(|d| {
                 d.metadata.values().any(|m| {
-                    m.description
-                        .get("llb.customname")
-                        .is_some_and(|n| n.starts_with("note: images come from 127.0.0.1:5000"))
+                    m.description.get("llb.customname").is_some_and(|n| {
+                        n.starts_with("note: images or files come from 127.0.0.1:5000")
+                    })
                 })
             })
             .count()
@@ -684,8 +687,8 @@ modules:
         assert_eq!(notes(&f), 0, "files need no host network");
         assert!(f.resolved.is_empty());
         let ops = ops_of(f.solved.last().unwrap());
-        assert!(ops.iter().any(|o| matches!(&o.op,
-            Some(pb::op::Op::Source(s)) if s.identifier == "https://get.helm.sh/helm-arm64.tar.gz")));
+        assert!(jobs(&ops).iter().any(|j| matches!(j,
+            Job::FetchFile(f) if f.sources == ["https://get.helm.sh/helm-arm64.tar.gz"])));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::image_ref::{ImageRef, Mirror, StoredRef};
+use crate::kinds::PinWork;
 use crate::plan::PlatformPlan;
 use crate::platform::Platform;
 
@@ -28,9 +29,9 @@ pub enum Job {
     /// every listed blob fetched once (or copied from a blob cache), the fragments' manifests
     /// and links copied.
     RegistryTree(RegistryTreeJob),
-    /// Copy a downloaded file after checking its digest (BuildKit pins HTTP sources with
-    /// sha256 only).
-    CheckFile(CheckFileJob),
+    /// Fetch one file of the files module from its locations in order, with retries, and
+    /// write it only once it matches its pin (through a cache of verified files by pin).
+    FetchFile(FetchFileJob),
     /// Fetch one image for one platform and write an archive `docker load` accepts.
     SaveImage(SaveImageJob),
     /// Write a root filesystem and its config as a one-layer archive `docker load` accepts.
@@ -95,13 +96,24 @@ pub struct TreeFragment {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CheckFileJob {
-    /// `sha256` or `sha512`.
-    pub algorithm: String,
-    /// The expected digest, hex.
-    pub hex: String,
-    pub src: PathBuf,
+pub struct FetchFileJob {
+    /// The upstream URL (what errors name; the bundle lays the file out by it).
+    pub url: String,
+    /// The file's path in the bundle (what errors name).
+    pub bundle_path: String,
+    /// Where the content is fetched from, tried in order.
+    pub sources: Vec<String>,
+    /// The pin; an unpinned file is fetched without a check and never cached by content.
+    pub pin: Option<PinWork>,
+    /// Where to write the file (renamed into place once verified).
     pub dest: PathBuf,
+    /// A directory of verified files by pin (`<algorithm>/<hex>`), shared across builds:
+    /// a file found there is copied (verified again), not fetched.
+    pub cache: Option<PathBuf>,
+    /// Retries per location after a transient failure (5xx, 429, 408, a broken connection).
+    pub retries: u32,
+    /// A response that sends nothing for this many seconds is cut and retried.
+    pub read_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,7 +199,7 @@ impl Job {
         match self {
             Job::SyncImage(_) => "sync-image",
             Job::RegistryTree(_) => "registry-tree",
-            Job::CheckFile(_) => "check-file",
+            Job::FetchFile(_) => "fetch-file",
             Job::SaveImage(_) => "save-image",
             Job::ImageArchive(_) => "image-archive",
             Job::BundleManifest(_) => "bundle-manifest",
@@ -237,11 +249,18 @@ mod tests {
             dest: "/out/resources/registry".into(),
             blob_cache: Some("/blob-cache".into()),
         }));
-        round_trip(Job::CheckFile(CheckFileJob {
-            algorithm: "sha512".into(),
-            hex: "b".repeat(128),
-            src: "/in/runsc".into(),
+        round_trip(Job::FetchFile(FetchFileJob {
+            url: "https://x.io/runsc".into(),
+            bundle_path: "resources/nginx/files/x.io/runsc".into(),
+            sources: vec!["http://m/x.io/runsc".into(), "https://x.io/runsc".into()],
+            pin: Some(PinWork {
+                algorithm: "sha512".into(),
+                hex: "b".repeat(128),
+            }),
             dest: "/out/runsc".into(),
+            cache: Some("/cache".into()),
+            retries: 5,
+            read_timeout_secs: 120,
         }));
         round_trip(Job::SaveImage(SaveImageJob {
             reference: reference.clone(),
@@ -264,7 +283,7 @@ mod tests {
                     work: Work::Files(FilesWork {
                         files: vec![FileWork {
                             url: "https://dl.k8s.io/a/kubelet".into(),
-                            fetch_url: "http://127.0.0.1:8081/dl.k8s.io/a/kubelet".into(),
+                            fetch_urls: vec!["http://127.0.0.1:8081/dl.k8s.io/a/kubelet".into()],
                             path: "files/dl.k8s.io/a/kubelet".into(),
                             pin: Some(PinWork {
                                 algorithm: "sha256".into(),
@@ -319,7 +338,7 @@ mod tests {
         );
         let e = Job::from_json(
             "j",
-            br#"{"job":"check-file","algorithm":"sha256","hex":"a","src":"/a","dest":"/b","x":1}"#,
+            br#"{"job":"fetch-file","url":"u","bundle_path":"p","sources":[],"pin":null,"dest":"/b","cache":null,"retries":1,"read_timeout_secs":1,"x":1}"#,
         )
         .unwrap_err()
         .to_string();

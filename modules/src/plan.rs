@@ -469,8 +469,8 @@ modules:
             .find(|f| f.url.ends_with("/amd64/kubelet"))
             .unwrap();
         assert_eq!(
-            kubelet.fetch_url,
-            "http://127.0.0.1:8081/dl.k8s.io/release/v1.32.8/bin/linux/amd64/kubelet"
+            kubelet.fetch_urls,
+            ["http://127.0.0.1:8081/dl.k8s.io/release/v1.32.8/bin/linux/amd64/kubelet"]
         );
         assert_eq!(
             kubelet.path,
@@ -500,7 +500,10 @@ modules:
                 .any(|i| i.stored.to_string() == "library/registry:2.8.1")
         );
         assert!(a.needs_host_network());
-        assert_eq!(a.loopback_registries(), ["127.0.0.1:5000"]);
+        assert_eq!(
+            a.loopback_registries(),
+            ["127.0.0.1:5000", "127.0.0.1:8081"]
+        );
         let Work::OsPackages(OsPackagesWork { distros }) =
             &a.platforms[1].module("os-packages").unwrap().work
         else {

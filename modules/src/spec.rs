@@ -35,7 +35,8 @@ pub struct Spec {
     /// Where the Ansible variables come from.
     #[serde(default)]
     pub vars: VarsSpec,
-    /// URL prefix mirrors for file downloads: content from `to`, paths from `from`.
+    /// URL prefix mirrors for file downloads: content from `to` (one location or a list tried
+    /// in order), paths from `from`.
     #[serde(default)]
     pub mirrors: Vec<UrlMirror>,
     /// Registry mirrors for images: fetch from `to`, store under the upstream name.
@@ -77,7 +78,32 @@ pub struct VarsSpec {
 #[serde(deny_unknown_fields)]
 pub struct UrlMirror {
     pub from: String,
-    pub to: String,
+    /// One URL prefix, or several tried in order (the upstream prefix itself may be the last).
+    pub to: MirrorTargets,
+}
+
+/// The `to` of a URL mirror: one URL prefix or a list of them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum MirrorTargets {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl MirrorTargets {
+    /// The prefixes, in the order they are tried.
+    pub fn all(&self) -> Vec<&str> {
+        match self {
+            MirrorTargets::One(s) => vec![s.as_str()],
+            MirrorTargets::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+impl From<&str> for MirrorTargets {
+    fn from(s: &str) -> Self {
+        MirrorTargets::One(s.to_string())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -345,7 +371,17 @@ impl SpecFile {
             ));
         }
         for m in &s.mirrors {
-            for (what, u) in [("from", &m.from), ("to", &m.to)] {
+            if m.to.all().is_empty() {
+                return Err(self.invalid(
+                    "mirrors",
+                    Some("to"),
+                    format!("mirror of `{}` has an empty `to` list", m.from),
+                    "give one URL prefix, or a list tried in order",
+                ));
+            }
+            let from = [("from", m.from.as_str())];
+            let to = m.to.all().into_iter().map(|u| ("to", u));
+            for (what, u) in from.into_iter().chain(to) {
                 if url::Url::parse(u).is_err() {
                     return Err(self.invalid(
                         "mirrors",
@@ -566,6 +602,26 @@ modules:
         assert!(
             matches!(f.spec.modules["images"], Module::Images(ref i) if i.from_kubespray == ListSelection::All)
         );
+    }
+
+    #[test]
+    fn mirror_lists() {
+        let m = |to: &str| {
+            GOOD.replace(
+                "mirrors:\n",
+                &format!("mirrors:\n  - from: https://get.helm.sh\n    to: {to}\n"),
+            )
+        };
+        let f =
+            SpecFile::parse(&m("[http://a/h, https://get.helm.sh]"), "Dockerfile.bundle").unwrap();
+        assert_eq!(
+            f.spec.mirrors[0].to.all(),
+            ["http://a/h", "https://get.helm.sh"]
+        );
+        let e = err(&m("[]"));
+        assert!(e.contains("empty `to` list"), "{e}");
+        let e = err(&m("[http://a/h, nope]"));
+        assert!(e.contains("mirror `to: nope` is not a URL"), "{e}");
     }
 
     fn err(text: &str) -> String {

@@ -892,7 +892,7 @@ impl<'a> BlobWriter<'a> {
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).map_err(io_err(&tmp))?;
         let parent = dest.parent().expect("blobs/sha256/xx");
         fs::create_dir_all(parent).map_err(io_err(parent))?;
-        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        crate::durable::rename(&tmp, &dest).map_err(io_err(&dest))?;
         Ok((digest, self.size, true))
     }
 
@@ -924,13 +924,7 @@ fn write_atomically(root: &Path, dest: &Path, data: &[u8]) -> Result<(), StoreEr
 
 /// Flushes every write of the file system `path` is on (one call for many files).
 fn sync_fs(path: &Path) -> Result<(), StoreError> {
-    use std::os::fd::AsRawFd;
-    let d = File::open(path).map_err(io_err(path))?;
-    // SAFETY: syncfs takes an open descriptor and has no other effect on memory.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(io_err(path)(io::Error::last_os_error()));
-    }
-    Ok(())
+    crate::durable::sync_fs(path).map_err(io_err(path))
 }
 
 fn remove_file(p: &Path) -> Result<(), StoreError> {

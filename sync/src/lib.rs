@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod download;
 pub mod engine;
 pub mod error;
 pub mod retry;

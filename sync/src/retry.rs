@@ -61,13 +61,10 @@ impl RetryPolicy {
 }
 
 /// Whether a response status is worth another try: 408, 429 and the 5xx family
-/// (except 501 Not Implemented and 505, which will not change).
+/// (except 501 Not Implemented and 505, which will not change) — the rule the file fetcher
+/// uses too (`kpbuild_modules::download::transient_status`).
 pub fn retryable_status(s: StatusCode) -> bool {
-    s == StatusCode::TOO_MANY_REQUESTS
-        || s == StatusCode::REQUEST_TIMEOUT
-        || (s.is_server_error()
-            && s != StatusCode::NOT_IMPLEMENTED
-            && s != StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+    kpbuild_modules::download::transient_status(s.as_u16())
 }
 
 /// Whether a transport error is worth another try (refused, reset, timed out, cut short).

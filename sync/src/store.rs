@@ -117,8 +117,11 @@ fn persist(tmp: NamedTempFile, dest: &Path) -> io::Result<()> {
         fs::create_dir_all(parent)?;
     }
     make_readable(tmp.as_file())?;
+    // The data on disk before the name, the name on disk after: a power loss never leaves a
+    // complete-looking blob or link over incomplete data.
+    tmp.as_file().sync_all()?;
     tmp.persist(dest).map_err(|e| e.error)?;
-    Ok(())
+    kpbuild_modules::durable::sync_parent(dest)
 }
 
 /// sha256 of a file's contents.

@@ -1,14 +1,29 @@
-//! Lowering of the `files` kind: one BuildKit HTTP source per file, pinned to its sha256 where
-//! known (BuildKit verifies it and caches by it); other digests (sha512) are checked by a
-//! check-file job; every file copied to `resources/nginx/<path>`.
+//! Lowering of the `files` kind: one fetch-file op per file running kpbuild's own fetcher
+//! (`kpbuild_sync::download`: each location in order, retried with backoff and `Retry-After`,
+//! resumed, verified against the pin before it is written), then every file copied to
+//! `resources/nginx/<path>`.
+//!
+//! Caching stays by pin: the op's cache key is its job (URL, locations, pin), and verified
+//! files are also kept in a builder cache mount by pin ([`FILES_CACHE_ID`]), so an op that
+//! runs again because its locations changed copies the file from there instead of fetching
+//! it, and a file fetched before a failed build is not fetched again. A changed pin is a new
+//! op and a new cache entry. An unpinned file is fetched once per op (keyed by its URL) and
+//! never kept in the cache mount.
 
-use kpbuild_modules::jobs::{CheckFileJob, Job};
+use kpbuild_modules::jobs::{FetchFileJob, Job};
 use kpbuild_modules::kinds::FilesWork;
 use kpbuild_modules::layout;
 
 use super::Lower;
-use crate::llb::{self, CopyOptions, FileOp, Network, Platform, State};
-use crate::lower::{LowerEnv, LowerError, job_exec};
+use crate::llb::{CopyOptions, FileOp, Platform, State};
+use crate::lower::{LowerEnv, LowerError, job_exec, network_for};
+
+/// The id of the builder's cache mount holding verified files by pin across builds.
+pub const FILES_CACHE_ID: &str = "kpbuild-files";
+/// Where the files cache is mounted in fetch-file ops.
+const FILES_CACHE_DIR: &str = "/kpbuild-files-cache";
+/// Retries per location after a transient failure (5xx, 429, 408, a broken connection).
+pub const FETCH_RETRIES: u32 = 5;
 
 impl Lower for FilesWork {
     fn lower(
@@ -41,32 +56,27 @@ impl Lower for FilesWork {
         }
         for f in &self.files {
             let name = f.file_name();
-            let sha256 = f
-                .pin
-                .as_ref()
-                .filter(|p| p.algorithm == "sha256")
-                .map(|p| p.hex.as_str());
-            let source =
-                llb::http(&f.fetch_url, sha256, Some(name)).named(format!("download {}", f.url));
-            let from = match &f.pin {
-                Some(p) if p.algorithm != "sha256" => {
-                    // BuildKit pins HTTP sources with sha256 only: verify other digests in a job.
-                    let job = Job::CheckFile(CheckFileJob {
-                        algorithm: p.algorithm.clone(),
-                        hex: p.hex.clone(),
-                        src: format!("/in/{name}").into(),
-                        dest: format!("/out/{name}").into(),
-                    });
-                    job_exec(&job, env)
-                        .mount_readonly("/in", source, "")
-                        .mount_scratch("/out")
-                        .network(Network::None)
-                        .named(format!("verify {} ({})", f.url, p.algorithm))
-                        .run()
-                        .mount("/out")
-                }
-                _ => source,
-            };
+            let job = Job::FetchFile(FetchFileJob {
+                url: f.url.clone(),
+                bundle_path: f.bundle_path(),
+                sources: f.fetch_urls.clone(),
+                pin: f.pin.clone(),
+                dest: format!("/out/{name}").into(),
+                cache: f.pin.as_ref().map(|_| FILES_CACHE_DIR.into()),
+                retries: FETCH_RETRIES,
+                read_timeout_secs: env.read_timeout_secs,
+            });
+            let mut exec = job_exec(&job, env);
+            if f.pin.is_some() {
+                exec = exec.mount_cache(FILES_CACHE_DIR, FILES_CACHE_ID);
+            }
+            // Named without the platform: the same file for two platforms is one op.
+            let from = exec
+                .mount_scratch("/out")
+                .network(network_for(f.needs_host_network()))
+                .named(format!("download {}", f.url))
+                .run()
+                .mount("/out");
             op = op.copy(
                 &from,
                 &format!("/{name}"),

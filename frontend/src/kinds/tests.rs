@@ -37,6 +37,7 @@ fn env() -> LowerEnv {
         context: None,
         dockerfiles: BTreeMap::new(),
         registry_secret: None,
+        read_timeout_secs: 120,
     }
 }
 
@@ -59,7 +60,7 @@ fn plan() -> PlatformPlan {
                     files: vec![
                         FileWork {
                             url: "https://dl.k8s.io/a/kubelet".into(),
-                            fetch_url: "http://127.0.0.1:8081/dl.k8s.io/a/kubelet".into(),
+                            fetch_urls: vec!["http://127.0.0.1:8081/dl.k8s.io/a/kubelet".into()],
                             path: "files/dl.k8s.io/a/kubelet".into(),
                             pin: Some(PinWork {
                                 algorithm: "sha256".into(),
@@ -68,7 +69,7 @@ fn plan() -> PlatformPlan {
                         },
                         FileWork {
                             url: "https://x.io/runsc".into(),
-                            fetch_url: "https://x.io/runsc".into(),
+                            fetch_urls: vec!["https://x.io/runsc".into()],
                             path: "files/x.io/runsc".into(),
                             pin: Some(PinWork {
                                 algorithm: "sha512".into(),
@@ -131,39 +132,58 @@ fn sources(ops: &[pb::Op]) -> Vec<pb::SourceOp> {
 }
 
 #[test]
-fn files_are_pinned_http_sources_laid_out_by_url() {
+fn files_are_fetch_file_ops_laid_out_by_url() {
     let modules = lower_platform(&plan(), &env()).unwrap();
     let ops = ops(&modules[0].1);
-    let http = sources(&ops);
-    let kubelet = http
-        .iter()
-        .find(|s| s.identifier.ends_with("/kubelet"))
-        .unwrap();
-    assert_eq!(
-        kubelet.identifier,
-        "http://127.0.0.1:8081/dl.k8s.io/a/kubelet"
-    );
-    assert_eq!(
-        kubelet.attrs["http.checksum"],
-        format!("sha256:{}", "a".repeat(64))
-    );
-    let runsc = http
-        .iter()
-        .find(|s| s.identifier.ends_with("/runsc"))
-        .unwrap();
     assert!(
-        !runsc.attrs.contains_key("http.checksum"),
-        "sha512 is verified by a job instead"
+        sources(&ops)
+            .iter()
+            .all(|s| !s.identifier.starts_with("http"))
     );
-    let exec = &execs(&ops)[0];
-    let meta = exec.meta.as_ref().unwrap();
-    assert_eq!(meta.args, ["/kpbuild", "worker", JOB_PATH]);
-    assert_eq!(exec.network, pb::NetMode::None as i32);
-    let Job::CheckFile(job) = &jobs(&ops)[0] else {
-        panic!("a check-file job")
-    };
-    assert_eq!(job.algorithm, "sha512");
-    assert_eq!(job.hex, "b".repeat(128));
+    let jobs: Vec<_> = jobs(&ops)
+        .into_iter()
+        .filter_map(|j| match j {
+            Job::FetchFile(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(jobs.len(), 2);
+    let kubelet = jobs.iter().find(|j| j.url.ends_with("/kubelet")).unwrap();
+    assert_eq!(
+        kubelet.sources,
+        ["http://127.0.0.1:8081/dl.k8s.io/a/kubelet"]
+    );
+    assert_eq!(
+        kubelet.bundle_path,
+        "resources/nginx/files/dl.k8s.io/a/kubelet"
+    );
+    assert_eq!(kubelet.pin.as_ref().unwrap().hex, "a".repeat(64));
+    assert_eq!(kubelet.read_timeout_secs, 120);
+    let runsc = jobs.iter().find(|j| j.url.ends_with("/runsc")).unwrap();
+    assert_eq!(runsc.pin.as_ref().unwrap().algorithm, "sha512");
+    assert!(runsc.cache.is_some() && kubelet.cache.is_some());
+    let execs = execs(&ops);
+    assert_eq!(execs.len(), 2);
+    for exec in &execs {
+        assert_eq!(
+            exec.meta.as_ref().unwrap().args,
+            ["/kpbuild", "worker", JOB_PATH]
+        );
+        assert!(
+            exec.mounts.iter().any(|m| m
+                .cache_opt
+                .as_ref()
+                .is_some_and(|c| c.id == super::files::FILES_CACHE_ID)),
+            "verified files are kept by pin in a cache mount"
+        );
+    }
+    let mut nets: Vec<i32> = execs.iter().map(|e| e.network).collect();
+    nets.sort();
+    assert_eq!(
+        nets,
+        [pb::NetMode::Unset as i32, pb::NetMode::Host as i32],
+        "the loopback mirror needs the host's network, x.io does not"
+    );
     let dests: Vec<String> = ops
         .iter()
         .filter_map(|o| match &o.op {

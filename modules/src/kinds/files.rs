@@ -54,8 +54,8 @@ pub struct FilesWork {
 pub struct FileWork {
     /// The upstream URL (what the deploy side asks for).
     pub url: String,
-    /// Where the content is fetched from (a mirror, or `url`).
-    pub fetch_url: String,
+    /// Where the content is fetched from, tried in order (the mirror's locations, or `url`).
+    pub fetch_urls: Vec<String>,
     /// `files/<host>/<path of the URL>`, under `resources/nginx/`.
     pub path: String,
     /// The pin, when kubespray or the spec gives one.
@@ -72,6 +72,29 @@ impl FileWork {
     pub fn file_name(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or("file")
     }
+
+    /// Whether a location is on the loopback interface (an op fetching it needs the host's
+    /// network).
+    pub fn needs_host_network(&self) -> bool {
+        self.fetch_urls.iter().any(|u| loopback_host(u).is_some())
+    }
+}
+
+/// `host:port` of a URL on the loopback interface.
+fn loopback_host(u: &str) -> Option<String> {
+    let u = url::Url::parse(u).ok()?;
+    let loopback = match u.host()? {
+        url::Host::Domain(d) => d == "localhost",
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    loopback.then(|| {
+        format!(
+            "{}:{}",
+            u.host_str().unwrap_or(""),
+            u.port_or_known_default().unwrap_or(0)
+        )
+    })
 }
 
 /// A content pin: `sha256` or `sha512` and the hex digest.
@@ -90,8 +113,9 @@ impl From<Pin> for PinWork {
     }
 }
 
-/// Applies the longest matching URL prefix mirror.
-pub fn mirror_url(url: &str, mirrors: &[UrlMirror]) -> String {
+/// The locations of `url`, in the order they are tried: the longest matching URL prefix
+/// mirror's `to` prefixes, or `url` itself when no mirror matches.
+pub fn mirror_urls(url: &str, mirrors: &[UrlMirror]) -> Vec<String> {
     mirrors
         .iter()
         .filter(|m| {
@@ -100,13 +124,17 @@ pub fn mirror_url(url: &str, mirrors: &[UrlMirror]) -> String {
         })
         .max_by_key(|m| m.from.trim_end_matches('/').len())
         .map(|m| {
-            format!(
-                "{}{}",
-                m.to.trim_end_matches('/'),
-                &url[m.from.trim_end_matches('/').len()..]
-            )
+            let rest = &url[m.from.trim_end_matches('/').len()..];
+            let mut out: Vec<String> = Vec::new();
+            for to in m.to.all() {
+                let u = format!("{}{rest}", to.trim_end_matches('/'));
+                if !out.contains(&u) {
+                    out.push(u);
+                }
+            }
+            out
         })
-        .unwrap_or_else(|| url.to_string())
+        .unwrap_or_else(|| vec![url.to_string()])
 }
 
 impl ModuleSpec for FilesModule {
@@ -195,7 +223,7 @@ impl ModuleSpec for FilesModule {
                 });
             }
             list.push(FileWork {
-                fetch_url: mirror_url(&url, &cx.spec_file.spec.mirrors),
+                fetch_urls: mirror_urls(&url, &cx.spec_file.spec.mirrors),
                 url,
                 path,
                 pin: pin.map(Into::into),
@@ -210,9 +238,18 @@ impl ModuleWork for FilesWork {
         vec![]
     }
 
-    /// Downloads are BuildKit HTTP sources: they run in the daemon, not in an op.
+    /// Downloads run in fetch-file ops; their loopback locations need the host's network
+    /// like a loopback registry does (the entitlement is the same).
     fn loopback_registries(&self) -> Vec<String> {
-        vec![]
+        let mut hosts: Vec<String> = self
+            .files
+            .iter()
+            .flat_map(|f| f.fetch_urls.iter())
+            .filter_map(|u| loopback_host(u))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
     }
 
     fn nested_build(&self) -> Option<NestedBuild<'_>> {
@@ -268,16 +305,56 @@ mod tests {
             },
         ];
         assert_eq!(
-            mirror_url("https://github.com/a/b", &m),
-            "http://127.0.0.1:8081/gh/a/b"
+            mirror_urls("https://github.com/a/b", &m),
+            ["http://127.0.0.1:8081/gh/a/b"]
         );
         assert_eq!(
-            mirror_url("https://github.com/etcd-io/x", &m),
-            "http://m/etcd/x"
+            mirror_urls("https://github.com/etcd-io/x", &m),
+            ["http://m/etcd/x"]
         );
         assert_eq!(
-            mirror_url("https://github.community/x", &m),
-            "https://github.community/x"
+            mirror_urls("https://github.community/x", &m),
+            ["https://github.community/x"]
+        );
+    }
+
+    #[test]
+    fn mirror_lists_are_tried_in_order_upstream_last() {
+        let m = vec![UrlMirror {
+            from: "https://dl.k8s.io/".into(),
+            to: crate::spec::MirrorTargets::Many(vec![
+                "http://a/dl".into(),
+                "http://b/dl/".into(),
+                "http://a/dl".into(),
+                "https://dl.k8s.io".into(),
+            ]),
+        }];
+        let file = FileWork {
+            url: "https://dl.k8s.io/v1/kubelet".into(),
+            fetch_urls: mirror_urls("https://dl.k8s.io/v1/kubelet", &m),
+            path: "files/dl.k8s.io/v1/kubelet".into(),
+            pin: None,
+        };
+        assert_eq!(
+            file.fetch_urls,
+            [
+                "http://a/dl/v1/kubelet",
+                "http://b/dl/v1/kubelet",
+                "https://dl.k8s.io/v1/kubelet"
+            ]
+        );
+        assert!(!file.needs_host_network());
+        let local = FileWork {
+            fetch_urls: vec!["http://x/a".into(), "http://127.0.0.1:8081/a".into()],
+            ..file.clone()
+        };
+        assert!(local.needs_host_network());
+        assert_eq!(
+            FilesWork {
+                files: vec![local, file]
+            }
+            .loopback_registries(),
+            ["127.0.0.1:8081"]
         );
     }
 }
