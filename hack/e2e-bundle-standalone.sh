@@ -16,7 +16,8 @@
 #   - a rebuild on v0.32.2 with no change runs no op;
 #   - mutual TLS: a second v0.32.2 (`--name tls`) also listening on tcp://127.0.0.1:$TLS_PORT;
 #     `kpbuild build --builder tcp://… --tls-ca --tls-cert --tls-key` builds the files target,
-#     and the same with another CA fails saying the certificate is not trusted.
+#     the same with another CA fails saying the certificate is not trusted, and without a
+#     client certificate saying one is wanted.
 # Needs hack/e2e.sh's helpers (log, fail, kpx, module_ids, BUILDKITD_STARTED, FRONTEND_PORT).
 
 TLS_PORT=5861   # the tcp address of the TLS buildkitd
@@ -119,9 +120,16 @@ stage_tls() { # OUT
   KPBUILD_STORE=$out/store-tls "$KPR" build -f "$out/context-remote/Dockerfile.bundle" --builder "$a" \
     --tls-ca "$tls/other-ca.pem" --tls-cert "$tls/client.pem" --tls-key "$tls/client-key.pem" \
     --target files --platform linux/amd64 > "$out/tls-wrong-ca.log" 2>&1 && bad=1
+  KPBUILD_STORE=$out/store-tls "$KPR" build -f "$out/context-remote/Dockerfile.bundle" --builder "$a" \
+    --tls-ca "$tls/ca.pem" --target files --platform linux/amd64 > "$out/tls-no-cert.log" 2>&1 && bad=2
   KPBUILD_BUILDKITD_ROOT=$root hack/buildkitd.sh --name tls "$v" stop
   rm -rf "$root"
-  [ $bad = 0 ] || fail "kpbuild build with a CA that did not sign the server's certificate succeeded"
-  grep -Eqi "certificate" "$out/tls-wrong-ca.log" || { cat "$out/tls-wrong-ca.log" >&2; fail "a wrong CA: no clear error"; }
-  echo "wrong CA: refused: $(grep -i -m1 certificate "$out/tls-wrong-ca.log")" >&2
+  [ $bad != 1 ] || fail "kpbuild build with a CA that did not sign the server's certificate succeeded"
+  [ $bad != 2 ] || fail "kpbuild build without a client certificate succeeded against a buildkitd with mutual TLS"
+  grep -q "TLS certificate is not trusted (not signed by --tls-ca" "$out/tls-wrong-ca.log" \
+    || { cat "$out/tls-wrong-ca.log" >&2; fail "a wrong CA: no clear error"; }
+  grep -q "wants a client certificate" "$out/tls-no-cert.log" \
+    || { cat "$out/tls-no-cert.log" >&2; fail "no client certificate: no clear error"; }
+  echo "wrong CA: refused: $(grep -m1 'not trusted' "$out/tls-wrong-ca.log")" >&2
+  echo "no client certificate: refused: $(grep -m1 'client certificate' "$out/tls-no-cert.log")" >&2
 }
