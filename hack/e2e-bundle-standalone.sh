@@ -47,7 +47,7 @@ tls_certs() { # DIR
 }
 
 stage_bundle_standalone() {
-  local out=$ROOT/target/e2e/bundle-v0.32 ctx remote ref addr v=v0.32.2
+  local out=$ROOT/target/e2e/bundle-v0.32 ctx ref addr v=v0.32.2
   rm -rf "$out" && mkdir -p "$out"
   ctx=$out/context
   cargo build -q --release -p kpbuild
@@ -57,25 +57,24 @@ stage_bundle_standalone() {
   ref=$(hack/frontend-image.sh "$FRONTEND" --push "127.0.0.1:$FRONTEND_PORT" 2>"$out/frontend-push.log") \
     || { cat "$out/frontend-push.log" >&2; fail "frontend image push"; }
   hack/base-mirror.sh debian:bookworm 2>"$out/base-mirror.log" || { cat "$out/base-mirror.log" >&2; fail "the docker.io mirror (hack/base-mirror.sh)"; }
-  remote=$out/context-remote
-  cp -r "$ctx" "$remote"
-  sed -i "1s|^# syntax=.*|# syntax=$ref|" "$remote/Dockerfile.bundle"
   hack/buildkitd.sh "$v" running || BUILDKITD_STARTED+=("$v")
   addr=$(hack/buildkitd.sh "$v") || fail "buildkitd $v (hack/buildkitd.sh)"
 
+  # One context for both builds (the spec's sha256 is in the manifest): the standalone daemon
+  # is told the frontend's registry reference, Docker 20.10 takes the spec's `# syntax=` image.
   local b
   for b in docker "$v"; do
-    local a=$addr c=$remote
-    [ "$b" = docker ] && a=docker c=$ctx
-    log "bundle-v0.32: kpbuild build --builder $a (every module, amd64 and arm64)"
-    KPBUILD_STORE=$out/store-$b "$KPR" build -f "$c/Dockerfile.bundle" --builder "$a" > "$out/build-$b.log" 2>&1 \
-      || { tail -40 "$out/build-$b.log" >&2; fail "kpbuild build --builder $a (log: $out/build-$b.log)"; }
+    local a=(--builder "$addr" --frontend "$ref")
+    [ "$b" = docker ] && a=(--builder docker)
+    log "bundle-v0.32: kpbuild build ${a[*]} (every module, amd64 and arm64)"
+    KPBUILD_STORE=$out/store-$b "$KPR" build -f "$ctx/Dockerfile.bundle" "${a[@]}" > "$out/build-$b.log" 2>&1 \
+      || { tail -40 "$out/build-$b.log" >&2; fail "kpbuild build ${a[*]} (log: $out/build-$b.log)"; }
     grep -E "^builder " "$out/build-$b.log" >&2 || true
     tail -14 "$out/build-$b.log" >&2
   done
 
   log "bundle-v0.32: a rebuild on $v with no change runs no op"
-  KPBUILD_STORE=$out/store-$v "$KPR" build -f "$remote/Dockerfile.bundle" --builder "$addr" > "$out/rebuild-$v.log" 2>&1 \
+  KPBUILD_STORE=$out/store-$v "$KPR" build -f "$ctx/Dockerfile.bundle" --builder "$addr" --frontend "$ref" > "$out/rebuild-$v.log" 2>&1 \
     || { tail -40 "$out/rebuild-$v.log" >&2; fail "rebuild on $v"; }
   grep -Eq "built$" "$out/rebuild-$v.log" && { tail -14 "$out/rebuild-$v.log" >&2; fail "a rebuild on $v with no change ran ops"; }
   echo "rebuild on $v: every module cached" >&2
@@ -92,22 +91,22 @@ stage_bundle_standalone() {
   for arch in amd64 arm64; do
     tars+=("$out/export-docker/kubeplay-v0.1.0-linux-$arch.tar.zst" "$out/export-$v/kubeplay-v0.1.0-linux-$arch.tar.zst")
   done
-  python3 hack/e2e/bundle_diff.py "$out" "${tars[@]}" >&2 || fail "the $v bundle differs from Docker 20.10's beyond what is explained (see above; $out)"
+  python3 hack/e2e/bundle_diff.py "$out" "$out/plan.json" "${tars[@]}" >&2 || fail "the $v bundle differs from Docker 20.10's beyond what is explained (see above; $out)"
   rm -rf "$out/export-docker" "$out/export-$v"
 
-  stage_tls "$out"
+  stage_tls "$out" "$ref"
 }
 
 # kpbuild build over tcp:// with mutual TLS to a buildkitd of its own (state under OUT, removed).
-stage_tls() { # OUT
-  local out=$1 tls=$1/tls v=v0.32.2 a
+stage_tls() { # OUT FRONTEND_REF
+  local out=$1 ref=$2 tls=$1/tls v=v0.32.2 a
   tls_certs "$tls"
   local root=$out/buildkitd-tls
   log "bundle-v0.32: kpbuild build --builder tcp://127.0.0.1:$TLS_PORT with mutual TLS (files, linux/amd64)"
   KPBUILD_BUILDKITD_ROOT=$root hack/buildkitd.sh --name tls --tcp "127.0.0.1:$TLS_PORT" --tls "$tls" "$v" >/dev/null \
     || fail "buildkitd with TLS on 127.0.0.1:$TLS_PORT"
   a=tcp://127.0.0.1:$TLS_PORT
-  if ! KPBUILD_STORE=$out/store-tls "$KPR" build -f "$out/context-remote/Dockerfile.bundle" --builder "$a" \
+  if ! KPBUILD_STORE=$out/store-tls "$KPR" build -f "$out/context/Dockerfile.bundle" --builder "$a" --frontend "$ref" \
       --tls-ca "$tls/ca.pem" --tls-cert "$tls/client.pem" --tls-key "$tls/client-key.pem" \
       --target files --platform linux/amd64 > "$out/tls.log" 2>&1; then
     tail -20 "$out/tls.log" >&2
@@ -117,10 +116,10 @@ stage_tls() { # OUT
   grep -E "^builder " "$out/tls.log" >&2 || true
   tail -1 "$out/tls.log" >&2
   local bad=0
-  KPBUILD_STORE=$out/store-tls "$KPR" build -f "$out/context-remote/Dockerfile.bundle" --builder "$a" \
+  KPBUILD_STORE=$out/store-tls "$KPR" build -f "$out/context/Dockerfile.bundle" --builder "$a" --frontend "$ref" \
     --tls-ca "$tls/other-ca.pem" --tls-cert "$tls/client.pem" --tls-key "$tls/client-key.pem" \
     --target files --platform linux/amd64 > "$out/tls-wrong-ca.log" 2>&1 && bad=1
-  KPBUILD_STORE=$out/store-tls "$KPR" build -f "$out/context-remote/Dockerfile.bundle" --builder "$a" \
+  KPBUILD_STORE=$out/store-tls "$KPR" build -f "$out/context/Dockerfile.bundle" --builder "$a" --frontend "$ref" \
     --tls-ca "$tls/ca.pem" --target files --platform linux/amd64 > "$out/tls-no-cert.log" 2>&1 && bad=2
   KPBUILD_BUILDKITD_ROOT=$root hack/buildkitd.sh --name tls "$v" stop
   rm -rf "$root"
