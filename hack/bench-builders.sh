@@ -10,9 +10,11 @@
 #   hack/bench-builders.sh [RUNS]      # RUNS pairs of builds, alternating which goes first (default 1)
 #
 # The daemons are hack/buildkitd.sh --name bench-a (the host's platforms) and --name
-# bench-arm64 --platform linux/arm64 (their own state dirs; pruned, then stopped, at the end). Uses the e2e fixture ports (nginx 8081,
-# registries 5730, 5800, 5860): run it under the e2e lock (flock /tmp/kpbuild-e2e.lock …) on a
-# shared machine. The os-packages builds fetch Debian's packages from Debian's mirror each time.
+# bench-arm64 --platform linux/arm64 (their own state dirs; pruned, then stopped, at the end).
+# Its fixtures use ports of their own, so it runs beside the e2e stages: nginx 127.0.0.1:8170
+# (files), registries 5870 (images), 5871 (the frontend), 5872 (the docker.io mirror); state in
+# target/bench/builders/run. The os-packages builds fetch Debian's packages from Debian's mirror
+# each time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-1}
@@ -24,8 +26,11 @@ FRONTEND=${KPBUILD_FRONTEND_IMAGE:-kpbuild/frontend:dev}
 hack/frontend-image.sh "$FRONTEND" >/dev/null
 cargo build -q --release -p kpbuild
 KPR=$PWD/target/release/kpbuild
+export KPBUILD_RUN_DIR=$W/run KPBUILD_BASE_MIRROR=127.0.0.1:5872
+export KPBUILD_BUILDKITD_MIRROR=$KPBUILD_BASE_MIRROR KPBUILD_BUILDKITD_HTTP="127.0.0.1:5871 127.0.0.1:5870"
 # shellcheck source=hack/lib-fixtures.sh
 . hack/lib-fixtures.sh
+FILES_PORT=8170 IMAGES_PORT=5870
 V=v0.32.2
 BUILDCTL=$PWD/target/tools/bin/buildctl-$V
 # bench-a: the host's platforms (the one daemon, and linux/amd64 of the pair); bench-arm64:
@@ -45,10 +50,11 @@ cleanup() {
 }
 trap cleanup EXIT
 bundle_fixtures_start "$KPR" "$W/context" "$W" > "$W/fixtures.log" 2>&1 || { tail -20 "$W/fixtures.log" >&2; exit 1; }
-REF=$(hack/frontend-image.sh "$FRONTEND" --push 127.0.0.1:5800 2>>"$W/fixtures.log")
+REF=$(hack/frontend-image.sh "$FRONTEND" --push 127.0.0.1:5871 2>>"$W/fixtures.log")
 hack/base-mirror.sh debian:bookworm 2>>"$W/fixtures.log"
 SPEC=$W/context/Dockerfile.bundle
-sed -i "1s|^# syntax=.*|# syntax=$REF|" "$SPEC"
+sed -i -e "1s|^# syntax=.*|# syntax=$REF|" -e "s|127.0.0.1:8081/|127.0.0.1:$FILES_PORT/|" \
+  -e "s|127.0.0.1:5730/|127.0.0.1:$IMAGES_PORT/|" "$SPEC"
 AMD=$(daemon a)
 ARM=$(daemon arm64)
 prune() { daemon a prune && daemon arm64 prune; }
