@@ -60,12 +60,14 @@ stage_bundle_standalone() {
   hack/buildkitd.sh "$v" running || BUILDKITD_STARTED+=("$v")
   addr=$(hack/buildkitd.sh "$v") || fail "buildkitd $v (hack/buildkitd.sh)"
 
-  # One context for both builds (the spec's sha256 is in the manifest): the standalone daemon
-  # is told the frontend's registry reference, Docker 20.10 takes the spec's `# syntax=` image.
+  # One context for both builds (the spec's sha256 is in the manifest), and this checkout's
+  # frontend for both: the standalone daemon pulls it from the registry, Docker 20.10 takes it
+  # from its image store (the spec's `# syntax=` line names kpbuild/frontend:dev, which may be
+  # another checkout's).
   local b
   for b in docker "$v"; do
     local a=(--builder "$addr" --frontend "$ref")
-    [ "$b" = docker ] && a=(--builder docker)
+    [ "$b" = docker ] && a=(--builder docker --frontend "$FRONTEND")
     log "bundle-v0.32: kpbuild build ${a[*]} (every module, amd64 and arm64)"
     KPBUILD_STORE=$out/store-$b "$KPR" build -f "$ctx/Dockerfile.bundle" "${a[@]}" > "$out/build-$b.log" 2>&1 \
       || { tail -40 "$out/build-$b.log" >&2; fail "kpbuild build ${a[*]} (log: $out/build-$b.log)"; }

@@ -10,7 +10,9 @@ must be explained:
     daemon ran its RUN steps, and a RUN step is not reproducible: what it creates carries the
     time it ran, and apt writes its logs and caches. Explained when every file present in one
     is present in the other, contents differ only under var/log/ and var/cache/, and the rest
-    differs in timestamps at most (the files are listed in WORKDIR/bundle-diff.txt);
+    differs in timestamps at most (the files are listed in WORKDIR/bundle-diff.txt); its
+    config differs only in created, history and rootfs (the layer's diff_id), and in how the
+    Dockerfile frontend writes empty fields;
   - `kubeplay.lock.json`: only in the artifact entries of the archives above;
   - an os-packages repository: only if Debian's mirror moved between the builds (the package
     versions differ), which changes the inputs.
@@ -111,7 +113,13 @@ def main():
             content = sorted(p for p in inner if p in fa and p in fb and fa[p][3] != fb[p][3])
             only = sorted(p for p in inner if (p in fa) != (p in fb))
             meta = sorted(set(inner) - set(content) - set(only))
-            config_keys = sorted(k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k))
+            # Dockerfile frontends differ in how they write empty fields (v0.8 writes
+            # "OnBuild": null, later ones leave it out); rootfs follows from the layer.
+            def same(x, y):
+                if isinstance(x, dict) and isinstance(y, dict):
+                    return {k: v for k, v in x.items() if v is not None} == {k: v for k, v in y.items() if v is not None}
+                return x == y
+            config_keys = sorted(k for k in set(ca) | set(cb) if not same(ca.get(k), cb.get(k)))
             records = [p for p in content if not p.startswith(RUN_RECORDS)]
             modes = [p for p in meta if fa[p][:2] != fb[p][:2]]
             report.append(f"  {n}: {len(inner)} of {len(fa)} files differ inside its layers: content {content}, "
@@ -119,7 +127,7 @@ def main():
             print(f"  {n}: the dockerfile module's RUN steps, run by each daemon: {len(content)} files differ in "
                   f"content ({', '.join(content[:8])}{' …' if len(content) > 8 else ''}), {len(only)} in one only, "
                   f"{len(meta)} in timestamps only; config keys that differ: {config_keys}", file=sys.stderr)
-            if only or records or modes or set(config_keys) - {"created", "history"}:
+            if only or records or modes or set(config_keys) - {"created", "history", "rootfs"}:
                 unexplained.append(f"{n}: beyond a RUN step's records: in one only {only}, content {records}, "
                                    f"type or mode {modes}, config {config_keys}")
                 continue
