@@ -115,11 +115,11 @@ def main():
             meta = sorted(set(inner) - set(content) - set(only))
             # Dockerfile frontends differ in how they write empty fields (v0.8 writes
             # "OnBuild": null, later ones leave it out); rootfs follows from the layer.
-            def same(x, y):
+            def same_field(x, y):
                 if isinstance(x, dict) and isinstance(y, dict):
                     return {k: v for k, v in x.items() if v is not None} == {k: v for k, v in y.items() if v is not None}
                 return x == y
-            config_keys = sorted(k for k in set(ca) | set(cb) if not same(ca.get(k), cb.get(k)))
+            config_keys = sorted(k for k in set(ca) | set(cb) if not same_field(ca.get(k), cb.get(k)))
             records = [p for p in content if not p.startswith(RUN_RECORDS)]
             modes = [p for p in meta if fa[p][:2] != fb[p][:2]]
             report.append(f"  {n}: {len(inner)} of {len(fa)} files differ inside its layers: content {content}, "
