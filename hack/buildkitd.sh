@@ -14,25 +14,36 @@
 #   --platform P   --oci-worker-platform P (repeatable, or KPBUILD_BUILDKITD_PLATFORM="P1 P2"):
 #                  the worker claims only these platforms (a second daemon for one architecture)
 #   --name N       a second daemon of the same version: state in …-<version>-N
+#   --tcp HOST:PORT --tls DIR
+#                  also listen on tcp://HOST:PORT with mutual TLS: DIR/ca.pem (the CA clients'
+#                  certificates must be signed by), DIR/server.pem, DIR/server-key.pem
 #
 # KPBUILD_BUILDKITD_ROOT (default /var/lib/kpbuild-buildkitd-<version>[-<name>]) holds the
 # state (root/), socket, pid, config and log. Loopback registries it pulls from over plain HTTP
 # (the frontend image's, the fixtures'): KPBUILD_BUILDKITD_HTTP (default
-# "127.0.0.1:5800 127.0.0.1:5730").
+# "127.0.0.1:5800 127.0.0.1:5730"). Images named on docker.io (`debian:bookworm`, the base the
+# os-packages and dockerfile modules run on) come from a loopback mirror, plain HTTP:
+# KPBUILD_BUILDKITD_MIRROR (default 127.0.0.1:5860, where hack/base-mirror.sh pushes
+# the base images as library/<name>; docker.io itself is asked only when the mirror fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VERSION=v0.32.2 CMD= NAME=
+VERSION=v0.32.2 CMD='' NAME='' TCP='' TLS=''
 PLATFORMS=()
 read -r -a PLATFORMS <<< "${KPBUILD_BUILDKITD_PLATFORM:-}"
 while [ $# -gt 0 ]; do
   case $1 in
     --platform) PLATFORMS+=("$2"); shift 2 ;;
     --name) NAME=$2; shift 2 ;;
+    --tcp) TCP=$2; shift 2 ;;
+    --tls) TLS=$2; shift 2 ;;
     v[0-9]*) VERSION=$1; shift ;;
     running|stop|prune) CMD=$1; shift ;;
-    *) echo "usage: buildkitd.sh [--platform P]… [--name N] [VERSION] [running|stop|prune]" >&2; exit 2 ;;
+    *) echo "usage: buildkitd.sh [--platform P]… [--name N] [--tcp HOST:PORT --tls DIR] [VERSION] [running|stop|prune]" >&2; exit 2 ;;
   esac
 done
+if [ -n "$TCP" ] && [ -z "$TLS" ] || [ -z "$TCP" ] && [ -n "$TLS" ]; then
+  echo "buildkitd.sh: --tcp and --tls go together (a tcp address is only served with TLS)" >&2; exit 2
+fi
 TOOLS=$PWD/target/tools
 BUILDKITD=$TOOLS/bin/buildkitd-$VERSION
 BUILDCTL=$TOOLS/bin/buildctl-$VERSION
@@ -74,13 +85,21 @@ command -v runc >/dev/null || { echo "buildkitd.sh: runc is not installed (hack/
 mkdir -p "$ROOT/root"
 {
   echo "# written by hack/buildkitd.sh"
-  for r in ${KPBUILD_BUILDKITD_HTTP:-127.0.0.1:5800 127.0.0.1:5730}; do
+  MIRROR=${KPBUILD_BUILDKITD_MIRROR-127.0.0.1:5860}
+  [ -z "$MIRROR" ] || printf '[registry."docker.io"]\n  mirrors = ["%s"]\n' "$MIRROR"
+  for r in ${KPBUILD_BUILDKITD_HTTP:-127.0.0.1:5800 127.0.0.1:5730} $MIRROR; do
     printf '[registry."%s"]\n  http = true\n  insecure = true\n' "$r"
   done
 } > "$ROOT/buildkitd.toml.new"
 ARGS=(--root "$ROOT/root" --addr "$ADDR" --config "$ROOT/buildkitd.toml"
   --oci-worker=true --containerd-worker=false --allow-insecure-entitlement network.host)
 for p in "${PLATFORMS[@]}"; do ARGS+=(--oci-worker-platform "$p"); done
+if [ -n "$TCP" ]; then
+  for f in ca.pem server.pem server-key.pem; do
+    [ -s "$TLS/$f" ] || { echo "buildkitd.sh: --tls $TLS: no $f there" >&2; exit 2; }
+  done
+  ARGS+=(--addr "tcp://$TCP" --tlscacert "$TLS/ca.pem" --tlscert "$TLS/server.pem" --tlskey "$TLS/server-key.pem")
+fi
 WANT="$BUILDKITD ${ARGS[*]} $(cat "$ROOT/buildkitd.toml.new")"
 
 if answers; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end proofs through a real BuildKit (Docker 20.10's) and real servers.
 #
-#   hack/e2e.sh [STAGE…]      stages: sync files images os-packages bundle buildx (default: all)
+#   hack/e2e.sh [STAGE…]      stages: sync files images os-packages bundle buildx bundle-v0.32
+#                             (default: all)
 #
 #   sync     kpbuild sync-images against fixture registries (hack/e2e-sync.sh)
 #   files    the files module through BuildKit
@@ -12,6 +13,9 @@
 #   buildx   docker buildx build of the files and images targets: docker driver (Docker 20.10,
 #            BuildKit v0.8), remote driver to standalone buildkitd v0.32.2 and v0.11.6
 #            (hack/buildkitd.sh; left running if they already were, their cache kept)
+#   bundle-v0.32  the root Dockerfile.bundle on standalone BuildKit v0.32.2: its exports
+#            byte-identical to Docker 20.10's, or each difference explained; mutual TLS to a
+#            tcp:// buildkitd (hack/e2e-bundle-standalone.sh)
 #
 # Each stage starts from a clean target/e2e/STAGE/, leaves its outputs there, and fails (exit
 # non-zero) unless every check passed. Once a stage passed, its large outputs (trees, tarballs,
@@ -23,7 +27,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 TESTDATA=$ROOT/../shared/testdata
 STAGES=("$@")
-[ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images os-packages bundle buildx)
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images os-packages bundle buildx bundle-v0.32)
 DOCKER=/usr/bin/docker
 export DOCKER_BUILDKIT=1
 # The Python snippets read `kpbuild plan` JSON by name through hack/lib_plan.py.
@@ -856,6 +860,9 @@ PY
   done
 }
 
+# shellcheck source=hack/e2e-bundle-standalone.sh
+. hack/e2e-bundle-standalone.sh   # stage_bundle_standalone
+
 # A standalone daemon's state grows with every run: drop its build cache past 2 GiB.
 prune_buildkitd() { # VERSION
   local root=/var/lib/kpbuild-buildkitd-$1 mib
@@ -872,6 +879,7 @@ prune_buildkitd() { # VERSION
 stop_fixtures() {
   registry_stop e2e-serve
   registry_stop e2e-images
+  hack/base-mirror.sh --stop
   hack/files-server.sh stop 8082 >/dev/null
   hack/files-server.sh stop 8081 >/dev/null
   hack/frontend-image.sh --stop
@@ -887,8 +895,9 @@ for STAGE in "${STAGES[@]}"; do
     os-packages) stage_os_packages ;;
     bundle) stage_bundle ;;
     buildx) stage_buildx ;;
+    bundle-v0.32) stage_bundle_standalone ;;
     sync) bash hack/e2e-sync.sh || fail "sync (hack/e2e-sync.sh)" ;;
-    *) fail "unknown stage $STAGE (sync, files, images, os-packages, bundle, buildx)" ;;
+    *) fail "unknown stage $STAGE (sync, files, images, os-packages, bundle, buildx, bundle-v0.32)" ;;
   esac
   shrink "$ROOT/target/e2e/$STAGE"
 done

@@ -70,7 +70,7 @@ pub struct Args {
     /// Only these distros of the os-packages modules (comma-separated or repeated).
     #[arg(long, value_delimiter = ',')]
     distro: Vec<String>,
-    /// List the ops that ran (not cached) for every build.
+    /// List the ops that ran (not cached), and those taken from the cache, for every build.
     #[arg(short, long)]
     verbose: bool,
     /// Builds run at the same time.
@@ -133,10 +133,16 @@ fn is_source_vertex(name: &str) -> bool {
 }
 
 impl Outcome {
-    /// (ops, cached, ran): `ran` counts the ops that did work (not sources, not cached).
+    /// (ops, cached, ran): `ran` counts the ops that did work, `cached` those taken from
+    /// BuildKit's cache; neither counts sources (downloads pinned by checksum, images, the
+    /// context), which BuildKit reports cached whenever it holds them, `--no-cache` or not.
     fn counts(&self) -> (usize, usize, usize) {
         let total = self.vertices.len();
-        let cached = self.vertices.values().filter(|v| v.1).count();
+        let cached = self
+            .vertices
+            .values()
+            .filter(|v| v.1 && !is_source_vertex(&v.0))
+            .count();
         let ran = self
             .vertices
             .values()
@@ -295,7 +301,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for (u, o) in units.iter().zip(&outcomes) {
             for (name, cached, completed) in o.vertices.values() {
                 if *completed && !*cached && !is_source_vertex(name) {
-                    eprintln!("ran  {:<40} {name}", u.image);
+                    eprintln!("ran     {:<40} {name}", u.image);
+                } else if *cached {
+                    eprintln!("cached  {:<40} {name}", u.image);
                 }
             }
         }
@@ -676,4 +684,29 @@ fn context_tar(context: &Path, spec: &Path) -> anyhow::Result<(bytes::Bytes, Str
         }
     };
     Ok((bytes::Bytes::from(builder.into_inner()?), dockerfile))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_neither_cached_nor_ran_ops() {
+        let mut o = Outcome::default();
+        for (d, name, cached) in [
+            ("a", "download https://x.io/f", true),
+            (
+                "b",
+                "docker-image://127.0.0.1:5800/kpbuild/frontend:dev@sha256:1",
+                true,
+            ),
+            ("c", "http://buildkit-session/1", true),
+            ("d", "files [linux/amd64]: lay out 1 files", false),
+            ("e", "images [linux/amd64]: registry tree", true),
+        ] {
+            o.vertices
+                .insert(d.to_string(), (name.to_string(), cached, true));
+        }
+        assert_eq!(o.counts(), (5, 1, 1));
+    }
 }

@@ -708,14 +708,23 @@ pub fn marshal(result: &State) -> Result<Marshalled, MarshalError> {
     })
 }
 
-/// Marks every exec and file op of `def` to be run again rather than taken from BuildKit's
-/// cache (`docker build --no-cache`); sources are resolved as usual.
+/// Marks every op of `def` that computes from other ops (exec, file, merge, diff) to be run
+/// again rather than taken from BuildKit's cache (`docker build --no-cache`); sources are
+/// resolved as usual (BuildKit reports them cached when it holds them).
 pub fn ignore_cache(def: &mut pb::Definition) {
     for bytes in &def.def {
         let Ok(op) = pb::Op::decode(bytes.as_slice()) else {
             continue;
         };
-        if matches!(op.op, Some(pb::op::Op::Exec(_) | pb::op::Op::File(_))) {
+        if matches!(
+            op.op,
+            Some(
+                pb::op::Op::Exec(_)
+                    | pb::op::Op::File(_)
+                    | pb::op::Op::Merge(_)
+                    | pb::op::Op::Diff(_)
+            )
+        ) {
             def.metadata
                 .entry(digest_of(bytes))
                 .or_default()
@@ -1236,5 +1245,31 @@ mod tests {
             .filter(|(_, op)| matches!(op.op, Some(pb::op::Op::Source(_))))
             .count();
         assert_eq!(sources, 1);
+    }
+
+    #[test]
+    fn no_cache_marks_every_computing_op_but_not_sources() {
+        let a = http("https://x.io/a", Some(&"a".repeat(64)), Some("a"));
+        let b = FileOp::on(None).mkfile("/b", 0o644, b"b".to_vec()).result();
+        let mut def = marshal(&merge(vec![a, b])).unwrap().definition;
+        ignore_cache(&mut def);
+        let mut kinds: Vec<(&str, bool)> = decode(&def)
+            .into_iter()
+            .filter_map(|(d, op)| {
+                let kind = match op.op? {
+                    pb::op::Op::Source(_) => "source",
+                    pb::op::Op::File(_) => "file",
+                    pb::op::Op::Merge(_) => "merge",
+                    _ => "other",
+                };
+                Some((kind, def.metadata.get(&d).is_some_and(|m| m.ignore_cache)))
+            })
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [("file", true), ("merge", true), ("source", false)],
+            "{kinds:?}"
+        );
     }
 }

@@ -164,7 +164,7 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
     // The build context, for modules that copy from it: only the directories they name.
     let dirs = build_inputs(&spec.spec);
     let context = (!dirs.is_empty()).then(|| source.context_state(&dirs));
-    let dockerfiles = nested_builds(gw, &plan, context.as_ref()).await?;
+    let dockerfiles = nested_builds(gw, &plan, context.as_ref(), opts.no_cache).await?;
     let env = LowerEnv {
         tool_image,
         tool_binary: tool_binary.to_string(),
@@ -282,10 +282,31 @@ async fn resolve_digests<B: Bridge>(
 
 /// The builds modules need through BuildKit's own Dockerfile frontend, per platform: the
 /// result's definition and image config by (module, architecture).
+/// The options of a nested build through BuildKit's Dockerfile frontend. With `no_cache`
+/// (`kpbuild build --no-cache`) the Dockerfile's own steps run again too: its `no-cache`
+/// option (empty: every stage), as `docker build --no-cache` gives it.
+fn nested_frontend_opts(
+    nested: &kpbuild_modules::kinds::NestedBuild<'_>,
+    platform: &Platform,
+    no_cache: bool,
+) -> HashMap<String, String> {
+    let mut fopts = HashMap::new();
+    fopts.insert("filename".to_string(), nested.dockerfile.to_string());
+    fopts.insert("platform".to_string(), platform.to_string());
+    for (k, v) in nested.build_args {
+        fopts.insert(format!("build-arg:{k}"), v.clone());
+    }
+    if no_cache {
+        fopts.insert("no-cache".to_string(), String::new());
+    }
+    fopts
+}
+
 async fn nested_builds<B: Bridge>(
     gw: &mut B,
     plan: &Plan,
     context: Option<&llb::State>,
+    no_cache: bool,
 ) -> Result<lower::NestedResults, FrontendError> {
     let mut out = BTreeMap::new();
     for p in &plan.platforms {
@@ -306,13 +327,11 @@ async fn nested_builds<B: Bridge>(
                 .copy(context, &format!("/{dir}/"), "/", lower::contents())
                 .named(format!("{}: Dockerfile context {dir}", m.name))
                 .result();
-            let def = llb::marshal(&ctx)?.definition;
-            let mut fopts = HashMap::new();
-            fopts.insert("filename".to_string(), nested.dockerfile.to_string());
-            fopts.insert("platform".to_string(), p.platform.to_string());
-            for (k, v) in nested.build_args {
-                fopts.insert(format!("build-arg:{k}"), v.clone());
+            let mut def = llb::marshal(&ctx)?.definition;
+            if no_cache {
+                llb::ignore_cache(&mut def);
             }
+            let fopts = nested_frontend_opts(&nested, &p.platform, no_cache);
             let inputs = HashMap::from([
                 ("context".to_string(), def.clone()),
                 ("dockerfile".to_string(), def),
@@ -645,6 +664,26 @@ modules:
                 })
             })
             .count()
+    }
+
+    #[test]
+    fn no_cache_reaches_the_nested_dockerfile_build() {
+        let args = BTreeMap::from([("V".to_string(), "1".to_string())]);
+        let nested = kpbuild_modules::kinds::NestedBuild {
+            context: "examples/img",
+            dockerfile: "Dockerfile",
+            build_args: &args,
+        };
+        let platform = Platform::linux(kpbuild_modules::platform::Arch::Arm64);
+        let cached = nested_frontend_opts(&nested, &platform, false);
+        assert_eq!(
+            cached.get("platform").map(String::as_str),
+            Some("linux/arm64")
+        );
+        assert_eq!(cached.get("build-arg:V").map(String::as_str), Some("1"));
+        assert!(!cached.contains_key("no-cache"));
+        let fresh = nested_frontend_opts(&nested, &platform, true);
+        assert_eq!(fresh.get("no-cache").map(String::as_str), Some(""));
     }
 
     #[test]

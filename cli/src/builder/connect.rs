@@ -169,7 +169,33 @@ pub async fn control_channel(addr: &Address, tls: &Tls) -> anyhow::Result<Channe
                 .await
         }
     };
-    channel.with_context(|| format!("connecting to the builder {addr}"))
+    channel.map_err(|e| {
+        // The error's causes, each once (rustls' message is repeated by its wrapper).
+        let mut causes: Vec<String> = vec![];
+        for c in anyhow::Error::from(e).chain() {
+            let c = c.to_string();
+            if !causes.iter().any(|seen| seen.contains(&c)) {
+                causes.push(c);
+            }
+        }
+        let chain = causes.join(": ");
+        let hint = if chain.contains("UnknownIssuer") || chain.contains("invalid peer certificate")
+        {
+            match &tls.ca {
+                Some(ca) => format!(
+                    ": its TLS certificate is not trusted (not signed by --tls-ca {}, or not \
+                     for this host)",
+                    ca.display()
+                ),
+                None => ": its TLS certificate is not trusted by the system's roots (give its \
+                          CA with --tls-ca)"
+                    .to_string(),
+            }
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("connecting to the builder {addr}{hint}: {chain}")
+    })
 }
 
 /// Opens a Docker daemon's session endpoint for the session `headers` describe.

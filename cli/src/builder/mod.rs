@@ -80,6 +80,11 @@ impl Builder {
                     "the builder {addr} does not answer BuildKit's control API{}",
                     if addr.is_docker() {
                         " (is the Docker daemon running? hack/dockerd.sh starts one)"
+                    } else if tls.ca.is_some() && tls.cert.is_none() {
+                        // A buildkitd with --tlscacert closes the connection of a client
+                        // without a certificate once the handshake is done.
+                        " (it closed the connection: a buildkitd with mutual TLS wants a client \
+                         certificate, --tls-cert and --tls-key)"
                     } else {
                         " (is buildkitd running there? hack/buildkitd.sh starts one)"
                     }

@@ -58,7 +58,8 @@
 //! are dropped from file names, `libcap2_1%3a2.66-4_arm64.deb` → `libcap2_2.66-4_arm64.deb`, so
 //! that no `%` reaches a URL), and the index:
 //!
-//! - apt: `Packages`, `Packages.gz` (`gzip -n`), `Release` (`apt-ftparchive`; `Packages` is in
+//! - apt: `Packages`, `Packages.gz` (`gzip -n`), `Release` (`apt-ftparchive`, its `Date` fixed at
+//!   the epoch so that the index is reproducible; `Packages` is in
 //!   file name order). Unsigned: clients use `[trusted=yes]`.
 //! - dnf/yum: `repodata/` (`createrepo_c` / `createrepo`). Clients use `gpgcheck=0`.
 //! - Always: [`RECORD_FILE`] (`kpbuild-os-packages.json`), the record of what was asked and what
@@ -549,8 +550,11 @@ index() {
   apt-ftparchive packages . > "$W/Packages" || die "apt-ftparchive packages $OUT failed"
   mv "$W/Packages" Packages
   gzip -9n < Packages > Packages.gz
+  # Date: fixed, not the time of the build: the same packages give the same Release bytes on
+  # any builder (apt checks a Release's Date only against Valid-Until, which there is none of).
   apt-ftparchive -o APT::FTPArchive::Release::Origin=kpbuild \
-    -o "APT::FTPArchive::Release::Label=kpbuild $DISTRO $ARCH" release . > "$W/Release" \
+    -o "APT::FTPArchive::Release::Label=kpbuild $DISTRO $ARCH" \
+    -o "APT::FTPArchive::Release::Date=Thu, 01 Jan 1970 00:00:00 UTC" release . > "$W/Release" \
     || die "apt-ftparchive release $OUT failed"
   mv "$W/Release" Release
 }
