@@ -401,7 +401,8 @@ stage_bundle() {
     || fail "the arm64 bundle's kubespray image ($kid) is not linux/arm64"
   # shellcheck disable=SC2016
   $DOCKER run --rm "$kid" sh -c 'echo "$(uname -m): $(ansible-playbook --version | head -1)"; [ "$(uname -m)" = aarch64 ]' \
-    > "$out/kubespray-arm64.log" 2>&1 || { cat "$out/kubespray-arm64.log" >&2; fail "the arm64 kubespray image does not run ansible-playbook"; }
+    > "$out/kubespray-arm64.log" 2> "$out/kubespray-arm64.err" \
+    || { cat "$out/kubespray-arm64.log" "$out/kubespray-arm64.err" >&2; fail "the arm64 kubespray image does not run ansible-playbook"; }
   $DOCKER rmi "$kid" >/dev/null
   echo "kubespray image linux/arm64 under QEMU: $(cat "$out/kubespray-arm64.log")" >&2
   skopeo inspect --raw "oci-archive:$out/kubeplay-v0.1.0.oci.tar:v0.1.0" > "$out/oci-index.json" \
