@@ -407,6 +407,20 @@ stage_bundle() {
     "$KPR" verify "$t" > "$out/verify-$(basename "$t").log" 2>&1 || { cat "$out/verify-$(basename "$t").log" >&2; fail "verify $t"; }
     tail -2 "$out/verify-$(basename "$t").log" >&2
   done
+  log "bundle: the arm64 bundle's kubespray image (its RUN steps ran under QEMU) runs under QEMU"
+  tar --zstd -xf "$zst" -C "$out" kubeplay/resources/images/kubespray-v2.28.1.tar \
+    || fail "no kubeplay/resources/images/kubespray-v2.28.1.tar in $zst"
+  local kid
+  kid=$($DOCKER load -q -i "$out/kubeplay/resources/images/kubespray-v2.28.1.tar" | sed -n 's/^Loaded image: //p')
+  rm -rf "$out/kubeplay"
+  [ "$($DOCKER image inspect -f '{{.Os}}/{{.Architecture}}' "$kid")" = linux/arm64 ] \
+    || fail "the arm64 bundle's kubespray image ($kid) is not linux/arm64"
+  # shellcheck disable=SC2016
+  $DOCKER run --rm "$kid" sh -c 'echo "$(uname -m): $(ansible-playbook --version | head -1)"; [ "$(uname -m)" = aarch64 ]' \
+    > "$out/kubespray-arm64.log" 2> "$out/kubespray-arm64.err" \
+    || { cat "$out/kubespray-arm64.log" "$out/kubespray-arm64.err" >&2; fail "the arm64 kubespray image does not run ansible-playbook"; }
+  $DOCKER rmi "$kid" >/dev/null
+  echo "kubespray image linux/arm64 under QEMU: $(cat "$out/kubespray-arm64.log")" >&2
   skopeo inspect --raw "oci-archive:$out/kubeplay-v0.1.0.oci.tar:v0.1.0" > "$out/oci-index.json" \
     || fail "skopeo cannot read the OCI archive"
   python3 - "$out/oci-index.json" <<'PY' || fail "OCI archive index"

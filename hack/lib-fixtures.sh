@@ -7,8 +7,10 @@
 #       nginx on 127.0.0.1:$FILES_PORT serving WORK/srv (hack/files-server.sh);
 #       docker-registry on 127.0.0.1:$IMAGES_PORT (storage WORK/fixture-storage, made afresh)
 #       holding a synthetic image for every image of the spec's plan (WORK/plan.json) and for
-#       each EXTRA_REF, and the nginx and registry service images (hack/service-images.sh);
-#       debian:bookworm in the daemon (hack/base-images.sh).
+#       each EXTRA_REF, the nginx and registry service images (hack/service-images.sh), and
+#       a multi-arch debian:bookworm (amd64 + arm64, hack/base-images.sh --oci) as
+#       docker.io/library/debian:bookworm: the base of the kubespray image, for each platform;
+#       debian:bookworm in the daemon (hack/base-images.sh), the os-packages module's base.
 #   bundle_fixtures_stop     stops that nginx and registry (no error when they are not running)
 
 # shellcheck source=hack/lib-registry.sh
@@ -38,6 +40,10 @@ PY
     --registry "127.0.0.1:$IMAGES_PORT" --set refs --refs "$work/refs.list" --out "$work/fixture"
   hack/service-images.sh "127.0.0.1:$IMAGES_PORT" docker.io/library/nginx:1.27.4-alpine docker.io/library/registry:2.8.1
   hack/base-images.sh debian:bookworm >&2
+  local oci
+  oci=$(hack/base-images.sh --oci bookworm)
+  skopeo copy -q --all --dest-tls-verify=false "oci:$oci:bookworm" \
+    "docker://127.0.0.1:$IMAGES_PORT/docker.io/library/debian:bookworm" >&2
 }
 
 bundle_fixtures_stop() {

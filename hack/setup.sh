@@ -19,6 +19,10 @@ PACKAGES=(
   xz-utils:xz                # unpacks ../shared/tools/buildkit
   rpm:rpmbuild               # the fixture RPM repository of hack/e2e-ospkg-dnf.sh
   createrepo-c:createrepo_c
+  qemu-user-static:qemu-aarch64-static   # arm64 under emulation: kubespray's RUN steps, e2e containers
+  binfmt-support:update-binfmts          # registers QEMU in binfmt_misc
+  mmdebstrap:mmdebstrap                  # arm64 base images (hack/base-images.sh)
+  arch-test:arch-test                    # mmdebstrap's check that arm64 binaries run
 )
 need=()
 for pkg_cmd in "${PACKAGES[@]}"; do
@@ -30,6 +34,14 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
+# arm64 binaries run through QEMU (qemu-user-static registers with the F flag: containers need
+# no emulator of their own). binfmt_misc may not be mounted on a fresh machine, and a mount that
+# came late leaves the registrations to be made.
+SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+mountpoint -q /proc/sys/fs/binfmt_misc || $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || $SUDO update-binfmts --enable qemu-aarch64
+grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
+  || { echo "setup: qemu-aarch64 is registered in binfmt_misc without the F (fix-binary) flag: containers cannot use it" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (https://rustup.rs)" >&2; exit 1; }
 cargo fetch -q
 # cargo-fuzz for hack/fuzz.sh (it builds on nightly, or on stable with RUSTC_BOOTSTRAP=1).
