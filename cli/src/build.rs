@@ -26,7 +26,7 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kpbuild_modules::bundle_tar;
-use kpbuild_modules::layout::{self, BUNDLE_TARGET};
+use kpbuild_modules::layout::{self, BUNDLE_TARGET, LOCK_TARGET};
 use kpbuild_modules::plan::{PlanOptions, bundle_modules, plan};
 use kpbuild_modules::platform::Platform;
 use kpbuild_modules::source::LocalDir;
@@ -386,7 +386,8 @@ async fn build_all(
     let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
     let style =
         ProgressStyle::with_template("{spinner} {prefix:<38} {wide_msg}").expect("template");
-    let futures = units.iter().map(|u| {
+    let build = |i: usize| {
+        let u = &units[i];
         let bar = multi.as_ref().map(|m| {
             let b = m.add(
                 ProgressBar::new_spinner()
@@ -397,67 +398,19 @@ async fn build_all(
             b
         });
         let builder = builders.for_platform(&u.platform).clone();
-        let tar = tar.clone();
-        let store = store.clone();
+        let (tar, store) = (tar.clone(), store.clone());
         async move {
             let started = Instant::now();
-            let mut outcome = Outcome::default();
-            // 1. With a Docker daemon as builder, the build makes the module image first: when
-            //    the store already has the result of that image ID, nothing is transferred.
-            //    (Not with --no-cache: the export would find nothing of it in the cache and
-            //    run every op a second time.)
-            let known = if builder.addr.is_docker() && settings.load && !settings.no_cache {
-                let built = run_build(
-                    &builder,
-                    settings.solve(u, &tar, Export::DockerImage(u.image.clone())),
-                    &mut outcome,
-                    bar.as_ref(),
-                )
-                .await;
-                match (&outcome.error, built.image_id) {
-                    (None, Some(id)) => {
-                        let rid = format!("docker-image-{}", id.trim_start_matches("sha256:"));
-                        let known = store.result(&rid).ok().flatten();
-                        Some((rid, known))
-                    }
-                    _ => None,
+            let mut outcome = build_unit(u, &builder, &store, &tar, settings, bar.as_ref()).await;
+            // A cancellation nobody asked for: BuildKit cancelled an op this build shared
+            // with a parallel one (v0.8 does, when the other build ends first). Once more.
+            if let Some(e) = outcome.error.as_deref().filter(|e| is_cancellation(e)) {
+                let line = format!("{e}: not cancelled by kpbuild; building it once more");
+                match &bar {
+                    Some(b) => b.println(format!("{}: {line}", u.image)),
+                    None => eprintln!("{}: {line}", u.image),
                 }
-            } else {
-                None
-            };
-            let got = match known {
-                Some((_, Some(known))) => Some(known),
-                _ if outcome.error.is_some() => None,
-                // 2. The result's files, through the tar exporter, into the store.
-                rid => {
-                    let got = export_to_store(
-                        &builder,
-                        &store,
-                        u,
-                        settings,
-                        &tar,
-                        &mut outcome,
-                        bar.as_ref(),
-                    )
-                    .await;
-                    // The image ID names this tree only when the export ran nothing: all of
-                    // it came from the cache the image build left (an op that ran again may
-                    // have made other bytes).
-                    if let (Some((g, 0)), Some((rid, _))) = (&got, rid)
-                        && let Err(e) = store.set_result(&rid, &g.tree)
-                    {
-                        outcome.error = Some(format!("storing the result: {e}"));
-                    }
-                    got.map(|(g, _)| g)
-                }
-            };
-            if let Some(got) = got
-                && outcome.error.is_none()
-            {
-                match store.set_ref(&u.key, &got) {
-                    Ok(_) => outcome.stored = Some(got),
-                    Err(e) => outcome.error = Some(format!("storing the result: {e}")),
-                }
+                outcome = build_unit(u, &builder, &store, &tar, settings, bar.as_ref()).await;
             }
             outcome.took = started.elapsed();
             let (total, cached, ran) = outcome.counts();
@@ -472,13 +425,91 @@ async fn build_all(
                 Some(b) => b.finish_with_message(line),
                 None => eprintln!("{}: {line}", u.image),
             }
-            outcome
+            (i, outcome)
         }
-    });
-    Ok(futures_util::stream::iter(futures)
-        .buffered(settings.jobs)
-        .collect()
-        .await)
+    };
+    // The manifest (`lock`) holds every module's graph: built beside them it would run their
+    // ops at the same moment, sharing them between solves. It goes after them, and finds
+    // every op of theirs in the cache.
+    let (modules, locks): (Vec<usize>, Vec<usize>) =
+        (0..units.len()).partition(|&i| units[i].module != LOCK_TARGET);
+    let mut done: BTreeMap<usize, Outcome> = BTreeMap::new();
+    for phase in [modules, locks] {
+        let outcomes: Vec<(usize, Outcome)> =
+            futures_util::stream::iter(phase.into_iter().map(build))
+                .buffered(settings.jobs)
+                .collect()
+                .await;
+        done.extend(outcomes);
+    }
+    Ok(done.into_values().collect())
+}
+
+/// Whether a build's error is BuildKit cancelling it (the build was not at fault).
+fn is_cancellation(error: &str) -> bool {
+    error.contains("context canceled")
+}
+
+/// One module's build (and, with a Docker daemon, its image first): what it did and what the
+/// store got.
+async fn build_unit(
+    u: &Unit,
+    builder: &Builder,
+    store: &Arc<Store>,
+    tar: &bytes::Bytes,
+    settings: &Settings<'_>,
+    bar: Option<&ProgressBar>,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    // 1. With a Docker daemon as builder, the build makes the module image first: when
+    //    the store already has the result of that image ID, nothing is transferred.
+    //    (Not with --no-cache: the export would find nothing of it in the cache and
+    //    run every op a second time.)
+    let known = if builder.addr.is_docker() && settings.load && !settings.no_cache {
+        let built = run_build(
+            builder,
+            settings.solve(u, tar, Export::DockerImage(u.image.clone())),
+            &mut outcome,
+            bar,
+        )
+        .await;
+        match (&outcome.error, built.image_id) {
+            (None, Some(id)) => {
+                let rid = format!("docker-image-{}", id.trim_start_matches("sha256:"));
+                let known = store.result(&rid).ok().flatten();
+                Some((rid, known))
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let got = match known {
+        Some((_, Some(known))) => Some(known),
+        _ if outcome.error.is_some() => None,
+        // 2. The result's files, through the tar exporter, into the store.
+        rid => {
+            let got = export_to_store(builder, store, u, settings, tar, &mut outcome, bar).await;
+            // The image ID names this tree only when the export ran nothing: all of
+            // it came from the cache the image build left (an op that ran again may
+            // have made other bytes).
+            if let (Some((g, 0)), Some((rid, _))) = (&got, rid)
+                && let Err(e) = store.set_result(&rid, &g.tree)
+            {
+                outcome.error = Some(format!("storing the result: {e}"));
+            }
+            got.map(|(g, _)| g)
+        }
+    };
+    if let Some(got) = got
+        && outcome.error.is_none()
+    {
+        match store.set_ref(&u.key, &got) {
+            Ok(_) => outcome.stored = Some(got),
+            Err(e) => outcome.error = Some(format!("storing the result: {e}")),
+        }
+    }
+    outcome
 }
 
 /// What one build of a module did.
@@ -499,6 +530,7 @@ async fn run_build(
 ) -> Built {
     let earlier: BTreeSet<String> = outcome.vertices.keys().cloned().collect();
     let mut this = Outcome::default();
+    let mut failed_op: Option<(String, String)> = None;
     let solved = builder
         .solve(solve, |status| {
             for v in status.vertexes {
@@ -511,9 +543,10 @@ async fn run_build(
                 if !earlier.contains(&v.digest) {
                     outcome.vertices.insert(v.digest.clone(), t.clone());
                 }
-                if !v.error.is_empty() && outcome.error.is_none() {
-                    outcome.error = Some(format!("{}: {}", v.name, v.error));
-                    outcome.failed_vertex = Some(v.digest.clone());
+                // An op's error is the build's only if the build fails: BuildKit also marks
+                // an op cancelled that a parallel build shared and gave up on.
+                if !v.error.is_empty() && failed_op.is_none() {
+                    failed_op = Some((format!("{}: {}", v.name, v.error), v.digest.clone()));
                 }
             }
             for l in status.logs {
@@ -531,9 +564,15 @@ async fn run_build(
     let image_id = match solved {
         Ok(s) => s.image_id,
         Err(e) => {
-            // The failed vertex's own message says more than the solve's summary of it.
+            // The failed op's own message says more than the solve's summary of it.
             if outcome.error.is_none() {
-                outcome.error = Some(format!("{e:#}"));
+                outcome.error = Some(match failed_op {
+                    Some((message, digest)) => {
+                        outcome.failed_vertex = Some(digest);
+                        message
+                    }
+                    None => format!("{e:#}"),
+                });
             }
             None
         }
@@ -708,5 +747,13 @@ mod tests {
                 .insert(d.to_string(), (name.to_string(), cached, true));
         }
         assert_eq!(o.counts(), (5, 1, 1));
+    }
+
+    #[test]
+    fn only_a_cancellation_is_built_again() {
+        assert!(is_cancellation(
+            "download https://x.io/f: context canceled: context canceled"
+        ));
+        assert!(!is_cancellation("download https://x.io/f: exit code: 1"));
     }
 }
