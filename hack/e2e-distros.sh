@@ -36,6 +36,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/target/e2e/distros
 DOCKER=/usr/bin/docker
+# shellcheck source=hack/lib-apt.sh
+. hack/lib-apt.sh   # apt_closure
 export DOCKER_BUILDKIT=1
 export PYTHONPATH=$ROOT/hack${PYTHONPATH:+:$PYTHONPATH}
 FRONTEND=${KPBUILD_FRONTEND_IMAGE:-kpbuild/frontend:dev}
@@ -154,28 +156,6 @@ sys.exit(1 if bad else 0)
 PY
 }
 
-# 2. apt with an EMPTY dpkg status and REPO as its only source, no network, in a container of
-# the release, simulates installing LIST for ARCH; prints the number of packages it would install.
-completeness() { # IMAGE REPO ARCH LIST
-  # shellcheck disable=SC2016
-  $DOCKER run --rm --network none -v "$2:/repo:ro" -v "$4:/list:ro" -e ARCH="$3" "$1" sh -euc '
-    rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*
-    echo "deb [trusted=yes] file:/repo ./" > /etc/apt/sources.list.d/offline.list
-    : > /tmp/status
-    cat > /tmp/apt.conf <<EOF
-#clear APT::Architectures;
-APT::Architecture "$ARCH";
-APT::Architectures { "$ARCH"; };
-Dir::State::status "/tmp/status";
-Dir::State::extended_states "/tmp/extended_states";
-EOF
-    apt-get -c /tmp/apt.conf update -q >/dev/null
-    apt-get -c /tmp/apt.conf -s install $(cat /list) > /tmp/sim.log 2>&1 || { tail -30 /tmp/sim.log >&2; exit 1; }
-    grep "^Inst " /tmp/sim.log | grep -v "\[$ARCH\]\|\[all\]" | grep -q . && { echo "non-$ARCH packages in the simulation" >&2; exit 1; }
-    echo "$(grep -c "^Inst " /tmp/sim.log)"
-  '
-}
-
 # 3. A real install of LIST from REPO alone, no network, in a fresh container of IMAGE; prints
 # the packages installed (dpkg's count of installed packages less the image's own).
 install_offline() { # IMAGE REPO LIST NAME
@@ -213,7 +193,7 @@ for arch in arm64 amd64; do
     list=$OUT/list-$name-$arch.txt
     repo=$(check_repo "$name" "$arch" "$suite" "$OUT/out-$arch" "$list") \
       || fail "$name linux/$arch: the repository check (see above)"
-    n=$(completeness "debian:$suite" "$repo" "$arch" "$list") \
+    n=$(apt_closure "debian:$suite" "$repo" "$arch" "$list") \
       || fail "$name linux/$arch: apt cannot resolve the list from the repository alone, from an empty status"
     echo "$name linux/$arch: $(wc -w < "$list") packages listed, closure from an empty status: $n packages, $(find "$repo" -name '*.deb' | wc -l) .deb files" \
       | tee -a "$SUMMARY" >&2

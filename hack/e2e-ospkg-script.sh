@@ -31,6 +31,8 @@ ROOT=$PWD
 OUT=$ROOT/target/e2e/os-packages-script
 GROUPS_FILE=$ROOT/../shared/testdata/os-packages/packages.kubeplay.yaml
 DOCKER=/usr/bin/docker
+# shellcheck source=hack/lib-apt.sh
+. hack/lib-apt.sh   # apt_closure
 IMAGE=debian:bookworm
 # The Python snippets read `kpbuild plan` JSON by name through hack/lib_plan.py.
 export PYTHONPATH=$ROOT/hack${PYTHONPATH:+:$PYTHONPATH}
@@ -89,29 +91,6 @@ run_script() { # CONTEXT ARCH SCRIPTS REPO LOG
   "$GEN" "$1/Dockerfile.bundle" "$1" "$2" "$3/again" > /dev/null
   cmp -s "$3/debian12-$2.sh" "$3/again/debian12-$2.sh" || fail "the script for $2 is not deterministic"
   $DOCKER run --rm -v "$3:/scripts:ro" -v "$4:/out" "$IMAGE" sh /scripts/"debian12-$2.sh" > "$5" 2>&1
-}
-
-# apt with an EMPTY dpkg status and REPO as its only source, no network, simulates installing
-# every package of LIST for ARCH; prints the number of packages it would install.
-completeness() { # REPO ARCH LIST
-  # shellcheck disable=SC2016
-  $DOCKER run --rm --network none -v "$1:/repo:ro" -v "$3:/list:ro" -e ARCH="$2" "$IMAGE" sh -euc '
-    rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*
-    echo "deb [trusted=yes] file:/repo ./" > /etc/apt/sources.list.d/offline.list
-    : > /tmp/status
-    cat > /tmp/apt.conf <<EOF
-#clear APT::Architectures;
-APT::Architecture "$ARCH";
-APT::Architectures { "$ARCH"; };
-Dir::State::status "/tmp/status";
-Dir::State::extended_states "/tmp/extended_states";
-EOF
-    apt-get -c /tmp/apt.conf update -q
-    apt-get -c /tmp/apt.conf -s install $(cat /list) > /tmp/sim.log 2>&1 || { tail -30 /tmp/sim.log >&2; exit 1; }
-    n=$(grep -c "^Inst " /tmp/sim.log)
-    grep "^Inst " /tmp/sim.log | grep -v "\[$ARCH\]\|\[all\]" | grep -q . && { echo "non-$ARCH packages in the simulation" >&2; exit 1; }
-    echo "simulated install from an empty status: $n packages"
-  '
 }
 
 CTX=$OUT/context
@@ -190,10 +169,9 @@ PY
   listed=$(wc -l < "$OUT/list-$arch.txt")
 
   log "$arch: completeness: empty dpkg status, the repository as the only source, no network"
-  completeness "$repo" "$arch" "$OUT/list-$arch.txt" > "$OUT/complete-$arch.log" 2>&1 \
+  simulated=$(apt_closure "$IMAGE" "$repo" "$arch" "$OUT/list-$arch.txt" 2> "$OUT/complete-$arch.log") \
     || { tail -30 "$OUT/complete-$arch.log" >&2; fail "$arch: completeness (log: $OUT/complete-$arch.log)"; }
-  simulated=$(grep -o 'empty status: [0-9]*' "$OUT/complete-$arch.log" | grep -o '[0-9]*$')
-  echo "$arch: $(tail -1 "$OUT/complete-$arch.log")" >&2
+  echo "$arch: simulated install from an empty status: $simulated packages" >&2
 
   if [ "$arch" = amd64 ]; then
     log "amd64: apt-get install of the whole list in a fresh container, no network, only the repository"
@@ -298,7 +276,7 @@ $DOCKER run --rm -v "$OUT/repo-$control_arch/debian/$control_arch/bookworm:/repo
   cd /broken && apt-ftparchive packages . > Packages && gzip -9n < Packages > Packages.gz
   apt-ftparchive release . > /tmp/Release && mv /tmp/Release Release
 ' > "$OUT/control-no-libc6.log" 2>&1 || { tail "$OUT/control-no-libc6.log" >&2; fail "control: cannot write the broken repository"; }
-if completeness "$broken" "$control_arch" "$OUT/list-$control_arch.txt" >> "$OUT/control-no-libc6.log" 2>&1; then
+if apt_closure "$IMAGE" "$broken" "$control_arch" "$OUT/list-$control_arch.txt" >> "$OUT/control-no-libc6.log" 2>&1; then
   fail "control: a repository without libc6 passed the completeness check (log: $OUT/control-no-libc6.log)"
 fi
 grep -q "libc6" "$OUT/control-no-libc6.log" || fail "control: apt's refusal does not name libc6 (log: $OUT/control-no-libc6.log)"

@@ -211,6 +211,8 @@ PY
 
 # shellcheck source=hack/lib-fixtures.sh
 . hack/lib-fixtures.sh   # lib-registry.sh, IMAGES_PORT (the fixture registry), bundle_fixtures_*
+# shellcheck source=hack/lib-apt.sh
+. hack/lib-apt.sh        # apt_closure
 SERVE_PORT=5731      # serves a produced tree read-only
 
 # The plans of CTX's images target (OUT/plan-ARCH.json, amd64 and arm64), and the fixture
@@ -344,8 +346,10 @@ print(f"os-packages linux/{arch}: {len(want)} packages listed, {len(debs)} .deb 
 for b in bad: print("  " + b, file=sys.stderr)
 sys.exit(1 if bad else 0)
 PY
-    completeness "$repo" "$arch" "$out/list-$arch.txt" | tee -a "$out/completeness.txt" >&2 \
+    n=$(apt_closure debian:bookworm "$repo" "$arch" "$out/list-$arch.txt") \
       || fail "os-packages $arch: apt cannot resolve the list from the repository alone"
+    echo "completeness linux/$arch: apt-get -s install of $(wc -w < "$out/list-$arch.txt") listed packages from an empty status and the repository alone: $n packages" \
+      | tee -a "$out/completeness.txt" >&2
   done
 
   log "os-packages: amd64, a real offline install from the repository alone"
@@ -647,23 +651,6 @@ kpx() { DOCKER_HOST=$NO_DOCKER "$KPR" export "$@"; }
 
 # apt with an EMPTY dpkg status and REPO as its only source, no network, simulates installing
 # every package of LIST for ARCH (APT::Architecture, so arm64 is checked on this amd64 host).
-completeness() { # REPO ARCH LIST
-  # shellcheck disable=SC2016
-  $DOCKER run --rm --network none -v "$1:/repo:ro" -v "$3:/list:ro" -e ARCH="$2" debian:bookworm sh -euc '
-    rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*
-    echo "deb [trusted=yes] file:/repo ./" > /etc/apt/sources.list.d/offline.list
-    : > /tmp/status
-    printf "%s\n" "#clear APT::Architectures;" "APT::Architecture \"$ARCH\";" "APT::Architectures { \"$ARCH\"; };" \
-      "Dir::State::status \"/tmp/status\";" "Dir::State::extended_states \"/tmp/extended_states\";" > /tmp/apt.conf
-    apt-get -c /tmp/apt.conf update -q >/dev/null
-    apt-get -c /tmp/apt.conf -s install $(cat /list) > /tmp/sim.log 2>&1 || { tail -30 /tmp/sim.log >&2; exit 1; }
-    n=$(grep -c "^Inst " /tmp/sim.log)
-    if grep "^Inst " /tmp/sim.log | grep -v "\[$ARCH\]" | grep -v "\[all\]" | grep -q .; then
-      echo "non-$ARCH packages in the simulation" >&2; exit 1
-    fi
-    echo "completeness linux/$ARCH: apt-get -s install of $(wc -w < /list) listed packages from an empty status and the repository alone: $n packages"
-  '
-}
 
 # Serves TREE read-only with Debian's docker-registry and pulls every image of PLAN for ARCH
 # with skopeo: each tag's manifest digest must equal the fixture's, every blob hash its name.
