@@ -3,130 +3,19 @@
 //! against a small scripted HTTP server on 127.0.0.1 in this process. The real-registry proof
 //! is hack/e2e-sync.sh.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{Handler, Req, Stall, reply, serve};
 use kpbuild_modules::image_ref::ImageRef;
 use kpbuild_modules::registry_layout::{Digest, Layout, OCI_MANIFEST};
 use kpbuild_sync::{
     ClientConfig, ImageError, PlatformSelection, Progress, RetryEvent, RetryPolicy, SyncOptions,
     sync_images,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Send only this many body bytes, then close (Content-Length still says the full size).
-    cut_at: Option<usize>,
-    /// Send half the body, then pause this long before the rest.
-    stall: Option<Duration>,
-}
-
-fn reply(status: u16, body: &[u8]) -> Reply {
-    Reply {
-        status,
-        headers: vec![],
-        body: body.to_vec(),
-        cut_at: None,
-        stall: None,
-    }
-}
-
-impl Reply {
-    fn header(mut self, k: &str, v: &str) -> Reply {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-}
-
-struct Req {
-    path: String,
-    authorization: Option<String>,
-}
-
-type Handler = dyn Fn(&Req, usize) -> Reply + Send + Sync;
-
-/// Serves `handler(request, n)` where n counts earlier requests for the same path.
-async fn serve(handler: Arc<Handler>) -> (String, Arc<Mutex<HashMap<String, usize>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let hits2 = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let handler = handler.clone();
-            let hits = hits2.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut tmp).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                    }
-                    if !buf[0].is_ascii_uppercase() {
-                        // Not HTTP (a TLS hello): answer as Go's server does, then close.
-                        let _ = sock.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").await;
-                        return;
-                    }
-                }
-                let text = String::from_utf8_lossy(&buf).to_string();
-                let mut lines = text.split("\r\n");
-                let path = lines
-                    .next()
-                    .and_then(|l| l.split(' ').nth(1))
-                    .unwrap_or("")
-                    .to_string();
-                let authorization = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-                    .map(|(_, v)| v.trim().to_string());
-                let key = path.split('?').next().unwrap().to_string();
-                let n = {
-                    let mut h = hits.lock().unwrap();
-                    let c = h.entry(key).or_default();
-                    *c += 1;
-                    *c - 1
-                };
-                let r = handler(
-                    &Req {
-                        path,
-                        authorization,
-                    },
-                    n,
-                );
-                let mut head = format!(
-                    "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    r.status,
-                    r.body.len()
-                );
-                for (k, v) in &r.headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = sock.write_all(head.as_bytes()).await;
-                let body = &r.body[..r.cut_at.unwrap_or(r.body.len())];
-                if let Some(pause) = r.stall {
-                    let half = body.len() / 2;
-                    let _ = sock.write_all(&body[..half]).await;
-                    tokio::time::sleep(pause).await;
-                    let _ = sock.write_all(&body[half..]).await;
-                } else {
-                    let _ = sock.write_all(body).await;
-                }
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    (addr, hits)
-}
 
 #[derive(Default)]
 struct Events {
@@ -229,7 +118,8 @@ async fn bearer_retries_retry_after_and_dropped_connection() {
         }
         reply(404, br#"{"errors":[{"code":"NOT_FOUND","message":"no"}]}"#)
     });
-    let (addr, hits) = serve(handler).await;
+    let server = serve(handler).await;
+    let addr = server.addr.clone();
     *addr_cell.lock().unwrap() = addr.clone();
 
     let dir = tempfile::tempdir().unwrap();
@@ -242,7 +132,7 @@ async fn bearer_retries_retry_after_and_dropped_connection() {
     assert_eq!(summary.images.len(), 1);
     assert_eq!(summary.images[0].digest, Digest::of_bytes(&img.manifest));
 
-    let hits = hits.lock().unwrap().clone();
+    let hits = server.hits();
     assert_eq!(
         hits.get("/token"),
         Some(&1),
@@ -321,7 +211,7 @@ async fn wrong_bytes_are_never_stored_and_errors_name_the_digest() {
             br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
         )
     });
-    let (addr, _hits) = serve(handler).await;
+    let addr = serve(handler).await.addr;
     let dir = tempfile::tempdir().unwrap();
     let refs = ["app:v1", "app:missing", "app:pinned"]
         .iter()
@@ -398,7 +288,7 @@ async fn wrong_bytes_and_stalls_are_retried_and_a_permanent_fault_gives_up() {
             // Stalls longer than the client's read timeout, once.
             let mut r = reply(200, &i2.config);
             if n == 0 {
-                r.stall = Some(Duration::from_secs(5));
+                r.stall = Some(Stall::Midway(Duration::from_secs(5)));
             }
             return r;
         }
@@ -416,8 +306,8 @@ async fn wrong_bytes_and_stalls_are_retried_and_a_permanent_fault_gives_up() {
         }
         reply(404, b"{}")
     });
-    let (addr, hits_cell) = serve(handler).await;
-    let hits_after = |h: &Arc<Mutex<HashMap<String, usize>>>| h.lock().unwrap().clone();
+    let server = serve(handler).await;
+    let addr = server.addr.clone();
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(dir.path());
     opts.client.read_timeout = Duration::from_millis(500);
@@ -429,7 +319,7 @@ async fn wrong_bytes_and_stalls_are_retried_and_a_permanent_fault_gives_up() {
 
     // app: the wrong manifest, the wrong layer and the stalled config were each fetched again.
     assert_eq!(summary.images.len(), 1, "{:?}", summary.failures);
-    let hits = hits_after(&hits_cell);
+    let hits = server.hits();
     assert_eq!(hits[&"/v2/app/manifests/v1".to_string()], 2, "{hits:?}");
     assert_eq!(hits[&format!("/v2/app/blobs/{ld}")], 2, "{hits:?}");
     let layout = Layout::new(dir.path());
@@ -470,7 +360,7 @@ async fn wrong_bytes_and_stalls_are_retried_and_a_permanent_fault_gives_up() {
     opts.dest = dir.path().to_path_buf();
     let bad = ImageRef::parse(&format!("{addr}/always-wrong:v1")).unwrap();
     let summary = sync_images(vec![bad], opts, events.clone()).await.unwrap();
-    let hits = hits_after(&hits_cell);
+    let hits = server.hits();
     let layout = Layout::new(dir.path());
     assert_eq!(summary.failures.len(), 1);
     let f = summary.failures[0].to_string();
