@@ -144,14 +144,10 @@ fn copy_new_files(src: &Path, dest: &Path) -> anyhow::Result<usize> {
 /// or copied from the cache of verified files; written only once it matches its pin. A
 /// failure is one line naming the file, its bundle path, every location and what came back.
 fn fetch_file(j: FetchFileJob) -> anyhow::Result<()> {
-    use kpbuild_sync::download::{FetchConfig, Fetched, FileRequest, fetch_file, http_client};
-    let cfg = FetchConfig {
-        retry: kpbuild_sync::RetryPolicy {
-            retries: j.retries,
-            ..Default::default()
-        },
-        read_timeout: std::time::Duration::from_secs(j.read_timeout_secs.max(1)),
-        on_retry: Some(std::sync::Arc::new(|ev: &kpbuild_sync::RetryEvent| {
+    use kpbuild_sync::download::{FetchConfig, Fetched, fetch_file, http_client};
+    let cfg = FetchConfig::of_job(
+        &j,
+        Some(std::sync::Arc::new(|ev: &kpbuild_sync::RetryEvent| {
             say(format!(
                 "retry {} in {:.1}s: {}: {}",
                 ev.attempt,
@@ -160,26 +156,18 @@ fn fetch_file(j: FetchFileJob) -> anyhow::Result<()> {
                 ev.reason
             ))
         })),
-    };
-    let req = FileRequest {
-        url: j.url.clone(),
-        bundle_path: j.bundle_path,
-        sources: j.sources,
-        pin: j.pin,
-        dest: j.dest,
-        cache: j.cache,
-    };
-    if let Some(dir) = req.dest.parent() {
+    );
+    if let Some(dir) = j.dest.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if let Some(cache) = &req.cache {
+    if let Some(cache) = &j.cache {
         std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let http = http_client(&cfg)?;
-    match rt.block_on(fetch_file(&http, &cfg, &req))? {
+    match rt.block_on(fetch_file(&http, &cfg, &j))? {
         Fetched::Cached { bytes } => {
             eprintln!(
                 "fetch-file: {}: {bytes} bytes from the cache (verified)",

@@ -18,6 +18,7 @@ use sha2::Digest as _;
 
 use kpbuild_modules::download::{FetchFailure, Outcome, Reply, Tried, classify, range_header};
 use kpbuild_modules::durable::rename as rename_durably;
+use kpbuild_modules::jobs::FetchFileJob;
 use kpbuild_modules::kinds::PinWork;
 
 use crate::client::{RetryEvent, RetryHook, error_chain};
@@ -32,20 +33,19 @@ pub struct FetchConfig {
     pub on_retry: Option<RetryHook>,
 }
 
-/// One file to fetch.
-#[derive(Clone, Debug)]
-pub struct FileRequest {
-    /// The upstream URL (named in errors).
-    pub url: String,
-    /// The file's path in the bundle (named in errors).
-    pub bundle_path: String,
-    /// Locations, tried in order.
-    pub sources: Vec<String>,
-    pub pin: Option<PinWork>,
-    /// Where the file goes; its directory also holds the partial file.
-    pub dest: PathBuf,
-    /// Verified files by pin (`<algorithm>/<hex>`), shared across runs.
-    pub cache: Option<PathBuf>,
+impl FetchConfig {
+    /// What a fetch-file job asks for: its retries per location and read timeout, the
+    /// registry client's backoff otherwise.
+    pub fn of_job(job: &FetchFileJob, on_retry: Option<RetryHook>) -> FetchConfig {
+        FetchConfig {
+            retry: RetryPolicy {
+                retries: job.retries,
+                ..Default::default()
+            },
+            read_timeout: Duration::from_secs(job.read_timeout_secs.max(1)),
+            on_retry,
+        }
+    }
 }
 
 /// How a file got into place.
@@ -151,7 +151,7 @@ fn copy_hashing(src: &Path, tmp: &Path, algorithm: &str) -> io::Result<(String, 
 
 /// The file from the cache, when it is there with the pin's digest (a damaged copy is
 /// removed from the cache).
-fn from_cache(req: &FileRequest, pin: &PinWork, cache: &Path) -> Result<Option<u64>, FetchError> {
+fn from_cache(req: &FetchFileJob, pin: &PinWork, cache: &Path) -> Result<Option<u64>, FetchError> {
     let cached = cache.join(&pin.algorithm).join(&pin.hex);
     if !cached.is_file() {
         return Ok(None);
@@ -220,11 +220,12 @@ impl Partial {
     }
 }
 
-/// Fetches `req` into place (or copies it from the cache), or says why not.
+/// Fetches `req` into place (or copies it from the cache), or says why not; retried and
+/// timed out as `cfg` says ([`FetchConfig::of_job`]).
 pub async fn fetch_file(
     http: &reqwest::Client,
     cfg: &FetchConfig,
-    req: &FileRequest,
+    req: &FetchFileJob,
 ) -> Result<Fetched, FetchError> {
     if let (Some(pin), Some(cache)) = (&req.pin, &req.cache)
         && let Some(bytes) = from_cache(req, pin, cache)?
@@ -293,7 +294,7 @@ pub async fn fetch_file(
 async fn fetch_from(
     http: &reqwest::Client,
     cfg: &FetchConfig,
-    req: &FileRequest,
+    req: &FetchFileJob,
     src: &str,
     part: &mut Partial,
     tried: &mut Tried,

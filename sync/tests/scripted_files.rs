@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use common::{Reply, Stall, reply, serve};
 
+use kpbuild_modules::jobs::FetchFileJob;
 use kpbuild_modules::kinds::PinWork;
 use kpbuild_sync::RetryPolicy;
-use kpbuild_sync::download::{FetchConfig, FetchError, Fetched, FileRequest, fetch_file};
+use kpbuild_sync::download::{FetchConfig, FetchError, Fetched, fetch_file};
 use sha2::Digest as _;
 
 fn content() -> Vec<u8> {
@@ -51,14 +52,17 @@ fn ranged(body: &[u8], start: Option<u64>) -> Reply {
     }
 }
 
-fn request(dir: &std::path::Path, sources: Vec<String>, pin: Option<PinWork>) -> FileRequest {
-    FileRequest {
+/// The job; how it retries is the test's `config`.
+fn request(dir: &std::path::Path, sources: Vec<String>, pin: Option<PinWork>) -> FetchFileJob {
+    FetchFileJob {
         url: "https://files.example/f.bin".into(),
         bundle_path: "resources/nginx/files/files.example/f.bin".into(),
         sources,
         pin,
         dest: dir.join("f.bin"),
         cache: Some(dir.join("cache")),
+        retries: 3,
+        read_timeout_secs: 10,
     }
 }
 
