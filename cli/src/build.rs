@@ -433,15 +433,36 @@ async fn build_all(
     // every op of theirs in the cache.
     let (modules, locks): (Vec<usize>, Vec<usize>) =
         (0..units.len()).partition(|&i| units[i].module != LOCK_TARGET);
-    let mut done: BTreeMap<usize, Outcome> = BTreeMap::new();
-    for phase in [modules, locks] {
-        let outcomes: Vec<(usize, Outcome)> =
-            futures_util::stream::iter(phase.into_iter().map(build))
-                .buffered(settings.jobs)
-                .collect()
-                .await;
-        done.extend(outcomes);
+    let mut done: BTreeMap<usize, Outcome> =
+        futures_util::stream::iter(modules.into_iter().map(build))
+            .buffered(settings.jobs)
+            .collect()
+            .await;
+    // A manifest whose platform has a failed module would fail the same way: not built.
+    let failed: BTreeSet<&Platform> = done
+        .iter()
+        .filter(|(_, o)| o.error.is_some())
+        .map(|(i, _)| &units[*i].platform)
+        .collect();
+    let (skipped, locks): (Vec<usize>, Vec<usize>) = locks
+        .into_iter()
+        .partition(|i| failed.contains(&units[*i].platform));
+    for i in skipped {
+        let line = "not built: a module of its platform failed".to_string();
+        if multi.is_none() {
+            eprintln!("{}: {line}", units[i].image);
+        }
+        let outcome = Outcome {
+            error: Some(line),
+            ..Default::default()
+        };
+        done.insert(i, outcome);
     }
+    let built: Vec<(usize, Outcome)> = futures_util::stream::iter(locks.into_iter().map(build))
+        .buffered(settings.jobs)
+        .collect()
+        .await;
+    done.extend(built);
     Ok(done.into_values().collect())
 }
 
