@@ -114,42 +114,21 @@ done
 # 1. The repository of DISTRO/ARCH at REPO is consistent; writes the list to install to LIST.
 check_repo() { # DISTRO ARCH SUITE TREE LIST
   python3 - "$OUT/plan-$2.json" "$1" "$2" "$3" "$4" "$5" <<'PY'
-import gzip, hashlib, json, os, sys
-import lib_plan
+import os, sys
+import lib_apt_repo, lib_plan
 plan, name, arch, suite, tree, list_out = sys.argv[1:7]
 d = lib_plan.distro(lib_plan.load(plan), "os-packages", name, f"linux/{arch}")
 repo = os.path.join(tree, "resources/nginx", d["path"])
 where = f"{name} linux/{arch}"
-bad = []
-if not os.path.isfile(os.path.join(repo, "Packages")):
-    sys.exit(f"{where}: no repository at {repo}")
-rec = json.load(open(os.path.join(repo, "kpbuild-os-packages.json")))
-gone = sorted(p for p in d["packages"] if p in set(rec["skipped"]))
-want = [p for p in d["packages"] if p not in gone]
-if not set(rec["skipped"]) <= set(d.get("optional", rec["skipped"])):
-    bad.append(f"skipped {rec['skipped']} are not all optional ({d.get('optional')})")
-if rec["packages"] != want: bad.append(f"record packages differ from the plan: {sorted(set(rec['packages']) ^ set(want))}")
-if rec["platform"] != f"linux/{arch}" or rec["distro"] != name: bad.append(f"record platform/distro {rec['platform']} {rec['distro']}")
-raw = open(os.path.join(repo, "Packages"), "rb").read()
-if gzip.decompress(open(os.path.join(repo, "Packages.gz"), "rb").read()) != raw: bad.append("Packages.gz != Packages")
-debs = sorted(n for n in os.listdir(repo) if n.endswith(".deb"))
-stanzas = [dict(l.split(": ", 1) for l in b.splitlines() if l[:1] not in (" ", "\t") and ": " in l)
-           for b in raw.decode().strip().split("\n\n")]
-files = [s["Filename"].removeprefix("./") for s in stanzas]
-if sorted(files) != debs: bad.append(f"Packages and the .deb files differ: {sorted(set(files) ^ set(debs))[:5]}")
-if len(set(files)) != len(files): bad.append("a file is listed twice in Packages")
-for s in stanzas:
-    data = open(os.path.join(repo, s["Filename"]), "rb").read()
-    if hashlib.sha256(data).hexdigest() != s["SHA256"] or len(data) != int(s["Size"]):
-        bad.append(f"{s['Filename']}: size or SHA256 differs from Packages")
-    if s["Architecture"] not in (arch, "all"): bad.append(f"{s['Filename']}: architecture {s['Architecture']}")
-client = os.path.join(tree, f"resources/nginx/repos/{name}-{arch}.list")
-line = f"http://{{{{ offline_node }}}}:8080/{d['path']}/ ./"
-if not os.path.isfile(client) or line not in open(client).read(): bad.append(f"client file {client} lacks `{line}`")
-open(list_out, "w").write(" ".join(want) + "\n")
-size = sum(os.path.getsize(os.path.join(repo, f)) for f in debs)
-print(f"{where}: repository {d['path']}: {len(want)} packages listed, {len(debs)} .deb files ({size / 1e6:.0f} MB), "
-      f"skipped {rec['skipped']}, {len(bad)} problems", file=sys.stderr)
+r = lib_apt_repo.check(repo, tree, arch, d["packages"], f"resources/nginx/repos/{name}-{arch}.list",
+                       f"http://{{{{ offline_node }}}}:8080/{d['path']}/ ./")
+bad = r.bad
+if not set(r.record["skipped"]) <= set(d.get("optional", r.record["skipped"])):
+    bad.append(f"skipped {r.record['skipped']} are not all optional ({d.get('optional')})")
+if r.record["distro"] != name: bad.append(f"record distro {r.record['distro']}")
+open(list_out, "w").write(" ".join(r.want) + "\n")
+print(f"{where}: repository {d['path']}: {len(r.want)} packages listed, {len(r.debs)} .deb files ({r.size / 1e6:.0f} MB), "
+      f"skipped {r.record['skipped']}, {len(bad)} problems", file=sys.stderr)
 for b in bad: print(f"  {where}: {b}", file=sys.stderr)
 print(repo)
 sys.exit(1 if bad else 0)

@@ -315,34 +315,17 @@ stage_os_packages() {
     repo=$out/out-$arch/resources/nginx/debian/$arch/bookworm
     python3 - "$out/plan-$arch.json" "$repo" "$arch" "$out/list-$arch.txt" "$out/out-$arch" "${GONE[@]}" <<'PY' \
       || fail "os-packages $arch: repository check (see above)"
-import gzip, hashlib, json, os, sys
-import lib_plan
+import sys
+import lib_apt_repo, lib_plan
 plan, repo, arch, list_out, tree, gone = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sorted(sys.argv[6:])
 distro = lib_plan.distro(lib_plan.load(plan), "os-packages", "debian12", f"linux/{arch}")
-want = [p for p in distro["packages"] if p not in gone]
-bad = []
-rec = json.load(open(os.path.join(repo, "kpbuild-os-packages.json")))
-if rec["skipped"] != gone: bad.append(f"skipped {rec['skipped']} != {gone}")
-if rec["packages"] != want: bad.append(f"record packages differ: {sorted(set(rec['packages']) ^ set(want))}")
-if rec["platform"] != f"linux/{arch}": bad.append(f"record platform {rec['platform']}")
-raw = open(os.path.join(repo, "Packages"), "rb").read()
-if gzip.decompress(open(os.path.join(repo, "Packages.gz"), "rb").read()) != raw: bad.append("Packages.gz != Packages")
-debs = sorted(n for n in os.listdir(repo) if n.endswith(".deb"))
-stanzas = [dict(l.split(": ", 1) for l in b.splitlines() if l[:1] not in (" ", "\t") and ": " in l)
-           for b in raw.decode().strip().split("\n\n")]
-if sorted(s["Filename"].removeprefix("./") for s in stanzas) != debs: bad.append("Packages and the .deb files differ")
-for s in stanzas:
-    data = open(os.path.join(repo, s["Filename"]), "rb").read()
-    if hashlib.sha256(data).hexdigest() != s["SHA256"] or len(data) != int(s["Size"]):
-        bad.append(f"{s['Filename']}: size or SHA256 differs from Packages")
-    if s["Architecture"] not in (arch, "all"): bad.append(f"{s['Filename']}: architecture {s['Architecture']}")
-client = os.path.join(tree, f"resources/nginx/repos/debian12-{arch}.list")
-line = f"deb [trusted=yes] http://{{{{ offline_node }}}}:8080/debian/{arch}/bookworm/ ./"
-if not os.path.isfile(client) or line not in open(client).read(): bad.append(f"client file {client} lacks `{line}`")
-open(list_out, "w").write(" ".join(want) + "\n")
-size = sum(os.path.getsize(os.path.join(repo, d)) for d in debs)
-print(f"os-packages linux/{arch}: {len(want)} packages listed, {len(debs)} .deb files ({size / 1e6:.1f} MB), "
-      f"skipped {rec['skipped']}, {len(bad)} problems", file=sys.stderr)
+r = lib_apt_repo.check(repo, tree, arch, distro["packages"], f"resources/nginx/repos/debian12-{arch}.list",
+                       f"deb [trusted=yes] http://{{{{ offline_node }}}}:8080/debian/{arch}/bookworm/ ./")
+if r.record["skipped"] != gone: r.bad.append(f"skipped {r.record['skipped']} != {gone}")
+open(list_out, "w").write(" ".join(r.want) + "\n")
+print(f"os-packages linux/{arch}: {len(r.want)} packages listed, {len(r.debs)} .deb files ({r.size / 1e6:.1f} MB), "
+      f"skipped {r.record['skipped']}, {len(r.bad)} problems", file=sys.stderr)
+bad = r.bad
 for b in bad: print("  " + b, file=sys.stderr)
 sys.exit(1 if bad else 0)
 PY
