@@ -461,6 +461,16 @@ section_files() {
   if files_build "$ctx" "$dest"; then
     fail "files, 100% for file-3: the build completed"
   fi
+  # The same through kpbuild build (files and the manifest): the files build fails naming the
+  # file; the manifest, which holds the files module, is not built.
+  if files_kpbuild "$ctx" "$dest-kpbuild" docker; then
+    fail "files, 100% for file-3: kpbuild build completed"
+  fi
+  check "files, 100% for file-3: kpbuild build names the file" \
+    bash -c "grep -q '^error: files (linux/amd64): ' '$dest-kpbuild.log' && grep -q 'https://files.example/faults/always/file-3.bin (bundle path' '$dest-kpbuild.log'"
+  check "files, 100% for file-3: kpbuild build leaves the manifest of that platform unbuilt" \
+    grep -q "error: lock (linux/amd64): not built: a module of its platform failed" "$dest-kpbuild.log"
+  rm -rf "$dest-kpbuild" "$dest-kpbuild.store" "$dest-kpbuild.export"
   proxy_stop
   errs=$(grep -E "could not be fetched" "$dest.log" | head -1)
   check "files, 100% for file-3: the failure names the URL, bundle path, location and what came back" \
