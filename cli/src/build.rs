@@ -2,6 +2,8 @@
 //! platform, each on the builder of its platform (`crate::builder`: BuildKit's control API, a
 //! Docker daemon's BuildKit or a standalone buildkitd), with live progress per module and a
 //! summary of what came from the cache and what the store gained.
+//! The manifest builds once the modules are done (it holds their graphs, so every op of theirs
+//! is then cached), and not at all for a platform whose module failed.
 //!
 //! Each module result comes back through BuildKit's `tar` exporter (over the build's session)
 //! into the store, which reads it as it arrives (no temporary copy); files the store has
