@@ -103,7 +103,7 @@ impl ModuleWork for ComposeWork {
     }
 
     fn loopback_registries(&self) -> Vec<String> {
-        loopback_hosts(self.archives.iter().map(|a| &a.fetch))
+        loopback_hosts(self.archives.iter().map(|a| a.fetch.registry.as_str()))
     }
 
     fn nested_build(&self) -> Option<NestedBuild<'_>> {

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ModuleSpec, ModuleWork, NestedBuild, PlanCx, Validator, Work};
-use crate::image_ref::{FetchLocation, ImageRef};
+use super::{ModuleSpec, ModuleWork, NestedBuild, PlanCx, Validator, Work, loopback_hosts};
+use crate::image_ref::{FetchLocation, ImageRef, is_loopback_registry};
 use crate::kubespray::{Item, Pin};
 use crate::layout;
 use crate::lock::{FileEntry, Lock, LockError, hash_file};
@@ -76,25 +76,21 @@ impl FileWork {
     /// Whether a location is on the loopback interface (an op fetching it needs the host's
     /// network).
     pub fn needs_host_network(&self) -> bool {
-        self.fetch_urls.iter().any(|u| loopback_host(u).is_some())
+        self.fetch_urls
+            .iter()
+            .filter_map(|u| url_host(u))
+            .any(|h| is_loopback_registry(&h))
     }
 }
 
-/// `host:port` of a URL on the loopback interface.
-fn loopback_host(u: &str) -> Option<String> {
+/// `host:port` of a URL (the port its scheme implies when it names none).
+fn url_host(u: &str) -> Option<String> {
     let u = url::Url::parse(u).ok()?;
-    let loopback = match u.host()? {
-        url::Host::Domain(d) => d == "localhost",
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-    };
-    loopback.then(|| {
-        format!(
-            "{}:{}",
-            u.host_str().unwrap_or(""),
-            u.port_or_known_default().unwrap_or(0)
-        )
-    })
+    Some(format!(
+        "{}:{}",
+        u.host_str()?,
+        u.port_or_known_default().unwrap_or(0)
+    ))
 }
 
 /// A content pin: `sha256` or `sha512` and the hex digest.
@@ -241,15 +237,13 @@ impl ModuleWork for FilesWork {
     /// Downloads run in fetch-file ops; their loopback locations need the host's network
     /// like a loopback registry does (the entitlement is the same).
     fn loopback_registries(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = self
+        let hosts: Vec<String> = self
             .files
             .iter()
             .flat_map(|f| f.fetch_urls.iter())
-            .filter_map(|u| loopback_host(u))
+            .filter_map(|u| url_host(u))
             .collect();
-        hosts.sort();
-        hosts.dedup();
-        hosts
+        loopback_hosts(hosts.iter().map(String::as_str))
     }
 
     fn nested_build(&self) -> Option<NestedBuild<'_>> {

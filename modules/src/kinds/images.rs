@@ -172,7 +172,7 @@ impl ModuleWork for ImagesWork {
     }
 
     fn loopback_registries(&self) -> Vec<String> {
-        loopback_hosts(self.images.iter().map(|i| &i.fetch))
+        loopback_hosts(self.images.iter().map(|i| i.fetch.registry.as_str()))
     }
 
     fn nested_build(&self) -> Option<NestedBuild<'_>> {

@@ -250,14 +250,12 @@ impl PlanCx<'_> {
     }
 }
 
-/// The registries on this machine among `locations`, sorted, once each.
-pub(crate) fn loopback_hosts<'a>(
-    locations: impl IntoIterator<Item = &'a FetchLocation>,
-) -> Vec<String> {
-    let mut hosts: Vec<String> = locations
+/// The hosts (`host[:port]`) on this machine among `hosts`, sorted, once each.
+pub(crate) fn loopback_hosts<'a>(hosts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut hosts: Vec<String> = hosts
         .into_iter()
-        .filter(|l| l.needs_host_network())
-        .map(|l| l.registry.clone())
+        .filter(|h| crate::image_ref::is_loopback_registry(h))
+        .map(str::to_string)
         .collect();
     hosts.sort();
     hosts.dedup();
