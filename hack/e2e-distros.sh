@@ -35,7 +35,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/target/e2e/distros
-DOCKER=/usr/bin/docker
+DOCKER=$PWD/hack/docker.sh   # /usr/bin/docker; a build v0.8 fails with its flightcontrol timeout runs once more
 # shellcheck source=hack/lib-apt.sh
 . hack/lib-apt.sh   # apt_closure
 export DOCKER_BUILDKIT=1

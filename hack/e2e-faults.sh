@@ -310,7 +310,7 @@ READ_TIMEOUT=2
 # docker build (BuildKit v0.8) --target files of CTX into DEST; log in DEST.log.
 files_build() { # CTX DEST
   rm -rf "$2"
-  /usr/bin/docker build --network host --progress plain -f "$1/Dockerfile.bundle" --target files \
+  hack/docker.sh build --network host --progress plain -f "$1/Dockerfile.bundle" --target files \
     --build-arg KPBUILD_READ_TIMEOUT=$READ_TIMEOUT -o "type=local,dest=$2" "$1" > "$2.log" 2>&1
 }
 
@@ -584,7 +584,7 @@ section_secrets() {
   printf '# syntax=%s\nname: secrets\nversion: v0\nplatforms: [linux/amd64]\nmodules:\n  images:\n    kind: images\n    from-kubespray: none\n    extra: [%s/library/busybox:1.36]\n' \
     "$FRONTEND" "$host" > "$ctx/Dockerfile.bundle"
   mark=$(wc -l < "$daemon_log" 2>/dev/null || echo 0)
-  local build=(/usr/bin/docker build --network host --progress plain -f "$ctx/Dockerfile.bundle" --target images)
+  local build=(hack/docker.sh build --network host --progress plain -f "$ctx/Dockerfile.bundle" --target images)
   DOCKER_CONFIG="$dir/docker" "${build[@]}" -o "type=local,dest=$dir/bk-nosecret" "$ctx" > "$dir/bk-nosecret.log" 2>&1
   check "secrets, BuildKit: without the secret the sync op fails, saying the registry needs credentials" \
     bash -c "[ $? != 0 ] && grep -q 'registry $host requires authentication' '$dir/bk-nosecret.log'"

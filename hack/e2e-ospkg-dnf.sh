@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/target/e2e/os-packages-dnf
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-DOCKER=/usr/bin/docker
+DOCKER=$PWD/hack/docker.sh   # /usr/bin/docker; a build v0.8 fails with its flightcontrol timeout runs once more
 BASE=debian:bookworm
 IMAGE=kpbuild/debian-dnf:bookworm
 DISTRO=rpmfixture

@@ -30,7 +30,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/target/e2e/os-packages-script
 GROUPS_FILE=$ROOT/../shared/testdata/os-packages/packages.kubeplay.yaml
-DOCKER=/usr/bin/docker
+DOCKER=$PWD/hack/docker.sh   # /usr/bin/docker; a build v0.8 fails with its flightcontrol timeout runs once more
 # shellcheck source=hack/lib-apt.sh
 . hack/lib-apt.sh   # apt_closure
 IMAGE=debian:bookworm

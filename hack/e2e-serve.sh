@@ -31,7 +31,7 @@ fi
 rm -rf "$WORK" && mkdir -p "$WORK"
 # Ports of this stage (8100-8119 and 5820-5839 are kpbuild serve's in the tests).
 PORT=8101 REG_PORT=5821 TLS_PORT=8103
-DOCKER=/usr/bin/docker
+DOCKER=$PWD/hack/docker.sh   # /usr/bin/docker; a build v0.8 fails with its flightcontrol timeout runs once more
 DOCKER_HOST=$(hack/dockerd.sh)
 export DOCKER_HOST
 CTR_SOCK=${KPBUILD_DOCKER_ROOT:-/var/lib/kpbuild-docker}/exec/containerd/containerd.sock

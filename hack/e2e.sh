@@ -28,7 +28,7 @@ ROOT=$PWD
 TESTDATA=$ROOT/../shared/testdata
 STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(sync files images os-packages bundle buildx bundle-v0.32)
-DOCKER=/usr/bin/docker
+DOCKER=$PWD/hack/docker.sh   # /usr/bin/docker; a build v0.8 fails with its flightcontrol timeout runs once more
 export DOCKER_BUILDKIT=1
 # The Python snippets read `kpbuild plan` JSON by name through hack/lib_plan.py.
 export PYTHONPATH=$ROOT/hack${PYTHONPATH:+:$PYTHONPATH}

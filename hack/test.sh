@@ -18,8 +18,15 @@ summary() {
   [ -z "$STEP_NAME" ] || TIMES+=("$(printf '%5d s  %s%s' $((SECONDS - STEP_START)) "$STEP_NAME" "$([ $rc = 0 ] || echo '  (failed)')")")
   printf '\n== test: wall time per step (%d s in all)\n' "$SECONDS"
   printf '%s\n' "${TIMES[@]}"
+  if [ -s "$RETRIES" ]; then
+    printf '\n== test: builds BuildKit v0.8 failed on its own and hack/docker.sh ran once more (%d)\n' "$(wc -l < "$RETRIES")"
+    cat "$RETRIES"
+  fi
 }
 trap summary EXIT
+# hack/docker.sh's record of builds it ran a second time (BuildKit v0.8's flightcontrol timeout).
+RETRIES=target/builder-retries.log
+rm -f "$RETRIES"
 
 step "cargo fmt --check"
 cargo fmt --all --check

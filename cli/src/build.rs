@@ -404,10 +404,11 @@ async fn build_all(
         async move {
             let started = Instant::now();
             let mut outcome = build_unit(u, &builder, &store, &tar, settings, bar.as_ref()).await;
-            // A cancellation nobody asked for: BuildKit cancelled an op this build shared
-            // with a parallel one (v0.8 does, when the other build ends first). Once more.
-            if let Some(e) = outcome.error.as_deref().filter(|e| is_cancellation(e)) {
-                let line = format!("{e}: not cancelled by kpbuild; building it once more");
+            // A failure of BuildKit's own, not of the build: an op cancelled because a
+            // parallel build that shared it ended first (v0.8 does), or v0.8's flightcontrol
+            // retry timeout. Once more.
+            if let Some(e) = outcome.error.as_deref().filter(|e| is_builder_transient(e)) {
+                let line = format!("{e}: a transient BuildKit failure; building it once more");
                 match &bar {
                     Some(b) => b.println(format!("{}: {line}", u.image)),
                     None => eprintln!("{}: {line}", u.image),
@@ -468,9 +469,12 @@ async fn build_all(
     Ok(done.into_values().collect())
 }
 
-/// Whether a build's error is BuildKit cancelling it (the build was not at fault).
-fn is_cancellation(error: &str) -> bool {
-    error.contains("context canceled")
+/// Whether a build's error is BuildKit's own and passing (the build was not at fault):
+/// BuildKit cancelling a shared op nobody asked to cancel, or BuildKit v0.8's flightcontrol
+/// giving up when many ops wait on one key under load (moby/buildkit#1822; v0.9 waits 15 s
+/// instead of 3 s and reuses finished results).
+fn is_builder_transient(error: &str) -> bool {
+    error.contains("context canceled") || error.contains("flightcontrol: exceeded retry timeout")
 }
 
 /// One module's build (and, with a Docker daemon, its image first): what it did and what the
@@ -773,10 +777,18 @@ mod tests {
     }
 
     #[test]
-    fn only_a_cancellation_is_built_again() {
-        assert!(is_cancellation(
+    fn only_a_transient_builder_failure_is_built_again() {
+        assert!(is_builder_transient(
             "download https://x.io/f: context canceled: context canceled"
         ));
-        assert!(!is_cancellation("download https://x.io/f: exit code: 1"));
+        assert!(is_builder_transient(
+            "failed to solve: failed to compute cache key: flightcontrol: exceeded retry timeout"
+        ));
+        assert!(!is_builder_transient(
+            "download https://x.io/f: exit code: 1"
+        ));
+        assert!(!is_builder_transient(
+            "download https://x.io/f: sha256 mismatch after 3 fetches"
+        ));
     }
 }
