@@ -50,8 +50,8 @@ stage_bundle_standalone() {
   local out=$ROOT/target/e2e/bundle-v0.32 ctx ref addr v=v0.32.2
   rm -rf "$out" && mkdir -p "$out"
   ctx=$out/context
-  cargo build -q --release -p kpbuild
-  local KPR=$ROOT/target/release/kpbuild
+  local KPR
+  KPR=$(hack/kpbuild-static.sh)   # the frontend image's binary: one optimised build
   log "bundle-v0.32: the bundle stage's context and fixtures; the frontend and debian:bookworm in loopback registries"
   bundle_fixtures_start "$KPR" "$ctx" "$out"
   ref=$(hack/frontend-image.sh "$FRONTEND" --push "127.0.0.1:$FRONTEND_PORT" 2>"$out/frontend-push.log") \

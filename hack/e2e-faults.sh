@@ -70,11 +70,9 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 set -e
-# Two invocations, as hack/e2e-sync.sh builds kpbuild alone: one invocation for both would
-# unify their dependencies' features and build kpbuild a second time.
-cargo build --quiet --release -p kpbuild
+# kpbuild: the frontend image's static binary (hack/kpbuild-static.sh), built once for both.
+KPBUILD=$(hack/kpbuild-static.sh)
 cargo build --quiet --release -p kpbuild-faultproxy
-KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
 FAULTPROXY=$KPBUILD_ROOT/target/release/kpbuild-faultproxy
 started_fixture=false
 # The fixture registries are for the sections other than `files` (which serves its own files).

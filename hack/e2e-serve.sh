@@ -7,7 +7,7 @@
 # WORK     a directory for logs and pulls (emptied first)
 # PACKAGES a file with the package names apt-get installs from the served repository
 #
-# Environment: KPB (the kpbuild binary; default target/release/kpbuild), KPBUILD_SERVE_UPSTREAM
+# Environment: KPB (the kpbuild binary; default hack/kpbuild-static.sh's), KPBUILD_SERVE_UPSTREAM
 # (host:port of the registry the bundle's images came from: each tag's digest must also equal
 # upstream's there), KPBUILD_DOCKER_ROOT (the private dockerd, hack/dockerd.sh).
 #
@@ -23,7 +23,7 @@ set -euo pipefail
 [ $# -eq 3 ] || { sed -n '2,9p' "$0" >&2; exit 2; }
 KP=$(cd "$1" && pwd) WORK=$(realpath -m "$2") PKGS=$(realpath -m "$3")
 cd "$(dirname "$0")/.."
-KPB=$(realpath "${KPB:-${CARGO_TARGET_DIR:-target}/release/kpbuild}")
+KPB=$(realpath "${KPB:-$(hack/kpbuild-static.sh)}")
 [ -f "$KP/kubeplay.lock.json" ] || { echo "e2e-serve: $KP has no kubeplay.lock.json" >&2; exit 1; }
 if [ ! -f "$PKGS" ] || [ -z "$(tr -d '[:space:]' < "$PKGS")" ]; then
   echo "e2e-serve: $3 is not a file of package names" >&2; exit 1

@@ -29,8 +29,8 @@ check() { # DESCRIPTION COMMAND...
 }
 
 set -e
-cargo build --quiet --release -p kpbuild
-KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
+# The frontend image's static binary (hack/kpbuild-static.sh): one optimised kpbuild build.
+KPBUILD=$(hack/kpbuild-static.sh)
 # Stop the fixture at the end only if this run started it.
 started_fixture=false
 [ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true

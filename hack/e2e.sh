@@ -53,8 +53,10 @@ export DOCKER_HOST
 # share the daemon from replacing each other's frontend).
 FRONTEND=${KPBUILD_FRONTEND_IMAGE:-kpbuild/frontend:dev}
 log "frontend image"
+PREP_SECONDS=$SECONDS
 hack/frontend-image.sh "$FRONTEND" >/dev/null
 cargo build -q -p kpbuild
+PREP_SECONDS=$((SECONDS - PREP_SECONDS))
 KPB=$ROOT/target/debug/kpbuild
 
 # Builds CONTEXT's Dockerfile.bundle for one target and platform into OUT (type=local).
@@ -369,8 +371,8 @@ stage_bundle() {
   local out=$ROOT/target/e2e/bundle ctx arch
   rm -rf "$out" && mkdir -p "$out"
   ctx=$out/context
-  cargo build -q --release -p kpbuild
-  local KPR=$ROOT/target/release/kpbuild
+  local KPR
+  KPR=$(hack/kpbuild-static.sh)   # the frontend image's binary: one optimised build
   # The stage's own store of module results (kpbuild build writes it, kpbuild export reads it).
   export KPBUILD_STORE=$out/store
   log "bundle: context, fixture files (nginx :8081) and fixture registry (:$IMAGES_PORT)"
@@ -872,7 +874,9 @@ stop_fixtures() {
 }
 trap stop_fixtures EXIT
 
+STAGE_TIMES=()   # each stage's wall time, printed at the end: where the minutes go
 for STAGE in "${STAGES[@]}"; do
+  stage_start=$SECONDS
   case $STAGE in
     files) stage_files ;;
     images) stage_images ;;
@@ -884,5 +888,8 @@ for STAGE in "${STAGES[@]}"; do
     *) fail "unknown stage $STAGE (sync, files, images, os-packages, bundle, buildx, bundle-v0.32)" ;;
   esac
   shrink "$ROOT/target/e2e/$STAGE"
+  STAGE_TIMES+=("$(printf '%5d s  %s' $((SECONDS - stage_start)) "$STAGE")")
 done
+printf 'e2e: wall time per stage (before them, the frontend image and the debug build: %d s)\n' "$PREP_SECONDS" >&2
+printf '%s\n' "${STAGE_TIMES[@]}" >&2
 echo "e2e: ${STAGES[*]}: all checks passed" >&2

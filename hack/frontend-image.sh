@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build the frontend image: the static kpbuild binary in a `FROM scratch` image whose
 # entrypoint is the BuildKit frontend. Tagged kpbuild/frontend:dev for `# syntax=` (the daemon
-# prefers its local image store, so no registry is needed). The binary is built with the `dist`
-# profile (Cargo.toml: stripped, thin LTO, one codegen unit). Prints the tag on stdout, the
-# binary's and the image's sizes on stderr.
+# prefers its local image store, so no registry is needed). The binary is hack/kpbuild-static.sh's
+# (`dist` profile: stripped, thin LTO, one codegen unit). Prints the tag on stdout, the binary's
+# and the image's sizes on stderr.
 #
 #   export DOCKER_HOST=$(hack/dockerd.sh); hack/frontend-image.sh [TAG] [--push HOST:PORT]
 #
@@ -25,10 +25,7 @@ while [ $# -gt 0 ]; do
     *) TAG=$1; shift ;;
   esac
 done
-TARGET=x86_64-unknown-linux-gnu
-# The explicit --target keeps proc-macro crates off the static flags.
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile dist -q --target "$TARGET" -p kpbuild
-BIN=target/$TARGET/dist/kpbuild
+BIN=$(hack/kpbuild-static.sh)
 CTX=target/frontend-image
 rm -rf "$CTX" && mkdir -p "$CTX"
 cp "$BIN" "$CTX/kpbuild"
