@@ -23,10 +23,10 @@ summary() {
     cat "$RETRIES"
   fi
 }
-trap summary EXIT
 # hack/docker.sh's record of builds it ran a second time (BuildKit v0.8's flightcontrol timeout).
 RETRIES=target/builder-retries.log
 rm -f "$RETRIES"
+trap summary EXIT
 
 step "cargo fmt --check"
 cargo fmt --all --check
