@@ -290,6 +290,8 @@ struct ExecSpec {
     cwd: String,
     user: String,
     network: Network,
+    /// Empty: BuildKit's default (`buildkitsandbox`).
+    hostname: String,
     mounts: Vec<MountSpec>,
     valid_exit_codes: Vec<i32>,
 }
@@ -320,6 +322,7 @@ impl Exec {
                 cwd: "/".into(),
                 user: String::new(),
                 network: Network::Default,
+                hostname: String::new(),
                 mounts: vec![MountSpec {
                     dest: "/".into(),
                     source: MountSource::Input(0),
@@ -354,6 +357,13 @@ impl Exec {
 
     pub fn network(mut self, network: Network) -> Exec {
         self.spec.network = network;
+        self
+    }
+
+    /// The container's hostname (BuildKit ≥ 0.8; no cap names it). With one other than
+    /// BuildKit's default, BuildKit writes the op a hosts file of its own.
+    pub fn hostname(mut self, hostname: &str) -> Exec {
+        self.spec.hostname = hostname.into();
         self
     }
 
@@ -876,6 +886,7 @@ fn exec_op(e: &ExecSpec) -> pb::ExecOp {
             env: e.env.clone(),
             cwd: e.cwd.clone(),
             user: e.user.clone(),
+            hostname: e.hostname.clone(),
             valid_exit_codes: e.valid_exit_codes.clone(),
             ..Default::default()
         }),
