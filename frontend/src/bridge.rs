@@ -33,6 +33,14 @@ pub trait Bridge {
     async fn inputs(&mut self) -> Result<HashMap<String, pb::Definition>, GatewayError>;
     /// Solves a definition; the result's ref.
     async fn solve(&mut self, definition: pb::Definition) -> Result<RefId, GatewayError>;
+    /// Solves each definition and waits for its result to be computed (Solve's `evaluate`), at
+    /// most `window` at once; the first failure is the error. What is computed stays in the
+    /// build: a later solve of a definition holding the same ops finds them done.
+    async fn evaluate(
+        &mut self,
+        definitions: Vec<pb::Definition>,
+        window: usize,
+    ) -> Result<(), GatewayError>;
     /// Solves through another frontend (`dockerfile.v0`): the result's definition and
     /// metadata (`containerimage.config`, …).
     async fn solve_frontend(

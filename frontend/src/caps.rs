@@ -1,7 +1,7 @@
 //! What the frontend asks of the BuildKit it runs on, decided by the capabilities BuildKit's
 //! `Ping` reports, never by its version: the optional features used where the daemon has them
-//! ([`Features`]: MergeOp), the capabilities no build can do without ([`decide`] refuses a
-//! daemon lacking any, naming its version and what is missing), and the check of each
+//! ([`Features`]: MergeOp, v0.8's flightcontrol), the capabilities no build can do without
+//! ([`decide`] refuses a daemon lacking any, naming its version and what is missing), and the check of each
 //! definition against the daemon's LLB caps before it is solved ([`missing_llb_caps`]).
 
 use std::collections::BTreeSet;
@@ -34,7 +34,18 @@ pub struct Features {
     /// `MergeOp` (cap `mergeop`, BuildKit ≥ 0.10): module trees merged without copying;
     /// otherwise a file op copies them in order (the BuildKit v0.8 path).
     pub merge_op: bool,
+    /// BuildKit older than v0.9 (no [`SINCE_V09_LLB_CAP`]), whose flightcontrol gives up on a
+    /// shared key after ~4 s of retries ("flightcontrol: exceeded retry timeout",
+    /// moby/buildkit#1822) when many short exec ops start at once: exec ops get their own
+    /// hostname ([`crate::lower::OWN_HOSTNAME`]) and are computed a few at once
+    /// ([`crate::pace`]).
+    pub old_flightcontrol: bool,
 }
+
+/// An LLB cap every BuildKit from v0.9 on reports and v0.8 does not
+/// (`file.copy.includeexcludepatterns`). v0.9 is also the release whose flightcontrol gives a
+/// finished result to a late caller instead of a retry (moby/buildkit commit 3eec428).
+pub const SINCE_V09_LLB_CAP: &str = "file.copy.includeexcludepatterns";
 
 /// A BuildKit that cannot run this frontend at all, or a definition it cannot solve.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +91,7 @@ pub fn decide(info: &BuildInfo) -> Result<Features, CapsError> {
     }
     Ok(Features {
         merge_op: info.llb_caps.contains("mergeop"),
+        old_flightcontrol: !info.llb_caps.contains(SINCE_V09_LLB_CAP),
     })
 }
 
@@ -131,10 +143,18 @@ pub mod tests {
     #[test]
     fn mergeop_where_the_daemon_has_it() {
         let mut info = v08_info();
-        assert_eq!(decide(&info), Ok(Features { merge_op: false }));
+        assert!(!decide(&info).unwrap().merge_op);
         info.llb_caps.insert("mergeop".into());
         info.llb_caps.insert("diffop".into());
-        assert_eq!(decide(&info), Ok(Features { merge_op: true }));
+        assert!(decide(&info).unwrap().merge_op);
+    }
+
+    #[test]
+    fn the_flightcontrol_workarounds_only_before_v09() {
+        let mut info = v08_info();
+        assert!(decide(&info).unwrap().old_flightcontrol);
+        info.llb_caps.insert(SINCE_V09_LLB_CAP.into());
+        assert!(!decide(&info).unwrap().old_flightcontrol);
     }
 
     #[test]

@@ -276,6 +276,38 @@ impl Bridge for Gateway {
         Ok(id)
     }
 
+    async fn evaluate(
+        &mut self,
+        definitions: Vec<pb::Definition>,
+        window: usize,
+    ) -> Result<(), GatewayError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let array = self.info.api_caps.contains("proto.refarray");
+        let client = self.client.clone();
+        futures_util::stream::iter(definitions.into_iter().map(|definition| {
+            // One HTTP/2 connection carries the concurrent calls.
+            let mut client = client.clone();
+            async move {
+                let req = fe::SolveRequest {
+                    definition: Some(definition),
+                    evaluate: true,
+                    allow_result_return: true,
+                    allow_result_array_ref: array,
+                    ..Default::default()
+                };
+                client
+                    .solve(req)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| GatewayError::call("Solve", s))
+            }
+        }))
+        .buffer_unordered(window.max(1))
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+    }
+
     /// Solves with another frontend (BuildKit's own `dockerfile.v0`): returns the result's
     /// definition (to use it as a state of our graph) and the result's metadata
     /// (`containerimage.config`, …).

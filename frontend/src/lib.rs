@@ -11,4 +11,5 @@ pub mod kinds;
 pub mod llb;
 pub mod lower;
 pub mod options;
+pub mod pace;
 pub mod run;

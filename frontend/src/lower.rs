@@ -28,6 +28,10 @@ pub struct LowerEnv {
     pub worker_platform: Platform,
     /// `MergeOp` is available (BuildKit ≥ 0.10); otherwise trees are merged with copies.
     pub merge_op: bool,
+    /// BuildKit v0.8 ([`crate::caps::Features::old_flightcontrol`]): exec ops run with
+    /// [`OWN_HOSTNAME`] (and the flow paces them, [`crate::pace`]); otherwise with BuildKit's
+    /// default hostname.
+    pub old_flightcontrol: bool,
     /// Resolved manifest digests by image reference: pins each op to what the tag pointed at
     /// while planning.
     pub digests: BTreeMap<ImageRef, Digest>,
@@ -44,6 +48,14 @@ pub struct LowerEnv {
     /// Fetch-file ops cut a response that sends nothing for this many seconds (and retry).
     pub read_timeout_secs: u64,
 }
+
+/// The hostname of exec ops on BuildKit v0.8 ([`LowerEnv::old_flightcontrol`]). There each
+/// exec op writes its resolv.conf and then, for BuildKit's default hostname, its hosts file
+/// under one flightcontrol key shared by every exec op of the daemon; the op's second call
+/// finds its own first one just finished and is told to retry, and dozens of ops at once feed
+/// each other such retries until some give up. With a hostname of its own the op's hosts file
+/// is written for it alone, outside that key. Outputs do not depend on it.
+pub const OWN_HOSTNAME: &str = "kpbuild";
 
 /// The default of [`LowerEnv::read_timeout_secs`] (`KPBUILD_READ_TIMEOUT` changes it).
 pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 120;
@@ -93,6 +105,21 @@ impl LowerEnv {
     pub fn tool(&self) -> State {
         llb::image(&self.tool_image, &self.worker_platform)
     }
+
+    /// An exec op of `args` on `root`, as every exec op of a build starts: with its own
+    /// hostname where the builder needs it ([`LowerEnv::old_flightcontrol`]).
+    pub fn exec<I, S>(&self, root: State, args: I) -> Exec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let exec = Exec::new(root, args);
+        if self.old_flightcontrol {
+            exec.hostname(OWN_HOSTNAME)
+        } else {
+            exec
+        }
+    }
 }
 
 /// The state of each module of one platform's plan, in plan order.
@@ -118,7 +145,7 @@ pub fn job_exec(job: &Job, env: &LowerEnv) -> Exec {
     let file = FileOp::on(None)
         .mkfile(&format!("/{JOB_FILE}"), 0o644, job.to_json())
         .result();
-    Exec::new(env.tool(), Job::argv(&env.tool_binary))
+    env.exec(env.tool(), Job::argv(&env.tool_binary))
         .readonly_root()
         .platform(&env.worker_platform)
         .mount_readonly(JOB_DIR, file, "")

@@ -21,6 +21,7 @@ use crate::gateway::{BuildInfo, Gateway, GatewayError};
 use crate::llb::{self, MarshalError};
 use crate::lower::{self, LockParams, LowerEnv, LowerError};
 use crate::options::{FrontendOptions, OptionsError, Target};
+use crate::pace;
 
 /// Why a build failed: what the user reads.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +175,7 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
             .clone()
             .unwrap_or_else(|| Platform::linux(kpbuild_modules::platform::Arch::Amd64)),
         merge_op: features.merge_op,
+        old_flightcontrol: features.old_flightcontrol,
         digests,
         registry_mirrors,
         context,
@@ -426,6 +428,13 @@ async fn solve_targets<B: Bridge>(
             }
             .into());
         }
+        // BuildKit v0.8: every exec op computed first, a few at once (`pace`); the solve
+        // below then finds them done.
+        if env.old_flightcontrol {
+            gw.evaluate(pace::exec_closures(&def), pace::WINDOW)
+                .await
+                .map_err(|e| FrontendError::Solve(explain_solve_error(&e.message())))?;
+        }
         let id = gw
             .solve(def)
             .await
@@ -508,6 +517,8 @@ mod tests {
         info: BuildInfo,
         files: BTreeMap<String, Vec<u8>>,
         solved: Vec<pb::Definition>,
+        /// What `evaluate` was given: the window and the definitions, per call.
+        evaluated: Vec<(usize, Vec<pb::Definition>)>,
         resolved: Vec<String>,
         missing_images: Vec<String>,
         solve_error: Option<String>,
@@ -555,6 +566,7 @@ modules:
                 ("vars/extra.yml".to_string(), b"a: 1\n".to_vec()),
             ]),
             solved: vec![],
+            evaluated: vec![],
             resolved: vec![],
             missing_images: vec![],
             solve_error: None,
@@ -584,6 +596,17 @@ modules:
             }
             self.solved.push(definition);
             Ok(format!("ref{}", self.solved.len()))
+        }
+        async fn evaluate(
+            &mut self,
+            definitions: Vec<pb::Definition>,
+            window: usize,
+        ) -> Result<(), GatewayError> {
+            if let Some(e) = &self.solve_error {
+                return Err(call_err("Solve", e));
+            }
+            self.evaluated.push((window, definitions));
+            Ok(())
         }
         async fn solve_frontend(
             &mut self,
@@ -684,6 +707,41 @@ modules:
         assert!(!cached.contains_key("no-cache"));
         let fresh = nested_frontend_opts(&nested, &platform, true);
         assert_eq!(fresh.get("no-cache").map(String::as_str), Some(""));
+    }
+
+    #[test]
+    fn on_buildkit_v08_every_exec_op_is_computed_first_a_few_at_once() {
+        let exec_count = |def: &pb::Definition| {
+            ops_of(def)
+                .iter()
+                .filter(|o| matches!(o.op, Some(pb::op::Op::Exec(_))))
+                .count()
+        };
+        let mut f = fake(&[]);
+        run_build(&mut f).unwrap();
+        // One evaluate per platform, before that platform's solve, every exec op of the
+        // definition once, each with its own hostname.
+        assert_eq!(f.evaluated.len(), 2);
+        let bundle: Vec<&pb::Definition> = f.solved.iter().filter(|d| exec_count(d) > 0).collect();
+        assert_eq!(bundle.len(), 2);
+        for ((window, defs), full) in f.evaluated.iter().zip(&bundle) {
+            assert_eq!(*window, pace::WINDOW);
+            assert_eq!(defs.len(), exec_count(full));
+            for e in execs(&ops_of(full)) {
+                assert_eq!(e.meta.unwrap().hostname, crate::lower::OWN_HOSTNAME);
+            }
+        }
+        // A builder with v0.9's fix: the same definitions, solved as they are.
+        let mut fixed = fake(&[]);
+        fixed.info.llb_caps.insert(caps::SINCE_V09_LLB_CAP.into());
+        run_build(&mut fixed).unwrap();
+        assert!(fixed.evaluated.is_empty());
+        let last = fixed.solved.last().unwrap();
+        assert!(
+            execs(&ops_of(last))
+                .iter()
+                .all(|e| e.meta.clone().unwrap().hostname.is_empty())
+        );
     }
 
     #[test]

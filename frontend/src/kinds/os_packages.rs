@@ -9,7 +9,7 @@ use kpbuild_modules::kinds::os_packages::script::{self, ScriptOptions};
 use kpbuild_modules::layout;
 
 use super::Lower;
-use crate::llb::{self, Exec, FileOp, Platform, State};
+use crate::llb::{self, FileOp, Platform, State};
 use crate::lower::{LowerEnv, LowerError, contents, target_arch};
 
 impl Lower for OsPackagesWork {
@@ -50,22 +50,23 @@ impl Lower for OsPackagesWork {
                 .result();
             // BuildKit takes fully qualified references only (`docker.io/library/debian:…`).
             let image = d.base_image().map_err(script_err)?;
-            let repo = Exec::new(
-                llb::image(&image.to_string(), &env.worker_platform),
-                ["/bin/sh".to_string(), format!("/kpbuild/{script_name}")],
-            )
-            .platform(&env.worker_platform)
-            .mount_readonly("/kpbuild", script_state, "")
-            .mount_scratch("/out")
-            .named(format!(
-                "{module} [{platform}]: {} ({}, {}): {} packages and their closure",
-                d.name,
-                d.image,
-                format!("{:?}", d.manager).to_lowercase(),
-                d.packages.len()
-            ))
-            .run()
-            .mount("/out");
+            let repo = env
+                .exec(
+                    llb::image(&image.to_string(), &env.worker_platform),
+                    ["/bin/sh".to_string(), format!("/kpbuild/{script_name}")],
+                )
+                .platform(&env.worker_platform)
+                .mount_readonly("/kpbuild", script_state, "")
+                .mount_scratch("/out")
+                .named(format!(
+                    "{module} [{platform}]: {} ({}, {}): {} packages and their closure",
+                    d.name,
+                    d.image,
+                    format!("{:?}", d.manager).to_lowercase(),
+                    d.packages.len()
+                ))
+                .run()
+                .mount("/out");
             layout = layout.copy(&repo, "/", &format!("/{}/", layout::NGINX_ROOT), contents());
             let client = script::client_file(d, arch).map_err(script_err)?;
             layout = layout.mkfile(&format!("/{}", client.path), 0o644, client.content);

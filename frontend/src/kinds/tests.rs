@@ -32,6 +32,7 @@ fn env() -> LowerEnv {
         tool_binary: "/kpbuild".into(),
         worker_platform: Platform::linux(Arch::Amd64),
         merge_op: false,
+        old_flightcontrol: false,
         digests: BTreeMap::from([(node(), digest('c'))]),
         registry_mirrors: vec!["quay.io=127.0.0.1:5000/quay.io".parse().unwrap()],
         context: None,
@@ -430,4 +431,30 @@ fn compose_alone_gets_host_network_only_where_it_fetches_from_loopback() {
         platforms: vec![p],
     };
     assert!(!plan.needs_host_network());
+}
+
+#[test]
+fn exec_ops_get_their_own_hostname_only_where_the_builder_needs_it() {
+    let hostnames = |env: &LowerEnv| -> Vec<String> {
+        lower_platform(&plan(), env)
+            .unwrap()
+            .iter()
+            .flat_map(|(_, state)| execs(&ops(state)))
+            .map(|e| e.meta.unwrap().hostname)
+            .collect()
+    };
+    // A fixed builder (v0.9+): BuildKit's default, the same ops as before.
+    let fixed = hostnames(&env());
+    assert!(!fixed.is_empty());
+    assert!(fixed.iter().all(String::is_empty), "{fixed:?}");
+    // BuildKit v0.8: every exec op, of every kind, has its own.
+    let v08 = hostnames(&LowerEnv {
+        old_flightcontrol: true,
+        ..env()
+    });
+    assert_eq!(v08.len(), fixed.len());
+    assert!(
+        v08.iter().all(|h| h == crate::lower::OWN_HOSTNAME),
+        "{v08:?}"
+    );
 }
