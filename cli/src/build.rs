@@ -106,9 +106,28 @@ struct Outcome {
     logs: BTreeMap<String, Vec<String>>,
     failed_vertex: Option<String>,
     error: Option<String>,
+    /// The error of a first attempt that failed on BuildKit's own ([`is_builder_transient`]):
+    /// this outcome is the second attempt's.
+    retried: Option<String>,
     took: Duration,
     /// What the store got from the build.
     stored: Option<Ingested>,
+}
+
+impl Outcome {
+    /// The summary's word for the build, given the ops that ran: `FAILED`, `cached` or
+    /// `built`, and `(second try)` after a failure of BuildKit's own.
+    fn result(&self, ran: usize) -> String {
+        let word = match &self.error {
+            Some(_) => "FAILED",
+            None if ran == 0 => "cached",
+            None => "built",
+        };
+        match &self.retried {
+            Some(_) => format!("{word} (second try)"),
+            None => word.to_string(),
+        }
+    }
 }
 
 /// Vertices that only load or check inputs (sources), write a small file from the definition
@@ -267,14 +286,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     for (u, o) in units.iter().zip(&outcomes) {
         let (total, cached, ran) = o.counts();
-        let result = match &o.error {
-            Some(_) => {
-                failed += 1;
-                "FAILED".to_string()
-            }
-            None if ran == 0 => "cached".to_string(),
-            None => "built".to_string(),
-        };
+        failed += usize::from(o.error.is_some());
+        let result = o.result(ran);
         eprintln!(
             "{:<40} {:>6} {:>7} {:>5} {:>7.1}s {:>10.1}  {result}",
             u.image,
@@ -299,6 +312,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         added as f64 / 1048576.0,
         total as f64 / 1048576.0
     );
+    let retried: Vec<(&Unit, &str)> = units
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(u, o)| o.retried.as_deref().map(|e| (u, e)))
+        .collect();
+    if !retried.is_empty() {
+        eprintln!(
+            "{} of {} builds failed on BuildKit's own and were built once more (what had \
+             completed came from BuildKit's cache):",
+            retried.len(),
+            units.len()
+        );
+        for (u, first) in retried {
+            eprintln!("  {}: {first}", u.image);
+        }
+    }
     if args.verbose {
         for (u, o) in units.iter().zip(&outcomes) {
             for (name, cached, completed) in o.vertices.values() {
@@ -413,7 +442,9 @@ async fn build_all(
                     Some(b) => b.println(format!("{}: {line}", u.image)),
                     None => eprintln!("{}: {line}", u.image),
                 }
+                let first = outcome.error.take();
                 outcome = build_unit(u, &builder, &store, &tar, settings, bar.as_ref()).await;
+                outcome.retried = first;
             }
             outcome.took = started.elapsed();
             let (total, cached, ran) = outcome.counts();
@@ -774,6 +805,17 @@ mod tests {
                 .insert(d.to_string(), (name.to_string(), cached, true));
         }
         assert_eq!(o.counts(), (5, 1, 1));
+    }
+
+    #[test]
+    fn the_summary_says_which_builds_took_a_second_try() {
+        let mut o = Outcome::default();
+        assert_eq!(o.result(0), "cached");
+        assert_eq!(o.result(3), "built");
+        o.retried = Some("flightcontrol: exceeded retry timeout".into());
+        assert_eq!(o.result(3), "built (second try)");
+        o.error = Some("flightcontrol: exceeded retry timeout".into());
+        assert_eq!(o.result(0), "FAILED (second try)");
     }
 
     #[test]
