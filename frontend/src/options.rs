@@ -12,6 +12,9 @@
 //!     secret ID, a Docker config file (`--secret id=ID,src=~/.docker/config.json`);
 //!   - `KPBUILD_READ_TIMEOUT=SECONDS`: the files module's downloads cut (and retry) a
 //!     response that sends nothing for this long (default 120);
+//!   - `KPBUILD_EXEC_WINDOW=N`: on BuildKit v0.8, how many exec ops are computed at once
+//!     (default [`crate::pace::WINDOW`]; `0`: no pacing, every op at once as on newer
+//!     BuildKit);
 //!   - `KPBUILD_DEBUG=caps`: fail with what this BuildKit offers;
 //! - `no-cache` (`docker build --no-cache`): no exec or file op is taken from BuildKit's cache
 //!   (sources still are; cache mounts keep their content);
@@ -31,6 +34,8 @@ pub const REGISTRY_SECRET_ARG: &str = "KPBUILD_REGISTRY_SECRET";
 pub const DISTROS_ARG: &str = "KPBUILD_DISTROS";
 /// The build argument setting the downloads' read timeout, in seconds.
 pub const READ_TIMEOUT_ARG: &str = "KPBUILD_READ_TIMEOUT";
+/// The build argument setting how many exec ops BuildKit v0.8 computes at once.
+pub const EXEC_WINDOW_ARG: &str = "KPBUILD_EXEC_WINDOW";
 /// The build argument asking for debug output.
 pub const DEBUG_ARG: &str = "KPBUILD_DEBUG";
 
@@ -58,6 +63,8 @@ pub struct FrontendOptions {
     pub registry_secret: Option<String>,
     /// `KPBUILD_READ_TIMEOUT`, in seconds.
     pub read_timeout_secs: Option<u64>,
+    /// `KPBUILD_EXEC_WINDOW`: exec ops computed at once on BuildKit v0.8 (0: unpaced).
+    pub exec_window: Option<usize>,
     /// `KPBUILD_DEBUG=caps`.
     pub debug_caps: bool,
     /// The frontend image (exec ops run its kpbuild binary).
@@ -73,6 +80,10 @@ pub enum OptionsError {
     Platform(String),
     #[error("--build-arg {READ_TIMEOUT_ARG}={0}: give a whole number of seconds, at least 1")]
     ReadTimeout(String),
+    #[error(
+        "--build-arg {EXEC_WINDOW_ARG}={0}: give a whole number of exec ops (0 runs them all at once)"
+    )]
+    ExecWindow(String),
 }
 
 impl FrontendOptions {
@@ -120,6 +131,13 @@ impl FrontendOptions {
                 .map(|v| match v.trim().parse::<u64>() {
                     Ok(n) if n > 0 => Ok(n),
                     _ => Err(OptionsError::ReadTimeout(v.clone())),
+                })
+                .transpose()?,
+            exec_window: arg(EXEC_WINDOW_ARG)
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| OptionsError::ExecWindow(v.clone()))
                 })
                 .transpose()?,
             debug_caps: arg(DEBUG_ARG).as_deref() == Some("caps"),
@@ -178,6 +196,14 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(o.read_timeout_secs, Some(5));
+        assert_eq!(o.exec_window, None);
+        let w = |v: &str| {
+            FrontendOptions::parse(&opts(&[("build-arg:KPBUILD_EXEC_WINDOW", v)]))
+                .map(|o| o.exec_window)
+        };
+        assert_eq!(w("8"), Ok(Some(8)));
+        assert_eq!(w("0"), Ok(Some(0)));
+        assert_eq!(w("four"), Err(OptionsError::ExecWindow("four".into())));
         assert_eq!(
             FrontendOptions::parse(&opts(&[("build-arg:KPBUILD_READ_TIMEOUT", "0")])),
             Err(OptionsError::ReadTimeout("0".into()))

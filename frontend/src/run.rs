@@ -430,8 +430,9 @@ async fn solve_targets<B: Bridge>(
         }
         // BuildKit v0.8: every exec op computed first, a few at once (`pace`); the solve
         // below then finds them done.
-        if env.old_flightcontrol {
-            gw.evaluate(pace::exec_closures(&def), pace::WINDOW)
+        let window = opts.exec_window.unwrap_or(pace::WINDOW);
+        if env.old_flightcontrol && window > 0 {
+            gw.evaluate(pace::exec_closures(&def), window)
                 .await
                 .map_err(|e| FrontendError::Solve(explain_solve_error(&e.message())))?;
         }
@@ -731,6 +732,13 @@ modules:
                 assert_eq!(e.meta.unwrap().hostname, crate::lower::OWN_HOSTNAME);
             }
         }
+        // The window is the build argument's; 0 paces nothing.
+        let mut wide = fake(&[("build-arg:KPBUILD_EXEC_WINDOW", "9")]);
+        run_build(&mut wide).unwrap();
+        assert!(wide.evaluated.iter().all(|(w, _)| *w == 9));
+        let mut unpaced = fake(&[("build-arg:KPBUILD_EXEC_WINDOW", "0")]);
+        run_build(&mut unpaced).unwrap();
+        assert!(unpaced.evaluated.is_empty());
         // A builder with v0.9's fix: the same definitions, solved as they are.
         let mut fixed = fake(&[]);
         fixed.info.llb_caps.insert(caps::SINCE_V09_LLB_CAP.into());
