@@ -4,7 +4,7 @@
 # after BuildKit's own failure ("flightcontrol: exceeded retry timeout", moby/buildkit#1822).
 # Not part of the test command (it proves reliability by repetition, and takes minutes).
 #
-#   hack/bench-v08-stress.sh [-n N] [--frontend IMAGE]... [CASE...]
+#   hack/bench-v08-stress.sh [-n N] [--frontend IMAGE]... [--window W]... [CASE...]
 #
 # Cases (default: plain files40 files60):
 #   plain    a plain Dockerfile of 60 parallel stages, each one RUN of a static binary, through
@@ -17,7 +17,10 @@
 #   example  the example's files and images modules (hack/lib-fixtures.sh), `kpbuild build
 #            --no-cache`, so every op runs again
 #
-# Each IMAGE (default: kpbuild/frontend:dev, made by hack/frontend-image.sh) is measured in turn.
+# Each IMAGE (default: kpbuild/frontend:dev, made by hack/frontend-image.sh) is measured in turn,
+# with each W of --window (the build argument KPBUILD_EXEC_WINDOW: exec ops computed at once on
+# BuildKit v0.8, 0 for none; default: the frontend's own). A frontend from before that argument
+# ignores it.
 # Before and after a change: make the frontend image of the old revision under another tag and
 # name both, e.g.
 #   git worktree add /tmp/before REV && (cd /tmp/before && hack/frontend-image.sh kpbuild/frontend:before)
@@ -27,12 +30,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-N=20 FRONTENDS=() CASES=()
+N=20 FRONTENDS=() WINDOWS=() CASES=()
 while [ $# -gt 0 ]; do
   case $1 in
     -n) N=$2; shift 2 ;;
     --frontend) FRONTENDS+=("$2"); shift 2 ;;
-    -*) echo "usage: bench-v08-stress.sh [-n N] [--frontend IMAGE]... [plain|files40|files60|example]..." >&2; exit 2 ;;
+    --window) WINDOWS+=("$2"); shift 2 ;;
+    -*) echo "usage: bench-v08-stress.sh [-n N] [--frontend IMAGE]... [--window W]... [plain|files40|files60|example]..." >&2; exit 2 ;;
     *) CASES+=("$1"); shift ;;
   esac
 done
@@ -45,6 +49,7 @@ export DOCKER_HOST DOCKER_BUILDKIT=1
 KPBUILD=${KPBUILD:-$(hack/kpbuild-static.sh)}
 
 [ ${#FRONTENDS[@]} -gt 0 ] || FRONTENDS=("$(hack/frontend-image.sh)")
+[ ${#WINDOWS[@]} -gt 0 ] || WINDOWS=(default)
 
 # The plain case: 60 stages FROM the frontend image (a static binary, no shell), each RUN with
 # the build argument NONCE and its own STAGE in its environment (60 different ops, none
@@ -79,9 +84,11 @@ files_context() { # CTX SRV N SIZE FRONTEND
   } > "$ctx/Dockerfile.bundle"
 }
 
-# One build of CASE with FRONTEND; its log in LOG. Exit 0 when it succeeded.
-build_once() { # CASE FRONTEND LOG
-  local case=$1 fe=$2 log=$3 ctx=$OUT/ctx-$1
+# One build of CASE with FRONTEND and exec window WINDOW; its log in LOG. Exit 0 when it
+# succeeded.
+build_once() { # CASE FRONTEND WINDOW LOG
+  local case=$1 fe=$2 log=$4 ctx=$OUT/ctx-$1 win=()
+  [ "$3" = default ] || win=(-e "KPBUILD_EXEC_WINDOW=$3")
   case $case in
     plain)
       plain_context "$ctx" "$fe"
@@ -90,11 +97,12 @@ build_once() { # CASE FRONTEND LOG
     files40|files60)
       files_context "$ctx" "$OUT/srv" "${case#files}" "$([ "$case" = files60 ] && echo 150000 || echo 0)" "$fe"
       rm -rf "$OUT/store"
-      KPBUILD_STORE=$OUT/store "$KPBUILD" build -f "$ctx/Dockerfile.bundle" --no-load > "$log" 2>&1 ;;
+      KPBUILD_STORE=$OUT/store "$KPBUILD" build -f "$ctx/Dockerfile.bundle" --no-load "${win[@]}" \
+        > "$log" 2>&1 ;;
     example)
       rm -rf "$OUT/store"
       KPBUILD_STORE=$OUT/store "$KPBUILD" build -f "$OUT/example-ctx/Dockerfile.bundle" \
-        --frontend "$fe" --no-load --no-cache --target files --target images \
+        --frontend "$fe" --no-load --no-cache --target files --target images "${win[@]}" \
         > "$log" 2>&1 ;;
     *) echo "bench-v08-stress: unknown case $case" >&2; return 2 ;;
   esac
@@ -111,17 +119,23 @@ for c in "${CASES[@]}"; do
 done
 trap 'hack/files-server.sh stop "$FILES_PORT" >/dev/null 2>&1 || true; declare -F bundle_fixtures_stop >/dev/null && bundle_fixtures_stop >/dev/null 2>&1 || true' EXIT
 
-printf '%-10s %-44s %6s %7s %8s %7s %8s\n' case frontend builds failed retried ok 'mean s'
+# N builds of CASE with FRONTEND and WINDOW: one row of the table.
+measure() { # CASE FRONTEND WINDOW
+  local failed=0 retried=0 ok=0 t0=$SECONDS i log
+  for i in $(seq "$N"); do
+    log=$OUT/$1-${2//[\/:]/_}-w$3-$i.log
+    if build_once "$1" "$2" "$3" "$log"; then ok=$((ok + 1)); else failed=$((failed + 1)); fi
+    # kpbuild build's own line for a build it ran once more.
+    grep -q 'a transient BuildKit failure; building it once more' "$log" && retried=$((retried + 1))
+  done
+  printf '%-10s %-36s %7s %6d %7d %8d %7d %8.1f\n' "$1" "$2" "$([ "$1" = plain ] && echo - || echo "$3")" \
+    "$N" "$failed" "$retried" "$ok" "$(awk -v s=$((SECONDS - t0)) -v n="$N" 'BEGIN { print s / n }')"
+}
+
+printf '%-10s %-36s %7s %6s %7s %8s %7s %8s\n' case frontend window builds failed retried ok 'mean s'
 for c in "${CASES[@]}"; do
   for fe in "${FRONTENDS[@]}"; do
-    failed=0 retried=0 ok=0 t0=$SECONDS
-    for i in $(seq "$N"); do
-      log=$OUT/$c-${fe//[\/:]/_}-$i.log
-      if build_once "$c" "$fe" "$log"; then ok=$((ok + 1)); else failed=$((failed + 1)); fi
-      # kpbuild build's own line for a build it ran once more.
-      grep -q 'a transient BuildKit failure; building it once more' "$log" && retried=$((retried + 1))
-    done
-    printf '%-10s %-44s %6d %7d %8d %7d %8.1f\n' "$c" "$fe" "$N" "$failed" "$retried" "$ok" \
-      "$(awk -v s=$((SECONDS - t0)) -v n="$N" 'BEGIN { print s / n }')"
+    if [ "$c" = plain ]; then measure "$c" "$fe" -; continue; fi   # no kpbuild in it: no window
+    for w in "${WINDOWS[@]}"; do measure "$c" "$fe" "$w"; done
   done
 done
