@@ -25,9 +25,11 @@ use prost::Message;
 
 use crate::llb::digest_of;
 
-/// Exec ops evaluated at once on a builder that needs pacing. Measured with
-/// `hack/bench-v08-stress.sh` on 2 cores: see the README's "BuildKit v0.8" section.
-pub const WINDOW: usize = 4;
+/// Exec ops evaluated at once on a builder that needs pacing (`KPBUILD_EXEC_WINDOW` changes
+/// it). Measured with `hack/bench-v08-stress.sh` on 2 cores (README, Reliability): no failure
+/// at 4, 8 or 16; a files module's time falls with the window up to 8 (op starts are latency,
+/// not CPU) and not beyond, so 8, with room to spare below where failures were seen.
+pub const WINDOW: usize = 8;
 
 /// One definition per exec op of `def`, in dependency order: the op, every op it reads from
 /// (transitively), and a terminal naming the op's first output. Exec ops without outputs are
