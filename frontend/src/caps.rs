@@ -1,8 +1,9 @@
 //! What the frontend asks of the BuildKit it runs on, decided by the capabilities BuildKit's
 //! `Ping` reports, never by its version: the optional features used where the daemon has them
 //! ([`Features`]: MergeOp, v0.8's flightcontrol), the capabilities no build can do without
-//! ([`decide`] refuses a daemon lacking any, naming its version and what is missing), and the check of each
-//! definition against the daemon's LLB caps before it is solved ([`missing_llb_caps`]).
+//! ([`decide`] refuses a daemon lacking any, naming its version and what is missing), and the
+//! check of each definition against the daemon's LLB caps before it is solved
+//! ([`missing_llb_caps`]).
 
 use std::collections::BTreeSet;
 

@@ -117,6 +117,18 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A Solve of `definition` returning its ref (an array of refs where BuildKit can);
+    /// `evaluate`: computed before the call returns, not when the result is first used.
+    fn solve_request(&self, definition: pb::Definition, evaluate: bool) -> fe::SolveRequest {
+        fe::SolveRequest {
+            definition: Some(definition),
+            evaluate,
+            allow_result_return: true,
+            allow_result_array_ref: self.info.api_caps.contains("proto.refarray"),
+            ..Default::default()
+        }
+    }
+
     /// Connects over stdio and pings for capabilities.
     pub async fn connect(mut info: BuildInfo) -> Result<Gateway, GatewayError> {
         let io = Mutex::new(Some(tokio::io::join(
@@ -254,12 +266,7 @@ impl Bridge for Gateway {
 
     /// Solves a definition and returns the result's ref id.
     async fn solve(&mut self, definition: pb::Definition) -> Result<RefId, GatewayError> {
-        let req = fe::SolveRequest {
-            definition: Some(definition),
-            allow_result_return: true,
-            allow_result_array_ref: self.info.api_caps.contains("proto.refarray"),
-            ..Default::default()
-        };
+        let req = self.solve_request(definition, false);
         let resp = self
             .client
             .solve(req)
@@ -282,19 +289,15 @@ impl Bridge for Gateway {
         window: usize,
     ) -> Result<(), GatewayError> {
         use futures_util::{StreamExt, TryStreamExt};
-        let array = self.info.api_caps.contains("proto.refarray");
+        let requests: Vec<fe::SolveRequest> = definitions
+            .into_iter()
+            .map(|d| self.solve_request(d, true))
+            .collect();
         let client = self.client.clone();
-        futures_util::stream::iter(definitions.into_iter().map(|definition| {
+        futures_util::stream::iter(requests.into_iter().map(|req| {
             // One HTTP/2 connection carries the concurrent calls.
             let mut client = client.clone();
             async move {
-                let req = fe::SolveRequest {
-                    definition: Some(definition),
-                    evaluate: true,
-                    allow_result_return: true,
-                    allow_result_array_ref: array,
-                    ..Default::default()
-                };
                 client
                     .solve(req)
                     .await

@@ -698,14 +698,7 @@ pub fn marshal(result: &State) -> Result<Marshalled, MarshalError> {
         memo: vec![],
     };
     let digest = m.node(&result.node)?;
-    let terminal = pb::Op {
-        inputs: vec![pb::Input {
-            digest: digest.clone(),
-            index: result.index,
-        }],
-        ..Default::default()
-    };
-    let bytes = terminal.encode_to_vec();
+    let bytes = terminal(&digest, result.index);
     let mut def: Vec<Vec<u8>> = m.ops.into_iter().map(|(_, b)| b).collect();
     def.push(bytes);
     Ok(Marshalled {
@@ -716,6 +709,19 @@ pub fn marshal(result: &State) -> Result<Marshalled, MarshalError> {
         },
         result_digest: digest,
     })
+}
+
+/// A definition's last entry: no op of its own, one input naming the result (output `index`
+/// of the op `digest`).
+pub fn terminal(digest: &str, index: i64) -> Vec<u8> {
+    pb::Op {
+        inputs: vec![pb::Input {
+            digest: digest.to_string(),
+            index,
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec()
 }
 
 /// Marks every op of `def` that computes from other ops (exec, file, merge, diff) to be run

@@ -18,12 +18,12 @@
 //! definition's own: per-op caching is untouched, and the solve of the whole definition finds
 //! every op done. Builders with v0.9's fix get no pacing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bollard_buildkit_proto::pb;
 use prost::Message;
 
-use crate::llb::digest_of;
+use crate::llb::{digest_of, terminal};
 
 /// Exec ops evaluated at once on a builder that needs pacing (`KPBUILD_EXEC_WINDOW` changes
 /// it). Measured with `hack/bench-v08-stress.sh` on 2 cores (README, Reliability): no failure
@@ -46,12 +46,14 @@ pub fn exec_closures(def: &pb::Definition) -> Vec<pb::Definition> {
                 .map(|op| (digest_of(b), b, op))
         })
         .collect();
-    let inputs_of = |digest: &str| -> Vec<String> {
-        ops.iter()
-            .find(|(d, _, _)| d == digest)
-            .map(|(_, _, op)| op.inputs.iter().map(|i| i.digest.clone()).collect())
-            .unwrap_or_default()
-    };
+    let inputs: BTreeMap<&str, Vec<&str>> = ops
+        .iter()
+        .map(|(d, _, op)| {
+            let ins = op.inputs.iter().map(|i| i.digest.as_str()).collect();
+            (d.as_str(), ins)
+        })
+        .collect();
+    let inputs_of = |digest: &str| inputs.get(digest).cloned().unwrap_or_default();
     let mut out = Vec::new();
     for (digest, _, op) in &ops {
         let Some(pb::op::Op::Exec(exec)) = &op.op else {
@@ -60,31 +62,24 @@ pub fn exec_closures(def: &pb::Definition) -> Vec<pb::Definition> {
         if !exec.mounts.iter().any(|m| m.output >= 0) {
             continue;
         }
-        let mut closure = BTreeSet::from([digest.clone()]);
+        let mut closure = BTreeSet::from([digest.as_str()]);
         let mut todo = inputs_of(digest);
         while let Some(d) = todo.pop() {
-            if closure.insert(d.clone()) {
-                todo.extend(inputs_of(&d));
+            if closure.insert(d) {
+                todo.extend(inputs_of(d));
             }
         }
-        let terminal = pb::Op {
-            inputs: vec![pb::Input {
-                digest: digest.clone(),
-                index: 0,
-            }],
-            ..Default::default()
-        };
         out.push(pb::Definition {
             def: ops
                 .iter()
-                .filter(|(d, _, _)| closure.contains(d))
+                .filter(|(d, _, _)| closure.contains(d.as_str()))
                 .map(|(_, b, _)| (*b).clone())
-                .chain(std::iter::once(terminal.encode_to_vec()))
+                .chain(std::iter::once(terminal(digest, 0)))
                 .collect(),
             metadata: def
                 .metadata
                 .iter()
-                .filter(|(d, _)| closure.contains(*d))
+                .filter(|(d, _)| closure.contains(d.as_str()))
                 .map(|(d, m)| (d.clone(), m.clone()))
                 .collect(),
             source: None,

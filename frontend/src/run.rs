@@ -430,16 +430,14 @@ async fn solve_targets<B: Bridge>(
         }
         // BuildKit v0.8: every exec op computed first, a few at once (`pace`); the solve
         // below then finds them done.
+        let solve_error = |e: GatewayError| FrontendError::Solve(explain_solve_error(&e.message()));
         let window = opts.exec_window.unwrap_or(pace::WINDOW);
         if env.old_flightcontrol && window > 0 {
             gw.evaluate(pace::exec_closures(&def), window)
                 .await
-                .map_err(|e| FrontendError::Solve(explain_solve_error(&e.message())))?;
+                .map_err(solve_error)?;
         }
-        let id = gw
-            .solve(def)
-            .await
-            .map_err(|e| FrontendError::Solve(explain_solve_error(&e.message())))?;
+        let id = gw.solve(def).await.map_err(solve_error)?;
         results.push((p.platform.clone(), id));
     }
     if results.len() == 1 {
