@@ -216,7 +216,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         &spec.spec.version,
                         &p.platform,
                     ),
-                    key: Key::of(&spec.spec, &m, &p.platform),
+                    key: Key::new(&spec.spec.name, &spec.spec.version, &m, &p.platform),
                     module: m,
                     platform: p.platform.clone(),
                 })

@@ -74,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let keys_of = |p: &Platform| -> Vec<Key> {
         bundle_modules(&spec.spec, p)
             .into_iter()
-            .map(|module| Key::of(&spec.spec, module, p))
+            .map(|module| Key::new(&spec.spec.name, &spec.spec.version, module, p))
             .collect()
     };
     let epoch = bundle_tar::source_date_epoch().map_err(|e| anyhow!(e))?;

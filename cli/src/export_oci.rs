@@ -167,7 +167,7 @@ pub fn write(
             let mut layers = Vec::new();
             // The layers in the spec's module order (the manifest module last).
             for module in kpbuild_modules::plan::bundle_modules(spec, p) {
-                let key = Key::of(spec, module, p);
+                let key = Key::new(&spec.name, &spec.version, module, p);
                 let tree_digest = trees
                     .get(&key)
                     .ok_or_else(|| anyhow!("internal: no tree for {key}"))?;

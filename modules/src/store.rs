@@ -114,11 +114,12 @@ impl std::fmt::Display for Key {
 }
 
 impl Key {
-    /// The key of a module of a spec's bundle version for a platform.
-    pub fn of(spec: &crate::spec::Spec, module: impl Into<String>, platform: &Platform) -> Key {
+    /// The key of `module` of bundle `bundle` at `version` for `platform` (a spec's name and
+    /// version: the store knows no spec).
+    pub fn new(bundle: &str, version: &str, module: impl Into<String>, platform: &Platform) -> Key {
         Key {
-            bundle: spec.name.clone(),
-            version: spec.version.clone(),
+            bundle: bundle.to_string(),
+            version: version.to_string(),
             module: module.into(),
             platform: platform.clone(),
         }
