@@ -144,9 +144,10 @@ fn copy_new_files(src: &Path, dest: &Path) -> anyhow::Result<usize> {
 /// or copied from the cache of verified files; written only once it matches its pin. A
 /// failure is one line naming the file, its bundle path, every location and what came back.
 fn fetch_file(j: FetchFileJob) -> anyhow::Result<()> {
-    use kpbuild_sync::download::{FetchConfig, Fetched, fetch_file, http_client};
-    let cfg = FetchConfig::of_job(
-        &j,
+    use kpbuild_sync::download::{FetchConfig, Fetched, FileRequest, Pin, fetch_file, http_client};
+    let cfg = FetchConfig::new(
+        j.retries,
+        j.read_timeout_secs,
         Some(std::sync::Arc::new(|ev: &kpbuild_sync::RetryEvent| {
             say(format!(
                 "retry {} in {:.1}s: {}: {}",
@@ -167,7 +168,18 @@ fn fetch_file(j: FetchFileJob) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let http = http_client(&cfg)?;
-    match rt.block_on(fetch_file(&http, &cfg, &j))? {
+    let req = FileRequest {
+        url: j.url.clone(),
+        path: j.bundle_path,
+        sources: j.sources,
+        pin: j.pin.map(|p| Pin {
+            algorithm: p.algorithm,
+            hex: p.hex,
+        }),
+        dest: j.dest,
+        cache: j.cache,
+    };
+    match rt.block_on(fetch_file(&http, &cfg, &req))? {
         Fetched::Cached { bytes } => {
             eprintln!(
                 "fetch-file: {}: {bytes} bytes from the cache (verified)",

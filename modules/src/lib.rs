@@ -12,7 +12,6 @@
 //! - [`store`] is the local content store of module results that `kpbuild export` reads.
 
 pub mod bundle_tar;
-pub mod download;
 pub mod durable;
 pub mod image_archive;
 pub mod image_ref;

@@ -62,9 +62,9 @@ impl RetryPolicy {
 
 /// Whether a response status is worth another try: 408, 429 and the 5xx family
 /// (except 501 Not Implemented and 505, which will not change) — the rule the file fetcher
-/// uses too (`kpbuild_modules::download::transient_status`).
+/// uses too ([`crate::download::decide::transient_status`]).
 pub fn retryable_status(s: StatusCode) -> bool {
-    kpbuild_modules::download::transient_status(s.as_u16())
+    crate::download::decide::transient_status(s.as_u16())
 }
 
 /// Whether a transport error is worth another try (refused, reset, timed out, cut short).

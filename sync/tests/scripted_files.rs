@@ -11,18 +11,16 @@ use std::time::Duration;
 
 use common::{Reply, Stall, reply, serve};
 
-use kpbuild_modules::jobs::FetchFileJob;
-use kpbuild_modules::kinds::PinWork;
 use kpbuild_sync::RetryPolicy;
-use kpbuild_sync::download::{FetchConfig, FetchError, Fetched, fetch_file};
+use kpbuild_sync::download::{FetchConfig, FetchError, Fetched, FileRequest, Pin, fetch_file};
 use sha2::Digest as _;
 
 fn content() -> Vec<u8> {
     (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect()
 }
 
-fn pin(bytes: &[u8]) -> PinWork {
-    PinWork {
+fn pin(bytes: &[u8]) -> Pin {
+    Pin {
         algorithm: "sha256".into(),
         hex: hex::encode(sha2::Sha256::digest(bytes)),
     }
@@ -52,17 +50,15 @@ fn ranged(body: &[u8], start: Option<u64>) -> Reply {
     }
 }
 
-/// The job; how it retries is the test's `config`.
-fn request(dir: &std::path::Path, sources: Vec<String>, pin: Option<PinWork>) -> FetchFileJob {
-    FetchFileJob {
+/// The request; how it retries is the test's `config`.
+fn request(dir: &std::path::Path, sources: Vec<String>, pin: Option<Pin>) -> FileRequest {
+    FileRequest {
         url: "https://files.example/f.bin".into(),
-        bundle_path: "resources/nginx/files/files.example/f.bin".into(),
+        path: "resources/nginx/files/files.example/f.bin".into(),
         sources,
         pin,
         dest: dir.join("f.bin"),
         cache: Some(dir.join("cache")),
-        retries: 3,
-        read_timeout_secs: 10,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The pure decisions of kpbuild's file fetcher (its I/O is `kpbuild_sync::download`): what a
+//! The pure decisions of kpbuild's file fetcher (its I/O is [`super`]): what a
 //! response to a (possibly ranged) request means — take the body, append it, try again, drop
 //! what is held, or give up on this location — and the report of a file that could not be
 //! fetched, naming the URL, the bundle path, every location tried and what came back.

@@ -5,7 +5,12 @@
 //! server answers one, and the file renamed into place only once its digest matches the pin.
 //! Verified files are kept in a cache directory by pin, so a file fetched once is copied
 //! (and checked again), never fetched again. What a response means, and the report of a file
-//! no location gave, are `kpbuild_modules::download`'s.
+//! no location gave, are [`decide`]'s (pure, unit-tested without a socket).
+//!
+//! The fetcher knows no bundle and no module kind: a caller (the files module's worker job)
+//! hands it a [`FileRequest`].
+
+pub mod decide;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
@@ -16,13 +21,38 @@ use futures_util::StreamExt;
 use reqwest::header::{CONTENT_RANGE, RANGE, RETRY_AFTER};
 use sha2::Digest as _;
 
-use kpbuild_modules::download::{FetchFailure, Outcome, Reply, Tried, classify, range_header};
 use kpbuild_modules::durable::rename as rename_durably;
-use kpbuild_modules::jobs::FetchFileJob;
-use kpbuild_modules::kinds::PinWork;
+
+pub use decide::{FetchFailure, Outcome, Tried};
+use decide::{Reply, classify, range_header};
 
 use crate::client::{RetryEvent, RetryHook, error_chain};
 use crate::retry::{RetryPolicy, parse_retry_after};
+
+/// A content pin: the digest algorithm (`sha256` or `sha512`) and the hex digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    pub algorithm: String,
+    pub hex: String,
+}
+
+/// One file to fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRequest {
+    /// The upstream URL (what errors name).
+    pub url: String,
+    /// The file's path in what is being built (what errors name).
+    pub path: String,
+    /// Where the content is fetched from, tried in order.
+    pub sources: Vec<String>,
+    /// The pin; an unpinned file is fetched without a check and never cached by content.
+    pub pin: Option<Pin>,
+    /// Where to write the file (renamed into place once verified).
+    pub dest: PathBuf,
+    /// A directory of verified files by pin (`<algorithm>/<hex>`): a file found there is
+    /// copied (verified again), not fetched.
+    pub cache: Option<PathBuf>,
+}
 
 /// How the fetcher behaves.
 #[derive(Clone)]
@@ -34,15 +64,15 @@ pub struct FetchConfig {
 }
 
 impl FetchConfig {
-    /// What a fetch-file job asks for: its retries per location and read timeout, the
-    /// registry client's backoff otherwise.
-    pub fn of_job(job: &FetchFileJob, on_retry: Option<RetryHook>) -> FetchConfig {
+    /// `retries` per location after a transient failure and a read timeout of
+    /// `read_timeout_secs` (at least 1), the registry client's backoff otherwise.
+    pub fn new(retries: u32, read_timeout_secs: u64, on_retry: Option<RetryHook>) -> FetchConfig {
         FetchConfig {
             retry: RetryPolicy {
-                retries: job.retries,
+                retries,
                 ..Default::default()
             },
-            read_timeout: Duration::from_secs(job.read_timeout_secs.max(1)),
+            read_timeout: Duration::from_secs(read_timeout_secs.max(1)),
             on_retry,
         }
     }
@@ -151,7 +181,7 @@ fn copy_hashing(src: &Path, tmp: &Path, algorithm: &str) -> io::Result<(String, 
 
 /// The file from the cache, when it is there with the pin's digest (a damaged copy is
 /// removed from the cache).
-fn from_cache(req: &FetchFileJob, pin: &PinWork, cache: &Path) -> Result<Option<u64>, FetchError> {
+fn from_cache(req: &FileRequest, pin: &Pin, cache: &Path) -> Result<Option<u64>, FetchError> {
     let cached = cache.join(&pin.algorithm).join(&pin.hex);
     if !cached.is_file() {
         return Ok(None);
@@ -168,7 +198,7 @@ fn from_cache(req: &FetchFileJob, pin: &PinWork, cache: &Path) -> Result<Option<
 }
 
 /// Keeps a verified file in the cache (best effort: a full disk only costs a later fetch).
-fn to_cache(file: &Path, pin: &PinWork, cache: &Path) -> io::Result<()> {
+fn to_cache(file: &Path, pin: &Pin, cache: &Path) -> io::Result<()> {
     let dir = cache.join(&pin.algorithm);
     fs::create_dir_all(&dir)?;
     let dest = dir.join(&pin.hex);
@@ -221,11 +251,11 @@ impl Partial {
 }
 
 /// Fetches `req` into place (or copies it from the cache), or says why not; retried and
-/// timed out as `cfg` says ([`FetchConfig::of_job`]).
+/// timed out as `cfg` says ([`FetchConfig::new`]).
 pub async fn fetch_file(
     http: &reqwest::Client,
     cfg: &FetchConfig,
-    req: &FetchFileJob,
+    req: &FileRequest,
 ) -> Result<Fetched, FetchError> {
     if let (Some(pin), Some(cache)) = (&req.pin, &req.cache)
         && let Some(bytes) = from_cache(req, pin, cache)?
@@ -280,7 +310,7 @@ pub async fn fetch_file(
     let _ = fs::remove_file(&part_path);
     Err(FetchError::Failed(FetchFailure {
         url: req.url.clone(),
-        path: req.bundle_path.clone(),
+        path: req.path.clone(),
         pin: req
             .pin
             .as_ref()
@@ -294,7 +324,7 @@ pub async fn fetch_file(
 async fn fetch_from(
     http: &reqwest::Client,
     cfg: &FetchConfig,
-    req: &FetchFileJob,
+    req: &FileRequest,
     src: &str,
     part: &mut Partial,
     tried: &mut Tried,
