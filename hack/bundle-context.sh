@@ -3,7 +3,7 @@
 # variables and the package groups (../shared/testdata), this repository's examples/, and
 # fixture-pins.yml. With --fixture-files SRV (default: DIR/../srv), writes the synthetic
 # downloads kubespray's lists name under SRV/<host>/<path> and re-pins kubespray's checksum
-# dictionaries to them (modules/examples/files_fixture.rs); with --real-pins, an empty
+# dictionaries to them (bundle/examples/files_fixture.rs); with --real-pins, an empty
 # fixture-pins.yml keeps kubespray's own pins.
 #
 #   hack/bundle-context.sh DIR [--fixture-files SRV | --real-pins]
@@ -20,7 +20,7 @@ cp -r examples "$DIR/"
 case $MODE in
   --real-pins) echo '{}' > "$DIR/fixture-pins.yml" ;;
   --fixture-files)
-    cargo run -q -p kpbuild-modules --example files_fixture -- \
+    cargo run -q -p kpbuild-bundle --example files_fixture -- \
       "$DIR/testdata/kubespray/v2.28.1" "$SRV" "$DIR/fixture-pins.yml" amd64 arm64 ;;
   *) echo "bundle-context: unknown option $MODE" >&2; exit 2 ;;
 esac

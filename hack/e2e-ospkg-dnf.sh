@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Proof of the os-packages dnf script (modules/src/kinds/os_packages/script.rs) with a real dnf,
+# Proof of the os-packages dnf script (bundle/src/kinds/os_packages/script.rs) with a real dnf,
 # run by hand in containers of the private daemon as hack/e2e-ospkg-script.sh does for apt.
 # No RPM distribution is reachable here, so the distro is a stand-in: Debian 12's own dnf 4.14
 # (`dnf`, `dnf-plugins-core`, `createrepo-c`, `rpm` installed into the debootstrapped
@@ -42,7 +42,7 @@ DOCKER_HOST=$(hack/dockerd.sh)
 export DOCKER_HOST
 # Any debian:bookworm will do as the base (hack/base-images.sh makes one when there is none).
 $DOCKER image inspect "$BASE" >/dev/null 2>&1 || hack/base-images.sh "$BASE"
-cargo build -q -p kpbuild-modules --example ospkg_script
+cargo build -q -p kpbuild-bundle --example ospkg_script
 GEN=$TARGET/debug/examples/ospkg_script
 
 # The dnf image: Debian's dnf on the debootstrapped base, remade when the base or this recipe changes.

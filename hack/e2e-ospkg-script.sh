@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Proof of the os-packages apt script (modules/src/ospkg.rs), run by hand in containers of the
+# Proof of the os-packages apt script (bundle/src/kinds/os_packages/script.rs), run by hand in containers of the
 # private daemon — not yet through BuildKit (that is the os-packages stage of hack/e2e.sh).
 #
 #   hack/e2e-ospkg-script.sh [ARCH…]        # default: amd64 arm64
@@ -50,7 +50,7 @@ DOCKER_HOST=$(hack/dockerd.sh)
 export DOCKER_HOST
 log "base image $IMAGE"
 hack/base-images.sh "$IMAGE"
-cargo build -q -p kpbuild -p kpbuild-modules --example ospkg_script
+cargo build -q -p kpbuild -p kpbuild-bundle --example ospkg_script
 KPB=$ROOT/target/debug/kpbuild
 GEN=$ROOT/target/debug/examples/ospkg_script
 

@@ -108,7 +108,7 @@ make_context() { # OUT
   sed "1s|^# syntax=.*|# syntax=$FRONTEND|" hack/e2e/Dockerfile.bundle > "$ctx/Dockerfile.bundle"
   printf -- '- src: quay.io/calico/node\n  dest: library/calico-node\n' > "$ctx/images-map.yaml"
   cp "$TESTDATA/os-packages/packages.kubeplay.yaml" "$ctx/"
-  cargo run -q -p kpbuild-modules --example files_fixture -- \
+  cargo run -q -p kpbuild-bundle --example files_fixture -- \
     "$ctx/kubespray" "$out/srv" "$ctx/checksums-e2e.yml" amd64 arm64
   hack/files-server.sh "$out/srv" 8081 >/dev/null
 }

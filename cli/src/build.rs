@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kpbuild_modules::bundle_tar;
-use kpbuild_modules::layout::{self, BUNDLE_TARGET, LOCK_TARGET};
-use kpbuild_modules::plan::{PlanOptions, bundle_modules, plan};
-use kpbuild_modules::platform::Platform;
-use kpbuild_modules::source::LocalDir;
-use kpbuild_modules::store::{Access, Ingested, Key, Store};
+use kpbuild_bundle::layout::{self, BUNDLE_TARGET, LOCK_TARGET};
+use kpbuild_bundle::plan::{PlanOptions, bundle_modules, plan};
+use kpbuild_oci::platform::Platform;
+use kpbuild_paths::source::LocalDir;
+use kpbuild_store::bundle_tar;
+use kpbuild_store::store::{Access, Ingested, Key, Store};
 
 use crate::builder::{Builder, Builders, Export, Solve, Tls};
 use crate::spec_arg::{ContextArg, SpecArg};

@@ -1,10 +1,10 @@
 //! `kpbuild export`: merges the module results `kpbuild build` brought into the local store
-//! (`kpbuild_modules::store`) into the bundle. It needs neither a Docker daemon nor BuildKit.
+//! (`kpbuild_store::store`) into the bundle. It needs neither a Docker daemon nor BuildKit.
 //!
 //! - a directory (the kubeplay tree), or `kubeplay-<version>-linux-<arch>.tar.gz` / `.tar.zst`
 //!   with a `.sha256` file: each module's files are read from the store on a thread of their
 //!   own, merged entry by entry in path order (no temporary copy of the bundle), normalized
-//!   (`kpbuild_modules::bundle_tar`) and compressed on several threads;
+//!   (`kpbuild_store::bundle_tar`) and compressed on several threads;
 //! - `oci:DIR` or `oci-archive:FILE`: a multi-platform kubeplay OCI image with one layer per
 //!   module (an uncompressed tar of the module's tree, normalized like the tarball), so
 //!   shipping a new version moves only the layers of the modules that changed.
@@ -20,14 +20,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
-use kpbuild_modules::bundle_tar::{self, BUNDLE_ROOT};
-use kpbuild_modules::durable;
-use kpbuild_modules::layout;
-use kpbuild_modules::plan::bundle_modules;
-use kpbuild_modules::platform::Platform;
-use kpbuild_modules::registry_layout::Digest;
-use kpbuild_modules::store::{Access, Key};
-use kpbuild_modules::tar_merge::{self, Kind, LayerSource, Meta, Stats};
+use kpbuild_bundle::layout;
+use kpbuild_bundle::plan::bundle_modules;
+use kpbuild_oci::platform::Platform;
+use kpbuild_oci::registry_layout::Digest;
+use kpbuild_store::bundle_tar::{self, BUNDLE_ROOT};
+use kpbuild_store::durable;
+use kpbuild_store::store::{Access, Key};
+use kpbuild_store::tar_merge::{self, Kind, LayerSource, Meta, Stats};
 
 use crate::interrupt::{self, Partial};
 use crate::spec_arg::SpecArg;
@@ -329,7 +329,7 @@ fn write_tarball(
     // The checksum file is written and both renamed in one step an interruption cannot split.
     partial
         .complete(|p| {
-            // Data on disk before the names, names on disk after (kpbuild_modules::durable).
+            // Data on disk before the names, names on disk after (kpbuild_store::durable).
             let done = std::fs::write(&sum_partial, format!("{digest}  {name}\n"))
                 .and_then(|()| durable::sync_path(&sum_partial))
                 .and_then(|()| durable::rename(p, out))

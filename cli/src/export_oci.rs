@@ -19,10 +19,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use kpbuild_modules::platform::Platform;
-use kpbuild_modules::registry_layout::Digest;
-use kpbuild_modules::spec::Spec;
-use kpbuild_modules::store::{Key, Store};
+use kpbuild_bundle::spec::Spec;
+use kpbuild_oci::platform::Platform;
+use kpbuild_oci::registry_layout::Digest;
+use kpbuild_store::store::{Key, Store};
 
 use crate::interrupt::{self, Partial};
 use serde_json::json;
@@ -166,7 +166,7 @@ pub fn write(
             let arch = p.architecture.as_str();
             let mut layers = Vec::new();
             // The layers in the spec's module order (the manifest module last).
-            for module in kpbuild_modules::plan::bundle_modules(spec, p) {
+            for module in kpbuild_bundle::plan::bundle_modules(spec, p) {
                 let key = Key::new(&spec.name, &spec.version, module, p);
                 let tree_digest = trees
                     .get(&key)
@@ -260,7 +260,7 @@ pub fn write(
     match result.and_then(|n| sink.finish().map(|()| n)) {
         Ok(n) => {
             // Every blob's and the index's data on disk before the name, the name after.
-            part.complete(|p| kpbuild_modules::durable::rename_tree(p, out))?;
+            part.complete(|p| kpbuild_store::durable::rename_tree(p, out))?;
             Ok(n)
         }
         Err(e) => {
@@ -306,7 +306,7 @@ pub fn layer_digest(
 fn layer_tar<W: Write>(
     store: &Store,
     name: &str,
-    tree: kpbuild_modules::store::Tree,
+    tree: kpbuild_store::store::Tree,
     epoch: u64,
     w: W,
 ) -> anyhow::Result<()> {

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use kpbuild_modules::kubespray::{Arch, Item, Kubespray};
-use kpbuild_modules::plan::load_vars;
-use kpbuild_modules::source::{FileSource, LocalDir};
-use kpbuild_modules::spec::SpecFile;
+use kpbuild_ansible::kubespray::{Arch, Item, Kubespray};
+use kpbuild_bundle::plan::load_vars;
+use kpbuild_bundle::spec::SpecFile;
+use kpbuild_paths::source::{FileSource, LocalDir};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Kind {

@@ -1,8 +1,8 @@
 //! `kpbuild plan`: what every module will do, per platform, as JSON; with `--matrix`, the CI
 //! matrix of the spec (every distro × platform) on one line, for GitHub Actions' `fromJSON`.
 
-use kpbuild_modules::plan::{PlanOptions, matrix, plan};
-use kpbuild_modules::source::LocalDir;
+use kpbuild_bundle::plan::{PlanOptions, matrix, plan};
+use kpbuild_paths::source::LocalDir;
 
 use crate::spec_arg::{ContextArg, SpecArg};
 

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use kpbuild_modules::platform::Platform;
-use kpbuild_modules::spec::SpecFile;
+use kpbuild_bundle::spec::SpecFile;
+use kpbuild_oci::platform::Platform;
 
 #[derive(clap::Args)]
 pub struct SpecArg {

@@ -1,10 +1,10 @@
 //! `kpbuild store ls|prune` and the `--store DIR` option `build` and `export` share: where the
-//! local content store of module results is (`kpbuild_modules::store` owns its format).
+//! local content store of module results is (`kpbuild_store::store` owns its format).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use kpbuild_modules::store::{Access, Store};
+use kpbuild_store::store::{Access, Store};
 
 /// The store option of `build`, `export` and `store`.
 #[derive(clap::Args, Clone, Debug)]

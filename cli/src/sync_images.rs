@@ -13,10 +13,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use kpbuild_modules::image_ref::FetchLocation;
-use kpbuild_modules::image_ref::{ImageRef, Mirror, NameMap, parse_list};
-use kpbuild_modules::registry_layout::Descriptor;
-use kpbuild_modules::registry_layout::{Digest, Platform};
+use kpbuild_oci::image_ref::FetchLocation;
+use kpbuild_oci::image_ref::{ImageRef, Mirror, NameMap, parse_list};
+use kpbuild_oci::registry_layout::Descriptor;
+use kpbuild_oci::registry_layout::{Digest, Platform};
 use kpbuild_sync::engine::fetch_blobs;
 use kpbuild_sync::{
     ClientConfig, ImageFailure, PlatformSelection, Progress, RetryEvent, RetryPolicy, Summary,

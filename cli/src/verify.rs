@@ -7,10 +7,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use kpbuild_modules::bundle_tar::BUNDLE_ROOT;
-use kpbuild_modules::registry_verify;
-use kpbuild_modules::safe_path::{self, EntryKind, TarEntryChecker};
-use kpbuild_modules::verify::{Fault, Options, verify_bundle_with};
+use kpbuild_bundle::verify::{Fault, Options, verify_bundle_with};
+use kpbuild_oci::registry_verify;
+use kpbuild_paths::safe_path::{self, EntryKind, TarEntryChecker};
+use kpbuild_store::bundle_tar::BUNDLE_ROOT;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -58,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// `kpbuild verify --no-hash DIR` for `kpbuild serve`: the bundle directory's report, or an
 /// error listing its faults (at most 20) and saying how to see them all.
-pub fn check_dir_no_hash(root: &Path) -> anyhow::Result<kpbuild_modules::verify::Report> {
+pub fn check_dir_no_hash(root: &Path) -> anyhow::Result<kpbuild_bundle::verify::Report> {
     let r = verify_bundle_with(root, Options { hash: false });
     if r.ok() {
         return Ok(r);
@@ -79,7 +79,7 @@ pub fn check_dir_no_hash(root: &Path) -> anyhow::Result<kpbuild_modules::verify:
 fn report(
     path: &Path,
     faults: Vec<Fault>,
-    r: Option<&kpbuild_modules::verify::Report>,
+    r: Option<&kpbuild_bundle::verify::Report>,
 ) -> anyhow::Result<()> {
     if let Some(r) = r {
         eprintln!(

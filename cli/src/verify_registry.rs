@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use kpbuild_modules::registry_verify::{VerifyOptions, verify_registry_tree_with};
+use kpbuild_oci::registry_verify::{VerifyOptions, verify_registry_tree_with};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -1,17 +1,17 @@
 //! `kpbuild worker JOB_FILE`: the jobs BuildKit exec ops run with the kpbuild binary from the
 //! frontend image (which has nothing else: it is `FROM scratch`). The job file is the typed
-//! contract of `kpbuild_modules::jobs`, written by the frontend's lowering; this file runs each
+//! contract of `kpbuild_bundle::jobs`, written by the frontend's lowering; this file runs each
 //! job.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use kpbuild_modules::image_ref::NameMap;
-use kpbuild_modules::jobs::{
+use kpbuild_bundle::jobs::{
     BlobList, BundleManifestJob, FetchFileJob, ImageArchiveJob, Job, ListedBlob, RegistryTreeJob,
     SaveImageJob, SyncImageJob,
 };
+use kpbuild_oci::image_ref::NameMap;
 use kpbuild_sync::engine::{NoProgress, PlatformSelection, SyncOptions, sync_images};
 
 #[derive(clap::Args)]
@@ -80,14 +80,14 @@ fn registry_tree(j: RegistryTreeJob) -> anyhow::Result<()> {
             .with_context(|| format!("reading {}", f.blob_list.display()))?;
         for b in list.blobs {
             wanted.push((
-                kpbuild_modules::registry_layout::Descriptor {
+                kpbuild_oci::registry_layout::Descriptor {
                     media_type: None,
                     digest: b.digest,
                     size: b.size,
                     platform: None,
                     urls: vec![],
                 },
-                kpbuild_modules::image_ref::FetchLocation {
+                kpbuild_oci::image_ref::FetchLocation {
                     registry: b.registry,
                     repository: b.repository,
                 },
@@ -244,7 +244,7 @@ fn save_image(j: SaveImageJob) -> anyhow::Result<()> {
         .first()
         .ok_or_else(|| anyhow::anyhow!("{}: nothing was fetched", j.reference))?;
     let stored_tag = synced.tag.clone().unwrap_or_else(|| "latest".into());
-    let digest = kpbuild_modules::image_archive::write_docker_archive(
+    let digest = kpbuild_oci::image_archive::write_docker_archive(
         work.path(),
         &j.reference.repository,
         &stored_tag,
@@ -266,7 +266,7 @@ fn image_archive(j: ImageArchiveJob) -> anyhow::Result<()> {
     let config =
         std::fs::read(&j.config).with_context(|| format!("reading {}", j.config.display()))?;
     let work = work_dir("kpbuild-archive-")?;
-    let layer = kpbuild_modules::image_archive::write_rootfs_archive(
+    let layer = kpbuild_oci::image_archive::write_rootfs_archive(
         &j.rootfs,
         &config,
         &j.tag,
@@ -283,7 +283,7 @@ fn image_archive(j: ImageArchiveJob) -> anyhow::Result<()> {
 
 /// The bundle manifest of one platform, from its module trees.
 fn bundle_manifest(j: BundleManifestJob) -> anyhow::Result<()> {
-    let lock = kpbuild_modules::lock::build(&kpbuild_modules::lock::LockInput {
+    let lock = kpbuild_bundle::lock::build(&kpbuild_bundle::lock::LockInput {
         plan: &j.plan,
         bundle: &j.bundle,
         version: &j.version,

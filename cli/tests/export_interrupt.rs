@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use kpbuild_modules::store::{Access, Entry, Key, Store};
+use kpbuild_store::store::{Access, Entry, Key, Store};
 
 use sha2::Digest as _;
 

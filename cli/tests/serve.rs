@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use kpbuild_modules::registry_layout::{Digest, Layout, OCI_MANIFEST};
+use kpbuild_oci::registry_layout::{Digest, Layout, OCI_MANIFEST};
 
 fn put(p: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();

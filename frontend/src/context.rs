@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kpbuild_modules::source::MemSource;
+use kpbuild_paths::source::MemSource;
 
 use crate::bridge::Bridge;
 use crate::llb;

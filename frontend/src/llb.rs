@@ -20,7 +20,7 @@ use bollard_buildkit_proto::pb;
 use prost::Message;
 use sha2::{Digest as _, Sha256};
 
-pub use kpbuild_modules::platform::Platform;
+pub use kpbuild_oci::platform::Platform;
 
 /// An op's platform as LLB encodes it.
 pub fn pb_platform(p: &Platform) -> pb::Platform {
@@ -1004,7 +1004,7 @@ mod tests {
     use super::*;
 
     fn amd64() -> Platform {
-        Platform::linux(kpbuild_modules::platform::Arch::Amd64)
+        Platform::linux(kpbuild_oci::platform::Arch::Amd64)
     }
 
     #[test]

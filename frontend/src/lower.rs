@@ -1,17 +1,17 @@
 //! Lowering a module plan into LLB, the parts every kind shares: what lowering needs
 //! ([`LowerEnv`]), its errors, the dispatch to each kind's lowering (`kinds/`), worker-job ops
 //! ([`job_exec`]), merging trees, and the bundle manifest op. Each module's state is laid out
-//! from the bundle root ([`kpbuild_modules::layout`]).
+//! from the bundle root ([`kpbuild_bundle::layout`]).
 
 use std::collections::BTreeMap;
 
-use kpbuild_modules::image_ref::{ImageRef, Mirror};
-use kpbuild_modules::jobs::{BundleManifestJob, JOB_DIR, JOB_FILE, Job, ModuleTree};
-use kpbuild_modules::kinds::os_packages::script::ScriptError;
-use kpbuild_modules::layout;
-use kpbuild_modules::plan::PlatformPlan;
-use kpbuild_modules::platform::Arch;
-use kpbuild_modules::registry_layout::Digest;
+use kpbuild_bundle::jobs::{BundleManifestJob, JOB_DIR, JOB_FILE, Job, ModuleTree};
+use kpbuild_bundle::kinds::os_packages::script::ScriptError;
+use kpbuild_bundle::layout;
+use kpbuild_bundle::plan::PlatformPlan;
+use kpbuild_oci::image_ref::{ImageRef, Mirror};
+use kpbuild_oci::platform::Arch;
+use kpbuild_oci::registry_layout::Digest;
 
 use crate::kinds::lower_work;
 use crate::llb::{self, CopyOptions, Exec, FileOp, Network, Platform, State};

@@ -22,9 +22,9 @@
 
 use std::collections::BTreeMap;
 
-use kpbuild_modules::layout::{BUNDLE_TARGET, LOCK_TARGET};
-use kpbuild_modules::plan::PlanOptions;
-use kpbuild_modules::platform::Platform;
+use kpbuild_bundle::layout::{BUNDLE_TARGET, LOCK_TARGET};
+use kpbuild_bundle::plan::PlanOptions;
+use kpbuild_oci::platform::Platform;
 
 /// The spec's default file name.
 pub const DEFAULT_SPEC: &str = "Dockerfile.bundle";

@@ -92,7 +92,7 @@ pub fn exec_closures(def: &pb::Definition) -> Vec<pb::Definition> {
 mod tests {
     use super::*;
     use crate::llb::{self, Exec, FileOp, Platform, State};
-    use kpbuild_modules::platform::Arch;
+    use kpbuild_oci::platform::Arch;
 
     fn tool() -> State {
         llb::image("kpbuild/frontend:dev", &Platform::linux(Arch::Amd64))

@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use sha2::Digest as _;
 
-use kpbuild_modules::image_ref::MirrorError;
-use kpbuild_modules::layout::LOCK_TARGET;
-use kpbuild_modules::plan::{self, Plan, PlanError, build_inputs, context_inputs};
-use kpbuild_modules::platform::Platform;
-use kpbuild_modules::registry_layout::Digest;
-use kpbuild_modules::spec::{SpecError, SpecFile};
+use kpbuild_bundle::layout::LOCK_TARGET;
+use kpbuild_bundle::plan::{self, Plan, PlanError, build_inputs, context_inputs};
+use kpbuild_bundle::spec::{SpecError, SpecFile};
+use kpbuild_oci::image_ref::MirrorError;
+use kpbuild_oci::platform::Platform;
+use kpbuild_oci::registry_layout::Digest;
 
 use crate::bridge::{Bridge, RefId};
 use crate::caps::{self, CapsError};
@@ -173,7 +173,7 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
             .info()
             .worker_platform
             .clone()
-            .unwrap_or_else(|| Platform::linux(kpbuild_modules::platform::Arch::Amd64)),
+            .unwrap_or_else(|| Platform::linux(kpbuild_oci::platform::Arch::Amd64)),
         merge_op: features.merge_op,
         old_flightcontrol: features.old_flightcontrol,
         digests,
@@ -243,7 +243,7 @@ async fn read_spec<B: Bridge>(
 async fn resolve_digests<B: Bridge>(
     gw: &mut B,
     plan: &Plan,
-) -> Result<BTreeMap<kpbuild_modules::image_ref::ImageRef, Digest>, FrontendError> {
+) -> Result<BTreeMap<kpbuild_oci::image_ref::ImageRef, Digest>, FrontendError> {
     let mut digests = BTreeMap::new();
     for p in &plan.platforms {
         for m in &p.modules {
@@ -288,7 +288,7 @@ async fn resolve_digests<B: Bridge>(
 /// (`kpbuild build --no-cache`) the Dockerfile's own steps run again too: its `no-cache`
 /// option (empty: every stage), as `docker build --no-cache` gives it.
 fn nested_frontend_opts(
-    nested: &kpbuild_modules::kinds::NestedBuild<'_>,
+    nested: &kpbuild_bundle::kinds::NestedBuild<'_>,
     platform: &Platform,
     no_cache: bool,
 ) -> HashMap<String, String> {
@@ -509,7 +509,7 @@ mod tests {
     use crate::bridge::DirEntry;
     use crate::kinds::tests::{execs, jobs};
     use bollard_buildkit_proto::pb;
-    use kpbuild_modules::jobs::Job;
+    use kpbuild_bundle::jobs::Job;
 
     /// A BuildKit that holds a build context in memory and records what it was asked.
     struct Fake {
@@ -557,7 +557,7 @@ modules:
             info: BuildInfo {
                 opts: all,
                 session_id: "s".into(),
-                worker_platform: Some(Platform::linux(kpbuild_modules::platform::Arch::Amd64)),
+                worker_platform: Some(Platform::linux(kpbuild_oci::platform::Arch::Amd64)),
                 ..crate::caps::tests::v08_info()
             },
             files: BTreeMap::from([
@@ -691,12 +691,12 @@ modules:
     #[test]
     fn no_cache_reaches_the_nested_dockerfile_build() {
         let args = BTreeMap::from([("V".to_string(), "1".to_string())]);
-        let nested = kpbuild_modules::kinds::NestedBuild {
+        let nested = kpbuild_bundle::kinds::NestedBuild {
             context: "examples/img",
             dockerfile: "Dockerfile",
             build_args: &args,
         };
-        let platform = Platform::linux(kpbuild_modules::platform::Arch::Arm64);
+        let platform = Platform::linux(kpbuild_oci::platform::Arch::Arm64);
         let cached = nested_frontend_opts(&nested, &platform, false);
         assert_eq!(
             cached.get("platform").map(String::as_str),

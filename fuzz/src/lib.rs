@@ -4,16 +4,16 @@
 
 use std::path::{Component, Path};
 
-use kpbuild_modules::bundle_tar::{parents, path_order};
-use kpbuild_modules::image_ref::{ImageRef, stored_repository, validate_repository};
-use kpbuild_modules::layout::file_path_of_url as bundle_path_of_url;
-use kpbuild_modules::plan::{self, PlanOptions, Work};
-use kpbuild_modules::registry_layout::{Layout, parse_manifest};
-use kpbuild_modules::safe_path::{EntryKind, TarEntryChecker, relative_path};
-use kpbuild_modules::source::MemSource;
-use kpbuild_modules::spec::{SpecFile, is_relative_clean};
-use kpbuild_modules::tar_merge::{self, Kind, LayerSource, MergeError};
-use kpbuild_modules::vars::{Evaluator, Precedence, VarSet};
+use kpbuild_store::bundle_tar::{parents, path_order};
+use kpbuild_oci::image_ref::{ImageRef, stored_repository, validate_repository};
+use kpbuild_bundle::layout::file_path_of_url as bundle_path_of_url;
+use kpbuild_bundle::plan::{self, PlanOptions, Work};
+use kpbuild_oci::registry_layout::{Layout, parse_manifest};
+use kpbuild_paths::safe_path::{EntryKind, TarEntryChecker, relative_path};
+use kpbuild_paths::source::MemSource;
+use kpbuild_bundle::spec::{SpecFile, is_relative_clean};
+use kpbuild_store::tar_merge::{self, Kind, LayerSource, MergeError};
+use kpbuild_ansible::vars::{Evaluator, Precedence, VarSet};
 
 pub mod tree;
 
@@ -125,9 +125,9 @@ pub fn manifest_parse(data: &[u8]) {
     };
     let ct = match sel % 6 {
         0 => None,
-        1 => Some(kpbuild_modules::registry_layout::DOCKER_MANIFEST),
-        2 => Some(kpbuild_modules::registry_layout::OCI_INDEX),
-        3 => Some(kpbuild_modules::registry_layout::DOCKER_MANIFEST_V1_SIGNED),
+        1 => Some(kpbuild_oci::registry_layout::DOCKER_MANIFEST),
+        2 => Some(kpbuild_oci::registry_layout::OCI_INDEX),
+        3 => Some(kpbuild_oci::registry_layout::DOCKER_MANIFEST_V1_SIGNED),
         4 => Some("application/json; charset=utf-8"),
         _ => Some("text/plain"),
     };

@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 
 use arbitrary::{Result, Unstructured};
-use kpbuild_modules::registry_layout::{Digest, Layout};
-use kpbuild_modules::registry_verify::verify_registry_tree;
+use kpbuild_oci::registry_layout::{Digest, Layout};
+use kpbuild_oci::registry_verify::verify_registry_tree;
 
 /// Extracts accepted entries in a model filesystem (paths resolved through the symbolic links
 /// extracted before them) and panics if one lands, or one link points, outside the root.

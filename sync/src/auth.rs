@@ -132,7 +132,7 @@ pub fn docker_config_path() -> Option<PathBuf> {
 
 /// The key `docker login` stores a registry's credentials under.
 pub fn docker_config_key(registry: &str) -> String {
-    if registry == kpbuild_modules::image_ref::DOCKER_HUB {
+    if registry == kpbuild_oci::image_ref::DOCKER_HUB {
         "https://index.docker.io/v1/".to_string()
     } else {
         registry.to_string()

@@ -14,8 +14,8 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use tokio::sync::OnceCell;
 
-use kpbuild_modules::image_ref::DOCKER_HUB;
-use kpbuild_modules::registry_layout::{Digest, MANIFEST_ACCEPT};
+use kpbuild_oci::image_ref::DOCKER_HUB;
+use kpbuild_oci::registry_layout::{Digest, MANIFEST_ACCEPT};
 
 use crate::auth::{self, Challenge, Credential};
 use crate::error::HttpError;

@@ -15,10 +15,10 @@ use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, join_all};
 use tokio::sync::{OnceCell, Semaphore};
 
-use kpbuild_modules::image_ref::{
+use kpbuild_oci::image_ref::{
     FetchLocation, ImageRef, Mirror, NameMap, check_collisions, fetch_location, stored_repository,
 };
-use kpbuild_modules::registry_layout::{Descriptor, Digest, Manifest, Platform, parse_manifest};
+use kpbuild_oci::registry_layout::{Descriptor, Digest, Manifest, Platform, parse_manifest};
 
 use crate::client::{ClientConfig, RegistryClient, RetryEvent, error_chain};
 use crate::error::{HttpError, ImageError, ImageFailure, SyncError};
@@ -644,8 +644,7 @@ pub async fn sync_images(
         .collect();
     check_collisions(planned.iter().map(|p| (&p.source, p.name.as_str())))?;
     for p in &planned {
-        kpbuild_modules::image_ref::validate_repository(&p.name, &p.name)
-            .map_err(SyncError::Name)?;
+        kpbuild_oci::image_ref::validate_repository(&p.name, &p.name).map_err(SyncError::Name)?;
     }
     progress.planned(planned.len());
     let ctx = context(&opts, &progress)?;

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use kpbuild_modules::image_ref::CollisionError;
-use kpbuild_modules::registry_layout::{Digest, ManifestError};
+use kpbuild_oci::image_ref::CollisionError;
+use kpbuild_oci::registry_layout::{Digest, ManifestError};
 
 use crate::auth::CredentialError;
 
@@ -159,5 +159,5 @@ pub enum SyncError {
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
     #[error("invalid stored name: {0}")]
-    Name(kpbuild_modules::image_ref::RefError),
+    Name(kpbuild_oci::image_ref::RefError),
 }

@@ -3,8 +3,10 @@
 //! blob once however many images share it, concurrently, verified while streaming.
 //!
 //! The pure parts (references, names, layout paths, manifest parsing) live in
-//! `kpbuild_modules::{image_ref, registry_layout}`; this crate does the network and disk I/O:
+//! `kpbuild_oci::{image_ref, registry_layout}`; this crate does the network and disk I/O:
 //! [`client`] talks to registries, [`store`] writes the tree, [`engine`] ties them together.
+//! [`download`] is the files module's fetcher: one file from its locations in order, given as a
+//! plain [`download::FileRequest`]. Nothing here knows a bundle or a module kind.
 
 pub mod auth;
 pub mod client;

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 use tempfile::NamedTempFile;
 
-use kpbuild_modules::registry_layout::{Digest, Layout};
+use kpbuild_oci::registry_layout::{Digest, Layout};
 
 /// The directory under the storage root that holds files being written.
-pub const TMP_DIR: &str = kpbuild_modules::registry_verify::TEMP_DIR;
+pub const TMP_DIR: &str = kpbuild_oci::registry_verify::TEMP_DIR;
 
 /// A registry storage tree being written.
 #[derive(Debug)]
@@ -121,7 +121,7 @@ fn persist(tmp: NamedTempFile, dest: &Path) -> io::Result<()> {
     // complete-looking blob or link over incomplete data.
     tmp.as_file().sync_all()?;
     tmp.persist(dest).map_err(|e| e.error)?;
-    kpbuild_modules::durable::sync_parent(dest)
+    kpbuild_store::durable::sync_parent(dest)
 }
 
 /// sha256 of a file's contents.

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Handler, Req, Stall, reply, serve};
-use kpbuild_modules::image_ref::ImageRef;
-use kpbuild_modules::registry_layout::{Digest, Layout, OCI_MANIFEST};
+use kpbuild_oci::image_ref::ImageRef;
+use kpbuild_oci::registry_layout::{Digest, Layout, OCI_MANIFEST};
 use kpbuild_sync::{
     ClientConfig, ImageError, PlatformSelection, Progress, RetryEvent, RetryPolicy, SyncOptions,
     sync_images,

@@ -17,7 +17,7 @@ use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
 use bollard_buildkit_proto::moby::buildkit::v1::{
     BytesMessage, InfoRequest, ListWorkersRequest, SolveRequest, StatusRequest, StatusResponse,
 };
-use kpbuild_modules::platform::Platform;
+use kpbuild_oci::platform::Platform;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 

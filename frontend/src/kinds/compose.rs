@@ -2,10 +2,10 @@
 //! each), the compose file and the services' configurations, and the installer files from the
 //! build context.
 
-use kpbuild_modules::jobs::{Job, SaveImageJob};
-use kpbuild_modules::kinds::ComposeWork;
-use kpbuild_modules::kinds::compose::{compose_yaml, nginx_conf, registry_yml};
-use kpbuild_modules::layout;
+use kpbuild_bundle::jobs::{Job, SaveImageJob};
+use kpbuild_bundle::kinds::ComposeWork;
+use kpbuild_bundle::kinds::compose::{compose_yaml, nginx_conf, registry_yml};
+use kpbuild_bundle::layout;
 
 use super::Lower;
 use crate::llb::{FileOp, Platform, State};

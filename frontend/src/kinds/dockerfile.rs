@@ -2,8 +2,8 @@
 //! frontend built (`run.rs` asks for it before lowering), as an archive `docker load` accepts:
 //! an image-archive job over its root filesystem.
 
-use kpbuild_modules::jobs::{ImageArchiveJob, Job};
-use kpbuild_modules::kinds::DockerfileWork;
+use kpbuild_bundle::jobs::{ImageArchiveJob, Job};
+use kpbuild_bundle::kinds::DockerfileWork;
 
 use super::Lower;
 use crate::llb::{self, FileOp, Network, Platform, State};

@@ -10,9 +10,9 @@
 //! op and a new cache entry. An unpinned file is fetched once per op (keyed by its URL) and
 //! never kept in the cache mount.
 
-use kpbuild_modules::jobs::{FetchFileJob, Job};
-use kpbuild_modules::kinds::FilesWork;
-use kpbuild_modules::layout;
+use kpbuild_bundle::jobs::{FetchFileJob, Job};
+use kpbuild_bundle::kinds::FilesWork;
+use kpbuild_bundle::layout;
 
 use super::Lower;
 use crate::llb::{CopyOptions, FileOp, Platform, State};

@@ -11,9 +11,9 @@
 //!    spec changes, the blobs fetched before are copied from there (verified) instead of
 //!    fetched again.
 
-use kpbuild_modules::jobs::{Job, RegistryTreeJob, SyncImageJob, TreeFragment};
-use kpbuild_modules::kinds::ImagesWork;
-use kpbuild_modules::layout;
+use kpbuild_bundle::jobs::{Job, RegistryTreeJob, SyncImageJob, TreeFragment};
+use kpbuild_bundle::kinds::ImagesWork;
+use kpbuild_bundle::layout;
 
 use super::Lower;
 use crate::llb::{Exec, FileOp, Platform, State};

@@ -1,4 +1,4 @@
-//! The lowering of each module kind, one file each, named as in `kpbuild_modules::kinds` (the
+//! The lowering of each module kind, one file each, named as in `kpbuild_bundle::kinds` (the
 //! kind's spec, plan and lock live there). [`lower_work`] is the one exhaustive dispatch: a new
 //! kind fails to compile here until it has a lowering.
 
@@ -8,7 +8,7 @@ mod files;
 mod images;
 mod os_packages;
 
-use kpbuild_modules::kinds::Work;
+use kpbuild_bundle::kinds::Work;
 
 use crate::llb::{Platform, State};
 use crate::lower::{LowerEnv, LowerError};

@@ -1,12 +1,12 @@
 //! Lowering of the `os-packages` kind: per distro, an exec op on the distro's own base image,
 //! natively on the worker (no emulation), running the script that resolves and downloads the
 //! complete closure for the target architecture and writes the repository index
-//! (`kpbuild_modules::kinds::os_packages::script`); the repositories and the client source
+//! (`kpbuild_bundle::kinds::os_packages::script`); the repositories and the client source
 //! files laid out under `resources/nginx/`.
 
-use kpbuild_modules::kinds::OsPackagesWork;
-use kpbuild_modules::kinds::os_packages::script::{self, ScriptOptions};
-use kpbuild_modules::layout;
+use kpbuild_bundle::kinds::OsPackagesWork;
+use kpbuild_bundle::kinds::os_packages::script::{self, ScriptOptions};
+use kpbuild_bundle::layout;
 
 use super::Lower;
 use crate::llb::{self, FileOp, Platform, State};

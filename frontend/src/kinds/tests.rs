@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use bollard_buildkit_proto::pb;
-use kpbuild_modules::image_ref::{ImageRef, StoredRef};
-use kpbuild_modules::jobs::{JOB_PATH, Job};
-use kpbuild_modules::kinds::{
+use kpbuild_bundle::jobs::{JOB_PATH, Job};
+use kpbuild_bundle::kinds::{
     ArchiveWork, ComposeWork, FileWork, FilesWork, ImageWork, ImagesWork, PinWork, Work,
 };
-use kpbuild_modules::plan::{ModulePlan, PlatformPlan};
-use kpbuild_modules::platform::{Arch, Platform};
-use kpbuild_modules::registry_layout::Digest;
+use kpbuild_bundle::plan::{ModulePlan, PlatformPlan};
+use kpbuild_oci::image_ref::{ImageRef, StoredRef};
+use kpbuild_oci::platform::{Arch, Platform};
+use kpbuild_oci::registry_layout::Digest;
 
 use crate::llb::{self, State};
 use crate::lower::{LowerEnv, LowerError, REGISTRY_SECRET_DIR, lower_platform};
@@ -408,7 +408,7 @@ fn compose_alone_gets_host_network_only_where_it_fetches_from_loopback() {
     );
     // The plan asks the same question of the same work: `kpbuild build --target compose` asks
     // for host networking.
-    let plan = kpbuild_modules::plan::Plan {
+    let plan = kpbuild_bundle::plan::Plan {
         name: "b".into(),
         version: "v1".into(),
         platforms: vec![p],
@@ -425,7 +425,7 @@ fn compose_alone_gets_host_network_only_where_it_fetches_from_loopback() {
             .iter()
             .all(|x| x.network != pb::NetMode::Host as i32)
     );
-    let plan = kpbuild_modules::plan::Plan {
+    let plan = kpbuild_bundle::plan::Plan {
         name: "b".into(),
         version: "v1".into(),
         platforms: vec![p],

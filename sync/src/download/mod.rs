@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use reqwest::header::{CONTENT_RANGE, RANGE, RETRY_AFTER};
 use sha2::Digest as _;
 
-use kpbuild_modules::durable::rename as rename_durably;
+use kpbuild_store::durable::rename as rename_durably;
 
 pub use decide::{FetchFailure, Outcome, Tried};
 use decide::{Reply, classify, range_header};
