@@ -70,7 +70,13 @@ fn bundle(root: &Path) -> Digest {
         layer.len()
     );
     let m = blob(manifest.as_bytes());
-    for (p, c) in layout.image_links("library/tool", Some("v1"), &m, &[m.clone()], &[cfg, lay]) {
+    for (p, c) in layout.image_links(
+        "library/tool",
+        Some("v1"),
+        &m,
+        std::slice::from_ref(&m),
+        &[cfg, lay],
+    ) {
         put(&p, c.as_bytes());
     }
 
@@ -198,9 +204,7 @@ fn an_image_whose_tag_moved_or_whose_blob_is_corrupt_is_named() {
     let (ok, _, faults) = verify(tmp.path(), true);
     assert!(!ok);
     assert!(
-        faults.iter().any(|f| f.starts_with(&format!(
-            "FAULT image library/tool:v1: image docker.io/library/tool:v1 is not in the registry tree as library/tool:v1: "
-        ))),
+        faults.iter().any(|f| f.starts_with("FAULT image library/tool:v1: image docker.io/library/tool:v1 is not in the registry tree as library/tool:v1: ")),
         "{faults:?}"
     );
 
