@@ -4,34 +4,35 @@
 //! It is written inside the build (from the module trees, by `kpbuild worker bundle-manifest`)
 //! and is what `kpbuild verify` checks and a security review reads.
 
-use std::collections::BTreeMap;
 use std::io::Read;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::Digest as _;
 
+use crate::kinds::SECTIONS;
 use crate::plan::PlatformPlan;
-use kpbuild_oci::registry_layout::{self, Digest};
+use crate::verify::Check;
 
 pub use crate::layout::LOCK_FILE;
 /// Its format tag.
 pub const FORMAT: &str = "kpbuild.lock/v1";
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+/// The manifest. Its header is typed here; its sections (`files`, `images`, …) belong to the
+/// module kinds: each is a list of entries of one [`Entry`] type, kept in the document's order
+/// (every section of [`crate::kinds::SECTIONS`], in that order, when built).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Lock {
     pub format: String,
     pub kpbuild: String,
     pub bundle: BundleInfo,
     pub spec: SpecInfo,
-    pub files: Vec<FileEntry>,
-    pub images: Vec<ImageEntry>,
-    pub packages: Vec<PackageEntry>,
-    /// Packages a distro marked optional that it does not have.
-    pub skipped_packages: Vec<SkippedPackages>,
-    /// Other files the bundle carries (image archives, compose files, installer).
-    pub artifacts: Vec<Artifact>,
+    #[serde(flatten)]
+    sections: IndexMap<String, Vec<Value>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -50,58 +51,59 @@ pub struct SpecInfo {
     pub sha256: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct FileEntry {
-    /// Path from the bundle root.
-    pub path: String,
-    pub url: String,
-    pub sha256: String,
-    pub size: u64,
-    /// The pin it was checked against (`sha256:…`, `sha512:…`), when there was one.
-    pub pin: Option<String>,
+/// An entry of one section of the manifest, and what the section answers: its key, its order,
+/// how its entries are checked against an unpacked bundle and how they are counted. A kind
+/// that writes entries of its own declares a type implementing this beside its spec and lists
+/// its section in [`crate::kinds::SECTIONS`].
+pub trait Entry: Serialize + DeserializeOwned + 'static {
+    /// The section's key in `kubeplay.lock.json`.
+    const SECTION: &'static str;
+    /// What a count of its entries is called in summaries (`files`), or `None` when the
+    /// section is not counted.
+    const NOUN: Option<&'static str>;
+    /// What the check also counts and shows in brackets (`blobs`), if anything.
+    const DETAIL: Option<&'static str> = None;
+    /// The key entries are sorted by (stably) once every module added its own.
+    type SortKey: Ord;
+    fn sort_key(&self) -> Self::SortKey;
+    /// Checks the section's entries against the bundle `check` reads, adding a fault for
+    /// everything wrong, and returns how many were checked and the detail's count.
+    fn verify(entries: &[Self], check: &mut Check<'_>) -> (usize, usize);
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ImageEntry {
-    pub source: String,
-    /// `repository:tag` in the bundle's registry.
-    pub stored: String,
-    /// The digest the tag points at (an index for multi-platform images).
-    pub digest: String,
-    /// The manifest kept for each platform.
-    pub platforms: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct PackageEntry {
-    pub distro: String,
-    /// The repository directory from the bundle root.
-    pub repo: String,
-    pub name: String,
-    pub version: String,
-    pub architecture: String,
-    /// File name in the repository.
-    pub file: String,
-    pub sha256: String,
-    pub size: u64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SkippedPackages {
-    pub distro: String,
-    pub names: Vec<String>,
-}
-
+/// A file the bundle carries that no other section describes (image archives, compose files,
+/// the installer): its path from the bundle root, sha256 and size. Any kind may add them.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Artifact {
     pub path: String,
     pub sha256: String,
     pub size: u64,
+}
+
+impl Entry for Artifact {
+    const SECTION: &'static str = "artifacts";
+    const NOUN: Option<&'static str> = Some("artifacts");
+    type SortKey = String;
+    fn sort_key(&self) -> String {
+        self.path.clone()
+    }
+    fn verify(entries: &[Self], check: &mut Check<'_>) -> (usize, usize) {
+        for a in entries {
+            match check.file(&a.path, &a.sha256, None) {
+                Err(e) => check.fault(&a.path, format!("missing or unreadable ({e})")),
+                Ok((s256, _, size)) if s256 != a.sha256 || size != a.size => check.fault(
+                    &a.path,
+                    format!(
+                        "sha256 {s256} size {size}, the manifest says {} size {}",
+                        a.sha256, a.size
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+        (entries.len(), 0)
+    }
 }
 
 /// Errors building or reading a manifest.
@@ -114,20 +116,9 @@ pub enum LockError {
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
-    #[error("file {url} ({path}): {algorithm} is {got}, but the pin is {want}")]
-    PinMismatch {
-        url: String,
-        path: String,
-        algorithm: String,
-        got: String,
-        want: String,
-    },
-    #[error("image {source_ref} is not in the registry tree as {stored}: {message}")]
-    MissingImage {
-        source_ref: String,
-        stored: String,
-        message: String,
-    },
+    /// An entry a kind could not write (its own error, with its own message).
+    #[error(transparent)]
+    Entry(Box<dyn std::error::Error + Send + Sync>),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LockError + '_ {
@@ -171,7 +162,8 @@ pub struct LockInput<'a> {
     pub trees: Vec<(String, PathBuf)>,
 }
 
-/// Builds the manifest from the module trees, checking every file against its pin.
+/// Builds the manifest from the module trees, checking every file against its pin: every
+/// section present (empty when no module wrote to it), each in its entries' order.
 pub fn build(input: &LockInput) -> Result<Lock, LockError> {
     let mut lock = Lock {
         format: FORMAT.into(),
@@ -186,11 +178,10 @@ pub fn build(input: &LockInput) -> Result<Lock, LockError> {
             file: input.spec_file.into(),
             sha256: input.spec_sha256.into(),
         },
-        files: vec![],
-        images: vec![],
-        packages: vec![],
-        skipped_packages: vec![],
-        artifacts: vec![],
+        sections: SECTIONS
+            .iter()
+            .map(|s| (s.key().to_string(), vec![]))
+            .collect(),
     };
     for m in &input.plan.modules {
         // The manifest op mounts every module's tree; a module without one is not built.
@@ -198,12 +189,116 @@ pub fn build(input: &LockInput) -> Result<Lock, LockError> {
             m.work.kind().lock(root, &mut lock)?;
         }
     }
-    lock.files.sort_by(|a, b| a.path.cmp(&b.path));
-    lock.images.sort_by(|a, b| a.stored.cmp(&b.stored));
-    lock.packages
-        .sort_by(|a, b| (&a.repo, &a.file).cmp(&(&b.repo, &b.file)));
-    lock.artifacts.sort_by(|a, b| a.path.cmp(&b.path));
+    for s in SECTIONS {
+        if let Some(entries) = lock.sections.get_mut(s.key()) {
+            s.sort(entries)?;
+        }
+    }
     Ok(lock)
+}
+
+impl Lock {
+    /// Adds an entry to its section.
+    pub fn push<E: Entry>(&mut self, entry: E) -> Result<(), LockError> {
+        let value = serde_json::to_value(entry).map_err(|e| LockError::Invalid {
+            path: E::SECTION.into(),
+            message: e.to_string(),
+        })?;
+        self.sections
+            .entry(E::SECTION.to_string())
+            .or_default()
+            .push(value);
+        Ok(())
+    }
+
+    /// The entries of a section, as written (none when the section is absent).
+    pub fn section(&self, key: &str) -> &[Value] {
+        self.sections
+            .get(key)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The keys of the sections, in the document's order.
+    pub fn section_keys(&self) -> impl Iterator<Item = &str> {
+        self.sections.keys().map(String::as_str)
+    }
+
+    /// How many entries each counted section holds: `11 files, 12 images, …`.
+    pub fn summary(&self) -> String {
+        SECTIONS
+            .iter()
+            .filter_map(|s| Some(format!("{} {}", self.section(s.key()).len(), s.noun()?)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A section of the manifest as the loops over all of them see it (building, checking,
+/// counting): [`Entry`] made object-safe. [`SectionOf`] is the one implementation.
+pub trait Section: Sync {
+    fn key(&self) -> &'static str;
+    fn noun(&self) -> Option<&'static str>;
+    fn detail(&self) -> Option<&'static str>;
+    /// Puts the entries in their order.
+    fn sort(&self, entries: &mut Vec<Value>) -> Result<(), LockError>;
+    /// Checks the entries (as read from a bundle); `(checked, detail count)`, or why the
+    /// entries cannot be read.
+    fn verify(&self, entries: &[Value], check: &mut Check<'_>) -> Result<(usize, usize), String>;
+}
+
+/// The section of entries of type `E`.
+pub struct SectionOf<E>(PhantomData<fn() -> E>);
+
+impl<E> SectionOf<E> {
+    pub const fn new() -> Self {
+        SectionOf(PhantomData)
+    }
+}
+
+impl<E> Default for SectionOf<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn typed<E: Entry>(entries: &[Value]) -> Result<Vec<E>, String> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, v)| E::deserialize(v).map_err(|e| format!("{}[{i}]: {e}", E::SECTION)))
+        .collect()
+}
+
+impl<E: Entry> Section for SectionOf<E> {
+    fn key(&self) -> &'static str {
+        E::SECTION
+    }
+    fn noun(&self) -> Option<&'static str> {
+        E::NOUN
+    }
+    fn detail(&self) -> Option<&'static str> {
+        E::DETAIL
+    }
+    fn sort(&self, entries: &mut Vec<Value>) -> Result<(), LockError> {
+        let mut typed = typed::<E>(entries).map_err(|message| LockError::Invalid {
+            path: E::SECTION.into(),
+            message,
+        })?;
+        typed.sort_by_key(E::sort_key);
+        *entries = typed
+            .into_iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| LockError::Invalid {
+                path: E::SECTION.into(),
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+    fn verify(&self, entries: &[Value], check: &mut Check<'_>) -> Result<(usize, usize), String> {
+        Ok(E::verify(&typed::<E>(entries)?, check))
+    }
 }
 
 /// Every regular file under `root`, sorted.
@@ -242,156 +337,77 @@ pub fn artifacts(root: &Path) -> Result<Vec<Artifact>, LockError> {
         .collect()
 }
 
-/// The digests of an image in a registry storage tree (`root` holds `docker/registry/v2`): its
-/// tag's manifest and each kept child.
-pub fn image_entry(root: &Path, source: &str, stored: &str) -> Result<ImageEntry, LockError> {
-    let missing = |message: String| LockError::MissingImage {
-        source_ref: source.into(),
-        stored: stored.into(),
-        message,
-    };
-    let layout = registry_layout::Layout::new(root);
-    let (repo, tag) = stored
-        .rsplit_once(':')
-        .ok_or_else(|| missing("no tag".into()))?;
-    let link = layout.tag_current_link(repo, tag);
-    let text =
-        std::fs::read_to_string(&link).map_err(|e| missing(format!("{}: {e}", link.display())))?;
-    let digest: Digest = text
-        .trim()
-        .parse()
-        .map_err(|e| missing(format!("{}: {e:?}", link.display())))?;
-    let blob = layout.blob_data(&digest);
-    let bytes = std::fs::read(&blob).map_err(|e| missing(format!("{}: {e}", blob.display())))?;
-    let mut platforms = BTreeMap::new();
-    match registry_layout::parse_manifest(None, &bytes) {
-        Ok(registry_layout::Manifest::Index { manifests, .. }) => {
-            for c in manifests {
-                if layout.revision_link(repo, &c.digest).is_file() {
-                    let p = c
-                        .platform
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "unknown".into());
-                    platforms.insert(p, c.digest.to_string());
-                }
-            }
-        }
-        Ok(registry_layout::Manifest::Image { .. }) => {
-            platforms.insert("any".into(), digest.to_string());
-        }
-        Err(e) => return Err(missing(format!("manifest {digest}: {e}"))),
-    }
-    Ok(ImageEntry {
-        source: source.into(),
-        stored: stored.into(),
-        digest: digest.to_string(),
-        platforms,
-    })
-}
-
-/// One stanza of an apt `Packages` index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexedPackage {
-    pub name: String,
-    pub version: String,
-    pub architecture: String,
-    pub file: String,
-    pub sha256: String,
-    pub size: u64,
-}
-
-/// Reads `dir/Packages` (apt). A yum repository (`repodata/`) gives its `.rpm` files with
-/// their sha256 instead, named by file.
-pub fn read_packages_index(dir: &Path) -> Result<Vec<IndexedPackage>, LockError> {
-    let index = dir.join("Packages");
-    if !index.is_file() {
-        let mut out = Vec::new();
-        if dir.join("repodata").is_dir() {
-            for p in walk_files(dir)? {
-                if p.extension().is_some_and(|e| e == "rpm") {
-                    let (sha256, _, size) = hash_file(&p)?;
-                    let file = p
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned();
-                    out.push(IndexedPackage {
-                        name: file.clone(),
-                        version: String::new(),
-                        architecture: String::new(),
-                        file,
-                        sha256,
-                        size,
-                    });
-                }
-            }
-            return Ok(out);
-        }
-        return Err(LockError::Invalid {
-            path: dir.display().to_string(),
-            message: "no Packages index and no repodata/".into(),
-        });
-    }
-    let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
-    parse_packages(&text).map_err(|message| LockError::Invalid {
-        path: index.display().to_string(),
-        message,
-    })
-}
-
-/// Parses an apt `Packages` index.
-pub fn parse_packages(text: &str) -> Result<Vec<IndexedPackage>, String> {
-    let mut out = Vec::new();
-    for (i, block) in text
-        .split("\n\n")
-        .filter(|b| !b.trim().is_empty())
-        .enumerate()
-    {
-        let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
-        for line in block.lines() {
-            if line.starts_with([' ', '\t']) {
-                continue;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                fields.insert(k, v.trim());
-            }
-        }
-        let get = |k: &str| {
-            fields
-                .get(k)
-                .map(|v| v.to_string())
-                .ok_or_else(|| format!("stanza {}: no {k}", i + 1))
-        };
-        let file = get("Filename")?;
-        out.push(IndexedPackage {
-            name: get("Package")?,
-            version: get("Version")?,
-            architecture: get("Architecture")?,
-            file: file.trim_start_matches("./").to_string(),
-            sha256: get("SHA256")?,
-            size: get("Size")?
-                .parse()
-                .map_err(|_| format!("stanza {}: Size is not a number", i + 1))?,
-        });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A manifest as `kpbuild worker bundle-manifest` writes it: the header, then every
+    /// section in the kinds' order, fields in their declared order.
+    const WRITTEN: &str = r#"{
+  "format": "kpbuild.lock/v1",
+  "kpbuild": "0.1.0",
+  "bundle": {
+    "name": "kubeplay",
+    "version": "v0.1.0",
+    "platform": "linux/amd64",
+    "modules": [
+      "files"
+    ]
+  },
+  "spec": {
+    "file": "Dockerfile.bundle",
+    "sha256": "ab"
+  },
+  "files": [
+    {
+      "path": "resources/nginx/files/h/a",
+      "url": "https://h/a",
+      "sha256": "cd",
+      "size": 3,
+      "pin": null
+    }
+  ],
+  "images": [],
+  "packages": [],
+  "skipped_packages": [
+    {
+      "distro": "debian-bookworm",
+      "names": [
+        "python-apt"
+      ]
+    }
+  ],
+  "artifacts": []
+}"#;
+
     #[test]
-    fn packages_index() {
-        let text = "Package: a\nVersion: 1:2.0-1\nArchitecture: amd64\nDescription: x\n more\nFilename: ./a_2.0-1_amd64.deb\nSize: 10\nSHA256: ab\n\nPackage: b\nVersion: 1\nArchitecture: all\nFilename: b_1_all.deb\nSize: 3\nSHA256: cd\n";
-        let p = parse_packages(text).unwrap();
-        assert_eq!(p.len(), 2);
-        assert_eq!(p[0].file, "a_2.0-1_amd64.deb");
-        assert_eq!(p[0].version, "1:2.0-1");
-        assert_eq!(p[1].architecture, "all");
-        assert_eq!(
-            parse_packages("Package: a\nVersion: 1\n").unwrap_err(),
-            "stanza 1: no Filename"
-        );
+    fn a_manifest_reads_and_writes_back_byte_for_byte() {
+        let lock: Lock = serde_json::from_str(WRITTEN).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&lock).unwrap(), WRITTEN);
+        let keys: Vec<&str> = lock.section_keys().collect();
+        let sections: Vec<&str> = SECTIONS.iter().map(|s| s.key()).collect();
+        assert_eq!(keys, sections);
+        assert_eq!(lock.summary(), "1 files, 0 images, 0 packages, 0 artifacts");
+    }
+
+    #[test]
+    fn sections_sort_their_entries_by_their_own_key() {
+        let mut lock: Lock = serde_json::from_str(WRITTEN).unwrap();
+        for path in ["z", "b"] {
+            lock.push(Artifact {
+                path: path.into(),
+                sha256: "00".into(),
+                size: 1,
+            })
+            .unwrap();
+        }
+        let s = SECTIONS.iter().find(|s| s.key() == "artifacts").unwrap();
+        let entries = lock.sections.get_mut("artifacts").unwrap();
+        s.sort(entries).unwrap();
+        let paths: Vec<&str> = entries
+            .iter()
+            .map(|e| e["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths, ["b", "z"]);
     }
 }

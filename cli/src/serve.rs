@@ -74,12 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let registry = Registry::load(&dir.join(layout::REGISTRY_ROOT))
         .with_context(|| format!("reading the registry tree of {}", dir.display()))?;
     eprintln!(
-        "kpbuild serve {}: verify --no-hash OK ({} files, {} images, {} blobs, {} packages) and {} manifests hashed in {:.1} s",
+        "kpbuild serve {}: verify --no-hash OK ({}) and {} manifests hashed in {:.1} s",
         dir.display(),
-        report.files,
-        report.images,
-        report.blobs,
-        report.packages,
+        report.summary(),
         registry.manifest_count(),
         t.elapsed().as_secs_f64()
     );

@@ -82,15 +82,7 @@ fn report(
     r: Option<&kpbuild_bundle::verify::Report>,
 ) -> anyhow::Result<()> {
     if let Some(r) = r {
-        eprintln!(
-            "kpbuild verify {}: {} files, {} images ({} blobs), {} packages, {} artifacts checked",
-            path.display(),
-            r.files,
-            r.images,
-            r.blobs,
-            r.packages,
-            r.artifacts
-        );
+        eprintln!("kpbuild verify {}: {} checked", path.display(), r.summary());
     }
     if faults.is_empty() {
         eprintln!("kpbuild verify: OK");

@@ -299,13 +299,7 @@ fn bundle_manifest(j: BundleManifestJob) -> anyhow::Result<()> {
         &j.out,
         (serde_json::to_string_pretty(&lock)? + "\n").as_bytes(),
     )?;
-    eprintln!(
-        "bundle manifest: {} files, {} images, {} packages, {} artifacts",
-        lock.files.len(),
-        lock.images.len(),
-        lock.packages.len(),
-        lock.artifacts.len()
-    );
+    eprintln!("bundle manifest: {}", lock.summary());
     Ok(())
 }
 

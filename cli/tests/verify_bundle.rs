@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use kpbuild_modules::registry_layout::{Digest, Layout};
+use kpbuild_oci::registry_layout::{Digest, Layout};
 use sha2::{Digest as _, Sha256, Sha512};
 
 fn kpbuild(args: &[&str]) -> Output {

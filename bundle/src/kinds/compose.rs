@@ -112,7 +112,9 @@ impl ModuleWork for ComposeWork {
 
     /// Every file it writes, as an artifact.
     fn lock(&self, tree: &Path, lock: &mut Lock) -> Result<(), LockError> {
-        lock.artifacts.extend(artifacts(tree)?);
+        for a in artifacts(tree)? {
+            lock.push(a)?;
+        }
         Ok(())
     }
 }

@@ -120,7 +120,9 @@ impl ModuleWork for DockerfileWork {
 
     /// The archive, as an artifact.
     fn lock(&self, tree: &Path, lock: &mut Lock) -> Result<(), LockError> {
-        lock.artifacts.extend(artifacts(tree)?);
+        for a in artifacts(tree)? {
+            lock.push(a)?;
+        }
         Ok(())
     }
 }

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{ModuleSpec, ModuleWork, NestedBuild, PlanCx, Validator, Work, loopback_hosts};
 use crate::layout;
-use crate::lock::{FileEntry, Lock, LockError, hash_file};
+use crate::lock::{Entry, Lock, LockError, hash_file};
 use crate::plan::PlanError;
 use crate::spec::{ListSelection, PerArch, SpecError, UrlMirror};
+use crate::verify::Check;
 use kpbuild_ansible::kubespray::{Item, Pin};
 use kpbuild_oci::image_ref::{FetchLocation, ImageRef, is_loopback_registry};
 use kpbuild_oci::platform::Platform;
@@ -261,24 +262,98 @@ impl ModuleWork for FilesWork {
                     _ => &s256,
                 };
                 if *got != pin.hex {
-                    return Err(LockError::PinMismatch {
+                    return Err(LockError::Entry(Box::new(PinMismatch {
                         url: f.url.clone(),
                         path,
                         algorithm: pin.algorithm.clone(),
                         got: got.clone(),
                         want: pin.hex.clone(),
-                    });
+                    })));
                 }
             }
-            lock.files.push(FileEntry {
+            lock.push(FileEntry {
                 path,
                 url: f.url.clone(),
                 sha256: s256,
                 size,
                 pin: f.pin.as_ref().map(|p| format!("{}:{}", p.algorithm, p.hex)),
-            });
+            })?;
         }
         Ok(())
+    }
+}
+
+/// A file of the bundle in the manifest's `files` section.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Path from the bundle root.
+    pub path: String,
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
+    /// The pin it was checked against (`sha256:…`, `sha512:…`), when there was one.
+    pub pin: Option<String>,
+}
+
+/// A downloaded file that does not match its pin (the manifest is not written).
+#[derive(Debug, thiserror::Error)]
+#[error("file {url} ({path}): {algorithm} is {got}, but the pin is {want}")]
+pub struct PinMismatch {
+    url: String,
+    path: String,
+    algorithm: String,
+    got: String,
+    want: String,
+}
+
+impl Entry for FileEntry {
+    const SECTION: &'static str = "files";
+    const NOUN: Option<&'static str> = Some("files");
+    type SortKey = String;
+    fn sort_key(&self) -> String {
+        self.path.clone()
+    }
+
+    /// Each file present with its size and sha256, and matching its pin.
+    fn verify(entries: &[Self], check: &mut Check<'_>) -> (usize, usize) {
+        for f in entries {
+            let pin512 = f.pin.as_deref().and_then(|p| p.strip_prefix("sha512:"));
+            match check.file(&f.path, &f.sha256, pin512) {
+                Err(e) => check.fault(
+                    &f.path,
+                    format!("missing or unreadable ({e}); from {}", f.url),
+                ),
+                Ok((s256, s512, size)) => {
+                    if size != f.size {
+                        check.fault(
+                            &f.path,
+                            format!("size {size}, the manifest says {}", f.size),
+                        );
+                    }
+                    if s256 != f.sha256 {
+                        check.fault(
+                            &f.path,
+                            format!("sha256 {s256}, the manifest says {}", f.sha256),
+                        );
+                    }
+                    if let Some(pin) = &f.pin {
+                        let ok = match pin.split_once(':') {
+                            Some(("sha256", h)) => h == s256,
+                            Some(("sha512", h)) => h == s512,
+                            _ => true,
+                        };
+                        if !ok {
+                            check.fault(
+                                &f.path,
+                                format!("does not match its pin {pin} ({})", f.url),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        (entries.len(), 0)
     }
 }
 

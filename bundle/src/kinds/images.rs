@@ -11,12 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{ModuleSpec, ModuleWork, NestedBuild, PlanCx, Validator, Work, loopback_hosts};
 use crate::layout;
-use crate::lock::{Lock, LockError, image_entry};
+use crate::lock::{Entry, Lock, LockError};
 use crate::plan::PlanError;
 use crate::spec::{ListSelection, SpecError};
+use crate::verify::Check;
 use kpbuild_ansible::kubespray::Item;
 use kpbuild_oci::image_ref::{self, FetchLocation, ImageRef, NameMap, StoredRef};
 use kpbuild_oci::platform::Platform;
+use kpbuild_oci::registry_layout::{self, Digest};
 
 /// The `images` block of a spec.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -183,12 +185,143 @@ impl ModuleWork for ImagesWork {
     fn lock(&self, tree: &Path, lock: &mut Lock) -> Result<(), LockError> {
         let registry = tree.join(layout::REGISTRY_ROOT);
         for img in &self.images {
-            lock.images.push(image_entry(
+            lock.push(image_entry(
                 &registry,
                 &img.source.to_string(),
                 &img.stored.to_string(),
-            )?);
+            )?)?;
         }
         Ok(())
+    }
+}
+
+/// An image of the bundle's registry in the manifest's `images` section.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageEntry {
+    pub source: String,
+    /// `repository:tag` in the bundle's registry.
+    pub stored: String,
+    /// The digest the tag points at (an index for multi-platform images).
+    pub digest: String,
+    /// The manifest kept for each platform.
+    pub platforms: BTreeMap<String, String>,
+}
+
+/// An image the manifest names that the registry tree does not hold as named.
+#[derive(Debug, thiserror::Error)]
+#[error("image {source_ref} is not in the registry tree as {stored}: {message}")]
+pub struct MissingImage {
+    source_ref: String,
+    stored: String,
+    message: String,
+}
+
+/// The digests of an image in a registry storage tree (`root` holds `docker/registry/v2`): its
+/// tag's manifest and each kept child.
+fn image_entry(root: &Path, source: &str, stored: &str) -> Result<ImageEntry, LockError> {
+    let missing = |message: String| {
+        LockError::Entry(Box::new(MissingImage {
+            source_ref: source.into(),
+            stored: stored.into(),
+            message,
+        }))
+    };
+    let layout = registry_layout::Layout::new(root);
+    let (repo, tag) = stored
+        .rsplit_once(':')
+        .ok_or_else(|| missing("no tag".into()))?;
+    let link = layout.tag_current_link(repo, tag);
+    let text =
+        std::fs::read_to_string(&link).map_err(|e| missing(format!("{}: {e}", link.display())))?;
+    let digest: Digest = text
+        .trim()
+        .parse()
+        .map_err(|e| missing(format!("{}: {e:?}", link.display())))?;
+    let blob = layout.blob_data(&digest);
+    let bytes = std::fs::read(&blob).map_err(|e| missing(format!("{}: {e}", blob.display())))?;
+    let mut platforms = BTreeMap::new();
+    match registry_layout::parse_manifest(None, &bytes) {
+        Ok(registry_layout::Manifest::Index { manifests, .. }) => {
+            for c in manifests {
+                if layout.revision_link(repo, &c.digest).is_file() {
+                    let p = c
+                        .platform
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "unknown".into());
+                    platforms.insert(p, c.digest.to_string());
+                }
+            }
+        }
+        Ok(registry_layout::Manifest::Image { .. }) => {
+            platforms.insert("any".into(), digest.to_string());
+        }
+        Err(e) => return Err(missing(format!("manifest {digest}: {e}"))),
+    }
+    Ok(ImageEntry {
+        source: source.into(),
+        stored: stored.into(),
+        digest: digest.to_string(),
+        platforms,
+    })
+}
+
+impl Entry for ImageEntry {
+    const SECTION: &'static str = "images";
+    const NOUN: Option<&'static str> = Some("images");
+    const DETAIL: Option<&'static str> = Some("blobs");
+    type SortKey = String;
+    fn sort_key(&self) -> String {
+        self.stored.clone()
+    }
+
+    /// The registry tree whole (blobs hash to their names, every link resolves), then each
+    /// image's tag at its recorded digest with every recorded platform linked; the detail is
+    /// the tree's blob count.
+    fn verify(entries: &[Self], check: &mut Check<'_>) -> (usize, usize) {
+        let registry = check.root.join(layout::REGISTRY_ROOT);
+        let mut blobs = 0;
+        if !entries.is_empty() {
+            let ropts = kpbuild_oci::registry_verify::VerifyOptions {
+                hash_blobs: check.opts.hash,
+                ..Default::default()
+            };
+            for problem in
+                kpbuild_oci::registry_verify::verify_registry_tree_with(&registry, &ropts).problems
+            {
+                check.fault(
+                    format!("{}/{}", layout::REGISTRY_ROOT, problem.path.display()),
+                    problem.kind.to_string(),
+                );
+            }
+            blobs = crate::lock::walk_files(&registry_layout::Layout::new(&registry).blobs_dir())
+                .map(|v| v.len())
+                .unwrap_or(0);
+        }
+        for img in entries {
+            match image_entry(&registry, &img.source, &img.stored) {
+                Err(e) => check.fault(format!("image {}", img.stored), e.to_string()),
+                Ok(found) => {
+                    if found.digest != img.digest {
+                        check.fault(
+                            format!("image {}", img.stored),
+                            format!(
+                                "tag points at {}, the manifest says {}",
+                                found.digest, img.digest
+                            ),
+                        );
+                    }
+                    for (p, d) in &img.platforms {
+                        if found.platforms.get(p) != Some(d) {
+                            check.fault(
+                                format!("image {}", img.stored),
+                                format!("{p}: manifest {d} is not linked"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        (entries.len(), blobs)
     }
 }

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::{Lock, LockError};
+use crate::lock::{Artifact, Lock, LockError, Section, SectionOf};
 use crate::plan::{PlanError, PlanOptions};
 use crate::spec::{ListSelection, SpecError, SpecFile};
 use kpbuild_ansible::kubespray::{Kubespray, ListError};
@@ -33,6 +33,18 @@ pub use dockerfile::{DockerfileModule, DockerfileWork};
 pub use files::{ExtraFile, FileWork, FilesModule, FilesWork, PinWork};
 pub use images::{ImageWork, ImagesModule, ImagesWork};
 pub use os_packages::{Distro, DistroWork, OsPackagesModule, OsPackagesWork, PackageManager};
+
+/// The sections of the bundle manifest, in the order `kubeplay.lock.json` holds them: each
+/// kind's own (its entry type, beside its spec), then the artifacts any kind may add.
+/// `kpbuild verify` checks them in this order; a new kind with entries of its own adds its
+/// section here.
+pub static SECTIONS: &[&dyn Section] = &[
+    &SectionOf::<files::FileEntry>::new(),
+    &SectionOf::<images::ImageEntry>::new(),
+    &SectionOf::<os_packages::manifest::PackageEntry>::new(),
+    &SectionOf::<os_packages::manifest::SkippedPackages>::new(),
+    &SectionOf::<Artifact>::new(),
+];
 
 /// A module of the spec. `kind` selects the variant.
 #[derive(Clone, Debug, Deserialize, Serialize)]

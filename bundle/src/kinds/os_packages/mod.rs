@@ -5,6 +5,7 @@
 //! Lowered in `frontend/src/kinds/os_packages.rs`.
 
 pub mod groups;
+pub mod manifest;
 pub mod script;
 
 use std::path::Path;
@@ -13,12 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{ModuleSpec, ModuleWork, NestedBuild, PlanCx, Validator, Work};
 use crate::layout;
-use crate::lock::{Lock, LockError, PackageEntry, SkippedPackages, read_packages_index};
+use crate::lock::{Lock, LockError};
 use crate::plan::PlanError;
 use crate::spec::{SpecError, is_relative_clean};
 use groups::Groups;
 use kpbuild_oci::image_ref::{FetchLocation, ImageRef};
 use kpbuild_oci::platform::Platform;
+use manifest::{PackageEntry, SkippedPackages, read_packages_index};
 
 /// The `os-packages` block of a spec.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -250,7 +252,7 @@ impl ModuleWork for OsPackagesWork {
             let repo = d.bundle_path();
             let dir = tree.join(&repo);
             for p in read_packages_index(&dir)? {
-                lock.packages.push(PackageEntry {
+                lock.push(PackageEntry {
                     distro: d.name.clone(),
                     repo: repo.clone(),
                     name: p.name,
@@ -259,7 +261,7 @@ impl ModuleWork for OsPackagesWork {
                     file: p.file,
                     sha256: p.sha256,
                     size: p.size,
-                });
+                })?;
             }
             let record = dir.join(script::RECORD_FILE);
             if record.is_file() {
@@ -273,10 +275,10 @@ impl ModuleWork for OsPackagesWork {
                         message,
                     })?;
                 if !rec.skipped.is_empty() {
-                    lock.skipped_packages.push(SkippedPackages {
+                    lock.push(SkippedPackages {
                         distro: d.name.clone(),
                         names: rec.skipped,
-                    });
+                    })?;
                 }
             }
         }
