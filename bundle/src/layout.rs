@@ -24,7 +24,7 @@ pub const NGINX_ROOT: &str = "resources/nginx";
 /// What the registry serves: the root a `registry:2` mounts as `/var/lib/registry`.
 pub const REGISTRY_ROOT: &str = "resources/registry";
 /// Loadable image archives (`docker load -i`).
-pub const IMAGES_DIR: &str = "resources/images";
+pub(crate) const IMAGES_DIR: &str = "resources/images";
 /// Client source files for the package repositories.
 pub const REPOS_DIR: &str = "resources/nginx/repos";
 /// The compose file at the root.
@@ -89,7 +89,7 @@ pub fn file_path_of_url(raw: &str) -> Result<String, String> {
 }
 
 /// `resources/images/<name>-<tag>.tar` for an image reference.
-pub fn image_archive_path(reference: &str) -> String {
+pub(crate) fn image_archive_path(reference: &str) -> String {
     let no_digest = reference.split('@').next().unwrap_or(reference);
     let (repo, tag) = match no_digest.rsplit_once(':') {
         Some((r, t)) if !t.contains('/') => (r, t),

@@ -207,7 +207,7 @@ pub fn build(input: &LockInput) -> Result<Lock, LockError> {
 }
 
 /// Every regular file under `root`, sorted.
-pub fn walk_files(root: &Path) -> Result<Vec<PathBuf>, LockError> {
+pub(crate) fn walk_files(root: &Path) -> Result<Vec<PathBuf>, LockError> {
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(root).sort_by_file_name() {
         let e = e.map_err(|e| LockError::Io {
@@ -244,7 +244,11 @@ pub fn artifacts(root: &Path) -> Result<Vec<Artifact>, LockError> {
 
 /// The digests of an image in a registry storage tree (`root` holds `docker/registry/v2`): its
 /// tag's manifest and each kept child.
-pub fn image_entry(root: &Path, source: &str, stored: &str) -> Result<ImageEntry, LockError> {
+pub(crate) fn image_entry(
+    root: &Path,
+    source: &str,
+    stored: &str,
+) -> Result<ImageEntry, LockError> {
     let missing = |message: String| LockError::MissingImage {
         source_ref: source.into(),
         stored: stored.into(),
@@ -291,7 +295,7 @@ pub fn image_entry(root: &Path, source: &str, stored: &str) -> Result<ImageEntry
 
 /// One stanza of an apt `Packages` index.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexedPackage {
+pub(crate) struct IndexedPackage {
     pub name: String,
     pub version: String,
     pub architecture: String,
@@ -302,7 +306,7 @@ pub struct IndexedPackage {
 
 /// Reads `dir/Packages` (apt). A yum repository (`repodata/`) gives its `.rpm` files with
 /// their sha256 instead, named by file.
-pub fn read_packages_index(dir: &Path) -> Result<Vec<IndexedPackage>, LockError> {
+pub(crate) fn read_packages_index(dir: &Path) -> Result<Vec<IndexedPackage>, LockError> {
     let index = dir.join("Packages");
     if !index.is_file() {
         let mut out = Vec::new();
@@ -340,7 +344,7 @@ pub fn read_packages_index(dir: &Path) -> Result<Vec<IndexedPackage>, LockError>
 }
 
 /// Parses an apt `Packages` index.
-pub fn parse_packages(text: &str) -> Result<Vec<IndexedPackage>, String> {
+pub(crate) fn parse_packages(text: &str) -> Result<Vec<IndexedPackage>, String> {
     let mut out = Vec::new();
     for (i, block) in text
         .split("\n\n")

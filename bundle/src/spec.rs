@@ -138,7 +138,7 @@ pub enum PerArch<T> {
 }
 
 impl<T> PerArch<T> {
-    pub fn for_arch(&self, arch: Arch) -> Option<&T> {
+    pub(crate) fn for_arch(&self, arch: Arch) -> Option<&T> {
         match self {
             PerArch::Same(v) => Some(v),
             PerArch::ByArch(m) => m.get(arch.image_arch()),
@@ -225,9 +225,9 @@ impl SpecError {
 }
 
 /// Largest spec accepted, in bytes.
-pub const MAX_SPEC_BYTES: usize = 4 << 20;
+pub(crate) const MAX_SPEC_BYTES: usize = 4 << 20;
 /// Deepest YAML nesting accepted in a spec.
-pub const MAX_SPEC_DEPTH: usize = 32;
+pub(crate) const MAX_SPEC_DEPTH: usize = 32;
 
 /// A parsed spec with the file it came from (for positions in later errors).
 #[derive(Clone, Debug)]
@@ -301,7 +301,7 @@ impl SpecFile {
 
     /// The 1-based line and column of the first line matching `key:` under the top-level
     /// block `section` (or of the section itself).
-    pub fn position_of(&self, section: &str, key: Option<&str>) -> (usize, usize) {
+    pub(crate) fn position_of(&self, section: &str, key: Option<&str>) -> (usize, usize) {
         find_key(&self.source, section, key)
     }
 

@@ -62,11 +62,6 @@ impl Default for Options {
     }
 }
 
-/// Verifies the bundle whose root is `root`.
-pub fn verify_bundle(root: &Path) -> Report {
-    verify_bundle_with(root, Options::default())
-}
-
 /// The sha256, sha512 and size of a file; without `hash`, its size alone and the digests the
 /// caller expects (so that only the size can differ).
 fn check_file(

@@ -17,9 +17,9 @@ use kpbuild_oci::image_ref::{self, FetchLocation, ImageRef};
 use kpbuild_oci::platform::Platform;
 
 /// Port of the bundle's nginx.
-pub const NGINX_PORT: u16 = 8080;
+pub(crate) const NGINX_PORT: u16 = 8080;
 /// Port of the bundle's registry.
-pub const REGISTRY_PORT: u16 = 5000;
+pub(crate) const REGISTRY_PORT: u16 = 5000;
 
 /// The `compose` block of a spec.
 #[derive(Clone, Debug, Deserialize, Serialize)]

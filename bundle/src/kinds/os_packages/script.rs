@@ -62,8 +62,8 @@
 //!   the epoch so that the index is reproducible; `Packages` is in
 //!   file name order). Unsigned: clients use `[trusted=yes]`.
 //! - dnf/yum: `repodata/` (`createrepo_c` / `createrepo`). Clients use `gpgcheck=0`.
-//! - Always: [`RECORD_FILE`] (`kpbuild-os-packages.json`), the record of what was asked and what
-//!   was skipped, for the bundle manifest ([`RepoRecord`]):
+//! - Always: `RECORD_FILE` (`kpbuild-os-packages.json`), the record of what was asked and what
+//!   was skipped, for the bundle manifest (`RepoRecord`):
 //!
 //! ```json
 //! {
@@ -103,8 +103,8 @@
 //!
 //! [`client_file`] gives the file a target host drops into `/etc/apt/sources.list.d/` or
 //! `/etc/yum.repos.d/`, at `resources/nginx/repos/<distro>-<arch>.list|.repo` in the bundle,
-//! with [`OFFLINE_NODE`] (`{{ offline_node }}`) where the offline node's address goes (the
-//! nginx of the bundle serves `resources/nginx/` on port [`NGINX_PORT`]):
+//! with `OFFLINE_NODE` (`{{ offline_node }}`) where the offline node's address goes (the
+//! nginx of the bundle serves `resources/nginx/` on port `NGINX_PORT`):
 //!
 //! ```text
 //! deb [trusted=yes] http://{{ offline_node }}:8080/debian/amd64/bookworm/ ./
@@ -128,13 +128,13 @@ use crate::spec::is_relative_clean;
 use kpbuild_ansible::kubespray::Arch;
 
 /// The record file written next to the repository index.
-pub const RECORD_FILE: &str = "kpbuild-os-packages.json";
-/// The `format` of [`RepoRecord`].
-pub const RECORD_FORMAT: &str = "kpbuild.os-packages/v1";
+pub(crate) const RECORD_FILE: &str = "kpbuild-os-packages.json";
+/// The `format` of `RepoRecord`.
+pub(crate) const RECORD_FORMAT: &str = "kpbuild.os-packages/v1";
 /// The placeholder for the offline node's address in client files.
-pub const OFFLINE_NODE: &str = "{{ offline_node }}";
+pub(crate) const OFFLINE_NODE: &str = "{{ offline_node }}";
 /// The port the bundle's nginx serves `resources/nginx/` on.
-pub const NGINX_PORT: u16 = 8080;
+pub(crate) const NGINX_PORT: u16 = 8080;
 
 /// How to generate a script.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,7 +197,7 @@ pub enum ScriptError {
 /// The record written to `<path>/kpbuild-os-packages.json` (see the module doc).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RepoRecord {
+pub(crate) struct RepoRecord {
     pub format: String,
     pub distro: String,
     pub image: String,
@@ -229,7 +229,7 @@ impl RepoRecord {
 }
 
 /// Debian's name of an architecture.
-pub fn deb_arch(arch: Arch) -> &'static str {
+pub(crate) fn deb_arch(arch: Arch) -> &'static str {
     match arch {
         Arch::Amd64 => "amd64",
         Arch::Arm64 => "arm64",
@@ -239,7 +239,7 @@ pub fn deb_arch(arch: Arch) -> &'static str {
 }
 
 /// RPM's name of an architecture.
-pub fn rpm_arch(arch: Arch) -> &'static str {
+pub(crate) fn rpm_arch(arch: Arch) -> &'static str {
     match arch {
         Arch::Amd64 => "x86_64",
         Arch::Arm64 => "aarch64",
