@@ -36,6 +36,12 @@ pub const NGINX_CONF: &str = "config/nginx.conf";
 /// The registry's configuration.
 pub const REGISTRY_CONF: &str = "config/registry.yml";
 
+/// The port the bundle's nginx serves [`NGINX_ROOT`] on (the deploy side's `download_url`
+/// and the package repositories' client files name it).
+pub(crate) const NGINX_PORT: u16 = 8080;
+/// The port the bundle's registry serves [`REGISTRY_ROOT`] on.
+pub(crate) const REGISTRY_PORT: u16 = 5000;
+
 /// A path under [`NGINX_ROOT`] (`files/dl.k8s.io/…` → `resources/nginx/files/dl.k8s.io/…`).
 pub fn nginx_path(rel: &str) -> String {
     format!("{NGINX_ROOT}/{rel}")

@@ -104,7 +104,7 @@
 //! [`client_file`] gives the file a target host drops into `/etc/apt/sources.list.d/` or
 //! `/etc/yum.repos.d/`, at `resources/nginx/repos/<distro>-<arch>.list|.repo` in the bundle,
 //! with `OFFLINE_NODE` (`{{ offline_node }}`) where the offline node's address goes (the
-//! nginx of the bundle serves `resources/nginx/` on port `NGINX_PORT`):
+//! nginx of the bundle serves `resources/nginx/` on port [`crate::layout::NGINX_PORT`]):
 //!
 //! ```text
 //! deb [trusted=yes] http://{{ offline_node }}:8080/debian/amd64/bookworm/ ./
@@ -124,6 +124,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{DistroWork, PackageManager};
+use crate::layout::NGINX_PORT;
 use crate::spec::is_relative_clean;
 use kpbuild_ansible::kubespray::Arch;
 
@@ -133,8 +134,6 @@ pub(crate) const RECORD_FILE: &str = "kpbuild-os-packages.json";
 pub(crate) const RECORD_FORMAT: &str = "kpbuild.os-packages/v1";
 /// The placeholder for the offline node's address in client files.
 pub(crate) const OFFLINE_NODE: &str = "{{ offline_node }}";
-/// The port the bundle's nginx serves `resources/nginx/` on.
-pub(crate) const NGINX_PORT: u16 = 8080;
 
 /// How to generate a script.
 #[derive(Clone, Debug, PartialEq, Eq)]
