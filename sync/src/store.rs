@@ -32,19 +32,13 @@ pub struct Store {
     _lock: File,
 }
 
-/// Takes an exclusive `flock` without waiting; `Ok(false)` when another process holds it.
+/// Takes an exclusive lock (`flock` on Linux) without waiting; `Ok(false)` when another
+/// process holds it.
 fn try_lock(f: &File) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a valid, open descriptor that `f` owns.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
+    match f.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
