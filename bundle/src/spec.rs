@@ -494,8 +494,9 @@ fn yaml_error(e: &serde_saphyr::Error, source: &str, name: &str) -> SpecError {
         line = l as u64;
         column = c as u64;
     }
-    let hint = if message.contains("unknown variant") && message.contains("files, images") {
-        "module `kind` is one of: files, images, os-packages, dockerfile, compose".to_string()
+    let kinds = Module::kinds().join(", ");
+    let hint = if message.contains("unknown variant") && message.contains(&kinds) {
+        format!("module `kind` is one of: {kinds}")
     } else if message.contains("unknown field") {
         "check the key's spelling; the README lists every key of Dockerfile.bundle".to_string()
     } else if message.contains("missing field") {
@@ -635,6 +636,12 @@ modules:
         let e = err(&GOOD.replace("kind: images", "kind: imagez"));
         assert!(e.starts_with("Dockerfile.bundle:20:"), "{e}");
         assert!(e.contains("imagez") && e.contains("os-packages"), "{e}");
+        assert!(
+            e.ends_with(
+                "\n  hint: module `kind` is one of: files, images, os-packages, dockerfile, compose"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -56,6 +56,40 @@ impl Module {
             Module::Compose(m) => m,
         }
     }
+
+    /// Every kind as `kind:` names it, in the order of [`Module`]'s variants: read from
+    /// `Module`'s own deserializer (the names it would have accepted for an unknown kind), so
+    /// no second list of kinds is kept anywhere.
+    pub fn kinds() -> &'static [&'static str] {
+        /// A deserializer error that keeps the variant names an unknown variant was checked
+        /// against.
+        #[derive(Debug)]
+        struct Expected(Option<&'static [&'static str]>);
+        impl std::fmt::Display for Expected {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("probing the module kinds")
+            }
+        }
+        impl std::error::Error for Expected {}
+        impl serde::de::Error for Expected {
+            fn custom<T: std::fmt::Display>(_: T) -> Self {
+                Expected(None)
+            }
+            fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
+                Expected(Some(expected))
+            }
+        }
+        static KINDS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+        KINDS.get_or_init(|| {
+            let probe = serde::de::value::MapDeserializer::<_, Expected>::new(std::iter::once((
+                "kind", "",
+            )));
+            match Module::deserialize(probe) {
+                Err(Expected(Some(kinds))) => kinds,
+                _ => unreachable!("an empty `kind` is no module kind"),
+            }
+        })
+    }
 }
 
 /// One module's work on one platform.
