@@ -133,7 +133,7 @@ impl fmt::Display for Item {
 }
 
 /// The images kubeadm pulls itself, which `downloads` does not list.
-pub const KUBEADM_IMAGES: [&str; 4] = [
+pub(crate) const KUBEADM_IMAGES: [&str; 4] = [
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
@@ -361,7 +361,7 @@ impl Kubespray {
     }
 
     /// `kube_image_repo/<name>:v<kube_version>` for the four images kubeadm pulls.
-    pub fn kubeadm_images(&self) -> Result<Vec<String>, ListError> {
+    pub(crate) fn kubeadm_images(&self) -> Result<Vec<String>, ListError> {
         let repo = self.var("kube_image_repo", "kubeadm images")?.to_string();
         let version = self.var("kube_version", "kubeadm images")?.to_string();
         let tag = format!("v{}", version.strip_prefix('v').unwrap_or(&version));
@@ -486,7 +486,7 @@ impl Entry {
 }
 
 /// Ansible's reading of a rendered condition.
-pub fn truthy(v: &Value) -> bool {
+pub(crate) fn truthy(v: &Value) -> bool {
     match v.as_str() {
         Some(s) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "yes" | "on" | "1" => true,
@@ -522,7 +522,7 @@ fn host_vars() -> Vec<(&'static str, Value)> {
 /// The facts of a host of `arch`, as keys of `ansible_facts` (each also set as `ansible_<key>`):
 /// an Ubuntu 24.04 Linux host, whose architecture follows `--arch`. kubespray's variable files
 /// read the system, the architecture and (for a few `enabled` conditions) the OS family.
-pub fn host_facts(arch: Arch) -> Vec<(&'static str, &'static str)> {
+pub(crate) fn host_facts(arch: Arch) -> Vec<(&'static str, &'static str)> {
     vec![
         ("system", "Linux"),
         ("architecture", arch.ansible_architecture()),

@@ -24,7 +24,7 @@ pub const NGINX_ROOT: &str = "resources/nginx";
 /// What the registry serves: the root a `registry:2` mounts as `/var/lib/registry`.
 pub const REGISTRY_ROOT: &str = "resources/registry";
 /// Loadable image archives (`docker load -i`).
-pub const IMAGES_DIR: &str = "resources/images";
+pub(crate) const IMAGES_DIR: &str = "resources/images";
 /// Client source files for the package repositories.
 pub const REPOS_DIR: &str = "resources/nginx/repos";
 /// The compose file at the root.
@@ -35,6 +35,12 @@ pub const CONFIG_DIR: &str = "config";
 pub const NGINX_CONF: &str = "config/nginx.conf";
 /// The registry's configuration.
 pub const REGISTRY_CONF: &str = "config/registry.yml";
+
+/// The port the bundle's nginx serves [`NGINX_ROOT`] on (the deploy side's `download_url`
+/// and the package repositories' client files name it).
+pub(crate) const NGINX_PORT: u16 = 8080;
+/// The port the bundle's registry serves [`REGISTRY_ROOT`] on.
+pub(crate) const REGISTRY_PORT: u16 = 5000;
 
 /// A path under [`NGINX_ROOT`] (`files/dl.k8s.io/…` → `resources/nginx/files/dl.k8s.io/…`).
 pub fn nginx_path(rel: &str) -> String {
@@ -89,7 +95,7 @@ pub fn file_path_of_url(raw: &str) -> Result<String, String> {
 }
 
 /// `resources/images/<name>-<tag>.tar` for an image reference.
-pub fn image_archive_path(reference: &str) -> String {
+pub(crate) fn image_archive_path(reference: &str) -> String {
     let no_digest = reference.split('@').next().unwrap_or(reference);
     let (repo, tag) = match no_digest.rsplit_once(':') {
         Some((r, t)) if !t.contains('/') => (r, t),

@@ -302,7 +302,7 @@ impl<E: Entry> Section for SectionOf<E> {
 }
 
 /// Every regular file under `root`, sorted.
-pub fn walk_files(root: &Path) -> Result<Vec<PathBuf>, LockError> {
+pub(crate) fn walk_files(root: &Path) -> Result<Vec<PathBuf>, LockError> {
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(root).sort_by_file_name() {
         let e = e.map_err(|e| LockError::Io {

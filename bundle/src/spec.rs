@@ -138,7 +138,7 @@ pub enum PerArch<T> {
 }
 
 impl<T> PerArch<T> {
-    pub fn for_arch(&self, arch: Arch) -> Option<&T> {
+    pub(crate) fn for_arch(&self, arch: Arch) -> Option<&T> {
         match self {
             PerArch::Same(v) => Some(v),
             PerArch::ByArch(m) => m.get(arch.image_arch()),
@@ -225,9 +225,9 @@ impl SpecError {
 }
 
 /// Largest spec accepted, in bytes.
-pub const MAX_SPEC_BYTES: usize = 4 << 20;
+pub(crate) const MAX_SPEC_BYTES: usize = 4 << 20;
 /// Deepest YAML nesting accepted in a spec.
-pub const MAX_SPEC_DEPTH: usize = 32;
+pub(crate) const MAX_SPEC_DEPTH: usize = 32;
 
 /// A parsed spec with the file it came from (for positions in later errors).
 #[derive(Clone, Debug)]
@@ -301,7 +301,7 @@ impl SpecFile {
 
     /// The 1-based line and column of the first line matching `key:` under the top-level
     /// block `section` (or of the section itself).
-    pub fn position_of(&self, section: &str, key: Option<&str>) -> (usize, usize) {
+    pub(crate) fn position_of(&self, section: &str, key: Option<&str>) -> (usize, usize) {
         find_key(&self.source, section, key)
     }
 
@@ -494,8 +494,9 @@ fn yaml_error(e: &serde_saphyr::Error, source: &str, name: &str) -> SpecError {
         line = l as u64;
         column = c as u64;
     }
-    let hint = if message.contains("unknown variant") && message.contains("files, images") {
-        "module `kind` is one of: files, images, os-packages, dockerfile, compose".to_string()
+    let kinds = Module::kinds().join(", ");
+    let hint = if message.contains("unknown variant") && message.contains(&kinds) {
+        format!("module `kind` is one of: {kinds}")
     } else if message.contains("unknown field") {
         "check the key's spelling; the README lists every key of Dockerfile.bundle".to_string()
     } else if message.contains("missing field") {
@@ -635,6 +636,12 @@ modules:
         let e = err(&GOOD.replace("kind: images", "kind: imagez"));
         assert!(e.starts_with("Dockerfile.bundle:20:"), "{e}");
         assert!(e.contains("imagez") && e.contains("os-packages"), "{e}");
+        assert!(
+            e.ends_with(
+                "\n  hint: module `kind` is one of: files, images, os-packages, dockerfile, compose"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

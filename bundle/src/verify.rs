@@ -164,11 +164,6 @@ impl Check<'_> {
     }
 }
 
-/// Verifies the bundle whose root is `root`.
-pub fn verify_bundle(root: &Path) -> Report {
-    verify_bundle_with(root, Options::default())
-}
-
 /// Reads the manifest: its header, and exactly the sections the kinds own.
 fn read_lock(root: &Path) -> Result<Lock, String> {
     let text = std::fs::read_to_string(root.join(LOCK_FILE)).map_err(|e| e.to_string())?;

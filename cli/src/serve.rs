@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kpbuild_bundle::layout;
-use kpbuild_serve::registry::Registry;
-use kpbuild_serve::{Config, Limits, Tls};
+
+use kpbuild_serve::{Config, Limits, Registry, Tls};
 
 #[derive(clap::Args)]
 pub struct Args {

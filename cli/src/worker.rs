@@ -119,21 +119,20 @@ fn registry_tree(j: RegistryTreeJob) -> anyhow::Result<()> {
 }
 
 /// Copies the files under `src` that `dest` lacks (same relative paths), creating
-/// directories; the engine's temporary directory is skipped. Returns how many were copied.
+/// directories; the engine's temporary directories are skipped. Returns how many were copied.
 fn copy_new_files(src: &Path, dest: &Path) -> anyhow::Result<usize> {
     let mut n = 0;
-    for entry in std::fs::read_dir(src)? {
+    let entries = walkdir::WalkDir::new(src)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != kpbuild_sync::store::TMP_DIR);
+    for entry in entries {
         let entry = entry?;
-        let name = entry.file_name();
-        if name == kpbuild_sync::store::TMP_DIR {
-            continue;
-        }
-        let (from, to) = (entry.path(), dest.join(&name));
-        if entry.file_type()?.is_dir() {
+        let to = dest.join(entry.path().strip_prefix(src)?);
+        if entry.file_type().is_dir() {
             std::fs::create_dir_all(&to)?;
-            n += copy_new_files(&from, &to)?;
         } else if std::fs::symlink_metadata(&to).is_err() {
-            std::fs::copy(&from, &to)?;
+            std::fs::copy(entry.path(), &to)?;
             n += 1;
         }
     }
@@ -308,4 +307,42 @@ fn write_then_rename(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_new_files_adds_what_is_missing_and_skips_the_engines_temporary_files() {
+        let tmp = kpbuild_sync::store::TMP_DIR;
+        let (src, dest) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let put = |root: &Path, rel: &str, text: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        put(
+            src.path(),
+            "docker/registry/v2/repositories/a/_manifests/link",
+            "new",
+        );
+        put(src.path(), "docker/registry/v2/repositories/b/link", "src");
+        put(src.path(), &format!("{tmp}/part"), "partial");
+        put(src.path(), &format!("docker/{tmp}/part"), "partial");
+        put(
+            dest.path(),
+            "docker/registry/v2/repositories/b/link",
+            "dest",
+        );
+        assert_eq!(copy_new_files(src.path(), dest.path()).unwrap(), 1);
+        let read = |rel: &str| std::fs::read_to_string(dest.path().join(rel)).unwrap();
+        assert_eq!(
+            read("docker/registry/v2/repositories/a/_manifests/link"),
+            "new"
+        );
+        assert_eq!(read("docker/registry/v2/repositories/b/link"), "dest");
+        assert!(!dest.path().join(tmp).exists());
+        assert!(!dest.path().join("docker").join(tmp).exists());
+    }
 }

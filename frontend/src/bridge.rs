@@ -1,15 +1,57 @@
 //! What the frontend asks of BuildKit, as an interface: solve a definition, read a file or a
-//! directory of a result, resolve an image's digest, solve through another frontend. The gRPC
+//! directory of a result, resolve an image's digest, solve through another frontend; with what
+//! BuildKit says about itself ([`BuildInfo`]) and how a call fails ([`GatewayError`]). The gRPC
 //! gateway ([`crate::gateway::Gateway`]) implements it over stdio; the flow in [`crate::run`]
 //! runs against it, so it is unit-tested with a fake (as BuildKit's own frontends run against
 //! `BuildFunc(ctx, Client)`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bollard_buildkit_proto::pb;
 
-use crate::gateway::{BuildInfo, GatewayError};
 use crate::llb::Platform;
+
+/// Errors talking to BuildKit.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot connect to BuildKit over stdio: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("BuildKit: {call}: {message}")]
+    Call { call: &'static str, message: String },
+}
+
+impl GatewayError {
+    /// The message BuildKit returned.
+    pub fn message(&self) -> String {
+        match self {
+            GatewayError::Call { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What BuildKit told the frontend about itself and the build (the gRPC gateway reads it from
+/// the environment BuildKit starts the frontend with, [`crate::gateway`]).
+#[derive(Clone, Debug, Default)]
+pub struct BuildInfo {
+    /// Frontend options (`filename`, `target`, `platform`, `build-arg:*`, `source`, …).
+    pub opts: BTreeMap<String, String>,
+    pub session_id: String,
+    /// LLB capabilities the daemon supports (`mergeop`, `exec.meta.network`, …).
+    pub llb_caps: BTreeSet<String>,
+    /// Gateway API capabilities (`proto.refarray`, `readdir`, …).
+    pub api_caps: BTreeSet<String>,
+    /// The default platform of the worker (`linux/amd64`).
+    pub worker_platform: Option<Platform>,
+    /// BuildKit's version (`v0.32.2`), when the daemon reports it with its workers.
+    pub buildkit_version: Option<String>,
+}
+
+impl BuildInfo {
+    pub fn has_llb_cap(&self, cap: &str) -> bool {
+        self.llb_caps.contains(cap)
+    }
+}
 
 /// A solved result, as BuildKit names it.
 pub type RefId = String;

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use bollard_buildkit_proto::pb;
 
-use crate::gateway::BuildInfo;
+use crate::bridge::BuildInfo;
 
 /// Gateway API caps every build uses: reading the spec and the context's files and
 /// directories, resolving image tags to digests, returning one result per platform.

@@ -4,7 +4,7 @@
 //! `BUILDKIT_FRONTEND_OPT_<n>` variables and the session in `BUILDKIT_SESSION_ID`. Nothing
 //! else may be written to stdout; stderr goes to the daemon's log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use bollard_buildkit_proto::google::rpc::Status;
@@ -14,17 +14,8 @@ use fe::llb_bridge_client::LlbBridgeClient;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::bridge::{Bridge, DirEntry, RefId};
+use crate::bridge::{Bridge, BuildInfo, DirEntry, GatewayError, RefId};
 use crate::llb::{Platform, pb_platform};
-
-/// Errors talking to BuildKit.
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    #[error("cannot connect to BuildKit over stdio: {0}")]
-    Connect(#[from] tonic::transport::Error),
-    #[error("BuildKit: {call}: {message}")]
-    Call { call: &'static str, message: String },
-}
 
 impl GatewayError {
     fn call(call: &'static str, status: tonic::Status) -> Self {
@@ -33,30 +24,6 @@ impl GatewayError {
             message: status.message().to_string(),
         }
     }
-
-    /// The message BuildKit returned.
-    pub fn message(&self) -> String {
-        match self {
-            GatewayError::Call { message, .. } => message.clone(),
-            other => other.to_string(),
-        }
-    }
-}
-
-/// What BuildKit told the frontend about itself and the build.
-#[derive(Clone, Debug, Default)]
-pub struct BuildInfo {
-    /// Frontend options (`filename`, `target`, `platform`, `build-arg:*`, `source`, …).
-    pub opts: BTreeMap<String, String>,
-    pub session_id: String,
-    /// LLB capabilities the daemon supports (`mergeop`, `exec.meta.network`, …).
-    pub llb_caps: BTreeSet<String>,
-    /// Gateway API capabilities (`proto.refarray`, `readdir`, …).
-    pub api_caps: BTreeSet<String>,
-    /// The default platform of the worker (`linux/amd64`).
-    pub worker_platform: Option<Platform>,
-    /// BuildKit's version (`v0.32.2`), when the daemon reports it with its workers.
-    pub buildkit_version: Option<String>,
 }
 
 impl BuildInfo {
@@ -79,10 +46,6 @@ impl BuildInfo {
             buildkit_version: workers.as_deref().and_then(first_worker_version),
             ..Default::default()
         }
-    }
-
-    pub fn has_llb_cap(&self, cap: &str) -> bool {
-        self.llb_caps.contains(cap)
     }
 }
 

@@ -6,14 +6,13 @@
 use std::collections::BTreeMap;
 
 use kpbuild_bundle::jobs::{BundleManifestJob, JOB_DIR, JOB_FILE, Job, ModuleTree};
-use kpbuild_bundle::kinds::os_packages::script::ScriptError;
 use kpbuild_bundle::layout;
 use kpbuild_bundle::plan::PlatformPlan;
 use kpbuild_oci::image_ref::{ImageRef, Mirror};
 use kpbuild_oci::platform::Arch;
 use kpbuild_oci::registry_layout::Digest;
 
-use crate::kinds::lower_work;
+use crate::kinds::{KindError, lower_work};
 use crate::llb::{self, CopyOptions, Exec, FileOp, Network, Platform, State};
 
 /// What lowering needs beyond the plan.
@@ -76,8 +75,9 @@ pub enum LowerError {
     Unresolved(String),
     #[error("module `{module}` ({kind}) is not supported by this frontend yet")]
     Unsupported { module: String, kind: &'static str },
-    #[error("module `{module}`: {source}")]
-    Script { module: String, source: ScriptError },
+    /// What only one kind's lowering can fail with ([`KindError`]).
+    #[error(transparent)]
+    Kind(#[from] KindError),
     #[error("the worker's platform {0} is not one kpbuild can run its tools on")]
     WorkerArch(String),
     #[error("platform {0} is not one kpbuild builds bundles for")]

@@ -14,10 +14,10 @@ use kpbuild_oci::image_ref::MirrorError;
 use kpbuild_oci::platform::Platform;
 use kpbuild_oci::registry_layout::Digest;
 
-use crate::bridge::{Bridge, RefId};
+use crate::bridge::{Bridge, BuildInfo, GatewayError, RefId};
 use crate::caps::{self, CapsError};
 use crate::context::{ContextSource, read_context};
-use crate::gateway::{BuildInfo, Gateway, GatewayError};
+use crate::gateway::Gateway;
 use crate::llb::{self, MarshalError};
 use crate::lower::{self, LockParams, LowerEnv, LowerError};
 use crate::options::{FrontendOptions, OptionsError, Target};

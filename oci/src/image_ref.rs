@@ -180,7 +180,7 @@ fn valid_registry(host: &str) -> bool {
 }
 
 /// Normalizes a registry name the way Docker does (`index.docker.io` → `docker.io`).
-pub fn normalize_registry(host: &str) -> String {
+pub(crate) fn normalize_registry(host: &str) -> String {
     match host {
         "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
         h => h.to_string(),
@@ -221,7 +221,7 @@ fn split_registry(reference: &str, name: &str) -> Result<(String, String), RefEr
 
 /// Normalizes a repository without tag or digest (`nginx` → `docker.io/library/nginx`),
 /// as used for the `src` of a map entry or mirror.
-pub fn normalize_repository(s: &str) -> Result<(String, String), RefError> {
+pub(crate) fn normalize_repository(s: &str) -> Result<(String, String), RefError> {
     if s.is_empty() {
         return Err(err(s, RefErrorKind::Empty));
     }

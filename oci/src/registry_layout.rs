@@ -19,7 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use crate::platform::{Platform, PlatformError};
+pub use crate::platform::Platform;
 
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -27,9 +27,10 @@ use sha2::{Digest as _, Sha256};
 /// Docker schema 2 image manifest.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker manifest list (multi-platform).
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const DOCKER_MANIFEST_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Docker schema 1 manifest (unsigned or signed): not supported.
-pub const DOCKER_MANIFEST_V1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub(crate) const DOCKER_MANIFEST_V1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 /// Docker schema 1 signed manifest.
 pub const DOCKER_MANIFEST_V1_SIGNED: &str =
     "application/vnd.docker.distribution.manifest.v1+prettyjws";
@@ -38,9 +39,11 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// OCI image index (multi-platform).
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker layer whose bytes are not in the registry (Windows base layers, with `urls`).
-pub const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub(crate) const DOCKER_FOREIGN_LAYER: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 /// OCI non-distributable layer media types start with this.
-pub const OCI_NONDISTRIBUTABLE_PREFIX: &str = "application/vnd.oci.image.layer.nondistributable.";
+pub(crate) const OCI_NONDISTRIBUTABLE_PREFIX: &str =
+    "application/vnd.oci.image.layer.nondistributable.";
 
 /// The `Accept` header value for fetching any manifest kind this module understands.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -205,7 +208,7 @@ impl Layout {
 
     /// `…/<name>/_manifests/tags/<tag>/index/sha256/<hex>/link`: the tag's history, as the
     /// registry itself writes it.
-    pub fn tag_index_link(&self, name: &str, tag: &str, d: &Digest) -> PathBuf {
+    pub(crate) fn tag_index_link(&self, name: &str, tag: &str, d: &Digest) -> PathBuf {
         self.repository(name)
             .join("_manifests/tags")
             .join(tag)
@@ -271,7 +274,7 @@ impl ManifestKind {
     }
 
     /// Whether this kind lists other manifests (index or manifest list).
-    pub fn is_index(self) -> bool {
+    pub(crate) fn is_index(self) -> bool {
         matches!(
             self,
             ManifestKind::DockerManifestList | ManifestKind::OciIndex
@@ -308,7 +311,7 @@ pub struct Descriptor {
 impl Descriptor {
     /// A layer whose bytes live outside the registry (foreign / non-distributable with
     /// `urls`): registries do not serve it, so it is neither fetched nor linked.
-    pub fn is_foreign(&self) -> bool {
+    pub(crate) fn is_foreign(&self) -> bool {
         let mt = self.media_type.as_deref().unwrap_or("");
         !self.urls.is_empty()
             && (mt == DOCKER_FOREIGN_LAYER || mt.starts_with(OCI_NONDISTRIBUTABLE_PREFIX))

@@ -151,7 +151,7 @@ impl ProblemKind {
     /// What an interrupted write leaves (a temporary file, a directory made for a file that
     /// was never renamed into place, a tag without its current link): harmless leftovers that
     /// the next run completes, rather than something wrong that looks complete.
-    pub fn is_interrupted_write(&self) -> bool {
+    pub(crate) fn is_interrupted_write(&self) -> bool {
         matches!(
             self,
             ProblemKind::TempFile
@@ -207,7 +207,7 @@ impl Report {
     }
 
     /// The faults other than what an interrupted run leaves and the next run completes (see
-    /// [`ProblemKind::is_interrupted_write`]).
+    /// `ProblemKind::is_interrupted_write`).
     pub fn problems_besides_interrupted_writes(&self) -> impl Iterator<Item = &Problem> {
         self.problems
             .iter()

@@ -4,7 +4,7 @@
 //!
 //! - [`relative_path`]: a `/`-separated path inside some root (the build context, the bundle),
 //!   normalized (`./a//b` → `a/b`), refused when absolute, climbing out with `..`, or empty.
-//! - [`resolve_within`]: the same, resolved on disk, refused when a symbolic link on the way
+//! - `resolve_within`: the same, resolved on disk, refused when a symbolic link on the way
 //!   leads outside the root.
 //! - [`TarEntryChecker`]: tar entries one by one as an archive lists them: names, symbolic and
 //!   hard link targets, and no entry written through a symbolic link an earlier entry made.
@@ -46,7 +46,7 @@ pub enum PathError {
 
 impl PathError {
     /// The error as an `io::Error` (for [`crate::source::FileSource`] readers).
-    pub fn into_io(self) -> io::Error {
+    pub(crate) fn into_io(self) -> io::Error {
         io::Error::new(io::ErrorKind::PermissionDenied, self.to_string())
     }
 }
@@ -91,7 +91,7 @@ pub fn relative_path(path: &str, within: &str) -> Result<String, PathError> {
 /// `root` joined with the relative `path` (checked with [`relative_path`]; an empty path or
 /// `.` is the root itself), refused when a symbolic link on the way leads outside `root`.
 /// Paths that do not exist (yet) are checked up to their deepest existing ancestor.
-pub fn resolve_within(root: &Path, path: &str, within: &str) -> Result<PathBuf, PathError> {
+pub(crate) fn resolve_within(root: &Path, path: &str, within: &str) -> Result<PathBuf, PathError> {
     let rel = if path.is_empty() || path.trim_matches('/') == "." {
         String::new()
     } else {

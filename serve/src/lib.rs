@@ -5,22 +5,22 @@
 //! parses the command line, checks the bundle and calls [`serve`].
 //!
 //! Where things live:
-//! - [`server`]: what the server is given ([`Config`]), the state connections share, the
+//! - `server.rs`: what the server is given ([`Config`]), the state connections share, the
 //!   per-client summary, signals;
 //! - `listen.rs`: listeners, TLS handshakes, the connection limit, header and idle timeouts;
 //! - `handler.rs`: one request to one response (registry, files, `/-/healthy`);
 //! - `body.rs`: response bodies, streamed from files with bounded memory, counted per client,
 //!   blob digests checked;
 //! - `tls.rs`: certificates from files or made here (self-signed);
-//! - the pure parts, unit-tested without a socket: [`path`] (a request path, percent-encoded,
+//! - the pure parts, unit-tested without a socket: `path.rs` (a request path, percent-encoded,
 //!   to a file under the files root, refused when it could leave it — `..`, `%2e%2e`,
-//!   absolute, NUL, backslash — and opened without following any symbolic link), [`range`]
+//!   absolute, NUL, backslash — and opened without following any symbolic link), `range.rs`
 //!   (one `Range: bytes=…` header to one byte range, or why it cannot be served) and
-//!   [`registry`] (the routes of the pull side and the index of repositories, tags, manifests —
-//!   bytes kept, hashed when loaded — and linked blobs).
+//!   `registry.rs` (the routes of the pull side and the index of repositories, tags, manifests
+//!   — bytes kept, hashed when loaded — and linked blobs, [`Registry`]).
 //!
 //! **Digest policy.** Every manifest is hashed against its digest while the registry index is
-//! read ([`registry::Registry::load`]). Blobs are hashed while served: the first time a blob
+//! read ([`Registry::load`]). Blobs are hashed while served: the first time a blob
 //! is sent whole, its sha256 is computed on the way and the last chunk is held back until it
 //! matches, so no client ever receives a complete blob with the wrong content; on a mismatch
 //! the response is cut short, the path is logged, and the blob is answered with 500 from then
@@ -33,11 +33,12 @@
 mod body;
 mod handler;
 mod listen;
-pub mod path;
-pub mod range;
-pub mod registry;
-pub mod server;
+mod path;
+mod range;
+mod registry;
+mod server;
 mod tls;
 
 pub use listen::Limits;
+pub use registry::{LoadError, Registry};
 pub use server::{Config, Tls, serve};

@@ -66,7 +66,7 @@ pub fn request_target(raw: &str) -> Result<Target, PathRefusal> {
 /// What is at a checked relative path.
 #[derive(Debug)]
 pub enum Found {
-    File { file: File, len: u64, path: PathBuf },
+    File { file: File, len: u64 },
     Dir(PathBuf),
     Missing,
 }
@@ -96,11 +96,7 @@ pub fn open_under(root: &Path, rel: &str) -> Result<Found, PathRefusal> {
     match open_nofollow(&cur) {
         Ok(file) => {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            Ok(Found::File {
-                file,
-                len,
-                path: cur,
-            })
+            Ok(Found::File { file, len })
         }
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(PathRefusal::Symlink(rel.into())),
         Err(_) => Ok(Found::Missing),

@@ -21,7 +21,7 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 }
 
 /// Flushes every write of the file system `path` is on (one call for a tree of many files).
-pub fn sync_fs(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_fs(path: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let d = File::open(path)?;
     // SAFETY: syncfs takes an open descriptor and has no other effect on memory.

@@ -391,7 +391,7 @@ impl Store {
 
     /// Reads one module result (a tar of its tree from the bundle root, in path order, as
     /// BuildKit's tar exporter writes it) into the store: every entry is checked as the export
-    /// checks module layers ([`tar_merge::send_layer`]), each file is stored once by digest,
+    /// checks module layers (`tar_merge::send_layer`), each file is stored once by digest,
     /// and the tree is stored last. Nothing is named until all of it is on disk.
     pub fn ingest<R: Read>(&self, layer: R) -> Result<Ingested, StoreError> {
         let mut entries: Vec<Entry> = Vec::new();

@@ -1,7 +1,7 @@
 //! Merging module layers into one bundle stream, entry by entry, with no temporary copy.
 //!
 //! Each module image has one layer: a tar of the bundle tree from its root, in path order
-//! ([`bundle_tar::path_order`]). [`send_layer`] parses one such tar on a producer thread
+//! ([`bundle_tar::path_order`]). `send_layer` parses one such tar on a producer thread
 //! ([`LayerSource::spawn`]) and sends its entries, with their data in chunks, to a
 //! [`LayerSource`]; [`merge`] reads every source at once and hands the entries of the bundle to
 //! a callback. The merge guarantees:
@@ -80,21 +80,21 @@ pub enum LayerError {
     Unsupported { entry: String, kind: String },
 }
 
-/// How [`send_layer`] ended without an error.
+/// How `send_layer` ended without an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sent {
+pub(crate) enum Sent {
     /// Every entry of the layer was sent.
     Whole,
     /// The receiving side hung up (the merge stopped): the rest was not read.
     Abandoned,
 }
 
-/// The size of the data chunks [`send_layer`] sends.
+/// The size of the data chunks `send_layer` sends.
 const CHUNK: usize = 256 * 1024;
 
 /// Parses one layer tar and sends its entries, checked and normalized, with their data;
 /// `send` returns false when the receiving side is gone.
-pub fn send_layer<R: Read>(
+pub(crate) fn send_layer<R: Read>(
     layer: R,
     mut send: impl FnMut(Msg) -> bool,
 ) -> Result<Sent, LayerError> {
@@ -241,7 +241,7 @@ pub struct LayerSource {
 const DEPTH: usize = 64;
 
 impl LayerSource {
-    /// Runs `produce` on a new thread: it sends the entries of `image` (with [`send_layer`],
+    /// Runs `produce` on a new thread: it sends the entries of `image` (with `send_layer`,
     /// through a bounded channel); an error it returns ends the source with that error (its
     /// alternate form, `{:#}`).
     pub fn spawn<E, F>(image: impl Into<String>, produce: F) -> LayerSource

@@ -8,7 +8,7 @@ use docker_credential::{CredentialRetrievalError, DockerCredential};
 
 /// A challenge a registry answered 401 with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Challenge {
+pub(crate) enum Challenge {
     /// HTTP basic authentication.
     Basic { realm: String },
     /// The token dance: get a bearer token from `realm` for `service` and a scope.
@@ -21,7 +21,7 @@ pub enum Challenge {
 
 /// Parses a `WWW-Authenticate` header value: `Bearer realm="…",service="…",scope="…"` or
 /// `Basic realm="…"`. Returns `None` for other schemes or a malformed value.
-pub fn parse_challenge(value: &str) -> Option<Challenge> {
+pub(crate) fn parse_challenge(value: &str) -> Option<Challenge> {
     let value = value.trim();
     let (scheme, rest) = match value.find(char::is_whitespace) {
         Some(i) => (&value[..i], value[i..].trim_start()),
@@ -103,7 +103,7 @@ fn parse_params(s: &str) -> Option<BTreeMap<String, String>> {
 
 /// Credentials for one registry.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Credential {
+pub(crate) enum Credential {
     /// Username and password (basic auth, or for the token endpoint).
     UserPassword { username: String, password: String },
     /// An identity (refresh) token, as `docker login` stores for some registries.
@@ -123,7 +123,7 @@ impl std::fmt::Debug for Credential {
 
 /// The Docker config file consulted: `$DOCKER_CONFIG/config.json`, else
 /// `~/.docker/config.json`.
-pub fn docker_config_path() -> Option<PathBuf> {
+pub(crate) fn docker_config_path() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
         return Some(PathBuf::from(d).join("config.json"));
     }
@@ -131,7 +131,7 @@ pub fn docker_config_path() -> Option<PathBuf> {
 }
 
 /// The key `docker login` stores a registry's credentials under.
-pub fn docker_config_key(registry: &str) -> String {
+pub(crate) fn docker_config_key(registry: &str) -> String {
     if registry == kpbuild_oci::image_ref::DOCKER_HUB {
         "https://index.docker.io/v1/".to_string()
     } else {
@@ -150,7 +150,7 @@ pub struct CredentialError {
 
 /// Looks up credentials for `registry` in the Docker config file (including credential
 /// helpers it names). `Ok(None)` when there is no file or no entry for the registry.
-pub fn credentials_for(registry: &str) -> Result<Option<Credential>, CredentialError> {
+pub(crate) fn credentials_for(registry: &str) -> Result<Option<Credential>, CredentialError> {
     let Some(path) = docker_config_path() else {
         return Ok(None);
     };

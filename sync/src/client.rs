@@ -32,7 +32,7 @@ pub struct RetryEvent {
 }
 
 /// Called before each retry sleep.
-pub type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
+pub(crate) type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
 
 /// Client settings.
 #[derive(Clone)]
@@ -61,7 +61,7 @@ impl Default for ClientConfig {
 
 /// A manifest as the registry sent it.
 #[derive(Debug, Clone)]
-pub struct ManifestResponse {
+pub(crate) struct ManifestResponse {
     pub bytes: Bytes,
     pub content_type: Option<String>,
     /// The `Docker-Content-Digest` header, when sent.
@@ -96,7 +96,7 @@ struct Endpoint {
 }
 
 /// The registry client. Cheap to share behind an `Arc`.
-pub struct RegistryClient {
+pub(crate) struct RegistryClient {
     secure: reqwest::Client,
     insecure: reqwest::Client,
     cfg: ClientConfig,
@@ -104,7 +104,7 @@ pub struct RegistryClient {
 }
 
 /// The host that serves a registry's API (`docker.io` is served by `registry-1.docker.io`).
-pub fn api_host(registry: &str) -> &str {
+pub(crate) fn api_host(registry: &str) -> &str {
     if registry == DOCKER_HUB {
         "registry-1.docker.io"
     } else {
@@ -113,7 +113,7 @@ pub fn api_host(registry: &str) -> &str {
 }
 
 /// Whether a registry host is on the loopback interface (Docker treats those as insecure).
-pub fn is_loopback(registry: &str) -> bool {
+pub(crate) fn is_loopback(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
@@ -190,12 +190,12 @@ impl RegistryClient {
     }
 
     /// The retry policy in force.
-    pub fn retry_policy(&self) -> RetryPolicy {
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
         self.cfg.retry
     }
 
     /// Reports a retry to the hook, if any.
-    pub fn report_retry(&self, ev: RetryEvent) {
+    pub(crate) fn report_retry(&self, ev: RetryEvent) {
         if let Some(h) = &self.cfg.on_retry {
             h(&ev);
         }
@@ -525,7 +525,7 @@ impl RegistryClient {
     }
 
     /// Fetches a manifest (`reference` is a tag or `sha256:…`) as its exact bytes.
-    pub async fn get_manifest(
+    pub(crate) async fn get_manifest(
         &self,
         registry: &str,
         repo: &str,
@@ -582,7 +582,7 @@ impl RegistryClient {
     }
 
     /// Starts fetching a blob: a successful response whose body is to be streamed.
-    pub async fn get_blob(
+    pub(crate) async fn get_blob(
         &self,
         registry: &str,
         repo: &str,

@@ -31,12 +31,12 @@ impl Default for RetryPolicy {
 /// Fetches again after bytes that did not verify (wrong sha256 or size): at most this many
 /// times, however many retries transport errors get — a server whose stored bytes are wrong
 /// sends them wrong every time.
-pub const MAX_VERIFY_RETRIES: u32 = 2;
+pub(crate) const MAX_VERIFY_RETRIES: u32 = 2;
 
 impl RetryPolicy {
     /// The delay before retry number `attempt` (0 for the first retry): half of
     /// `base·2^attempt` (capped at `max`) plus a random part of up to the other half.
-    pub fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .base
             .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
@@ -47,7 +47,7 @@ impl RetryPolicy {
     }
 
     /// Retries allowed after bytes that did not verify.
-    pub fn verify_retries(&self) -> u32 {
+    pub(crate) fn verify_retries(&self) -> u32 {
         self.retries.min(MAX_VERIFY_RETRIES)
     }
 
@@ -63,17 +63,17 @@ impl RetryPolicy {
 /// Whether a response status is worth another try: 408, 429 and the 5xx family
 /// (except 501 Not Implemented and 505, which will not change) — the rule the file fetcher
 /// uses too ([`crate::download::decide::transient_status`]).
-pub fn retryable_status(s: StatusCode) -> bool {
+pub(crate) fn retryable_status(s: StatusCode) -> bool {
     crate::download::decide::transient_status(s.as_u16())
 }
 
 /// Whether a transport error is worth another try (refused, reset, timed out, cut short).
-pub fn retryable_error(e: &reqwest::Error) -> bool {
+pub(crate) fn retryable_error(e: &reqwest::Error) -> bool {
     e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode()
 }
 
 /// Parses a `Retry-After` value: delta-seconds or an HTTP date (relative to `now`).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -32,19 +32,13 @@ pub struct Store {
     _lock: File,
 }
 
-/// Takes an exclusive `flock` without waiting; `Ok(false)` when another process holds it.
+/// Takes an exclusive lock (`flock` on Linux) without waiting; `Ok(false)` when another
+/// process holds it.
 fn try_lock(f: &File) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a valid, open descriptor that `f` owns.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
+    match f.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -62,7 +56,7 @@ fn older_than(path: &Path, age: std::time::Duration) -> bool {
 
 /// Removes what runs that are no longer alive left in `tmp_root`. Returns how many
 /// directories and files were removed.
-pub fn sweep_dead_runs(tmp_root: &Path) -> io::Result<usize> {
+pub(crate) fn sweep_dead_runs(tmp_root: &Path) -> io::Result<usize> {
     let mut removed = 0;
     let rd = match fs::read_dir(tmp_root) {
         Ok(rd) => rd,
@@ -192,7 +186,7 @@ impl Store {
 
     /// Whether the blob is present with the right size (when given) and sha256. A present
     /// but damaged blob is removed, so it is fetched again.
-    pub fn blob_intact(&self, d: &Digest, size: Option<u64>) -> io::Result<bool> {
+    pub(crate) fn blob_intact(&self, d: &Digest, size: Option<u64>) -> io::Result<bool> {
         let path = self.layout.blob_data(d);
         let meta = match fs::metadata(&path) {
             Ok(m) => m,
@@ -209,7 +203,7 @@ impl Store {
 
     /// Stores bytes already in memory (manifests) under their digest, unless present and
     /// intact. `Ok(true)` when written.
-    pub fn put_blob_bytes(&self, d: &Digest, bytes: &[u8]) -> io::Result<bool> {
+    pub(crate) fn put_blob_bytes(&self, d: &Digest, bytes: &[u8]) -> io::Result<bool> {
         debug_assert_eq!(Digest::of_bytes(bytes), *d);
         if self.blob_intact(d, Some(bytes.len() as u64))? {
             return Ok(false);
@@ -223,7 +217,7 @@ impl Store {
     /// Stores the blob `d` from `src` (a file of another tree, e.g. a blob cache), hashing
     /// while copying: `Ok(false)`, and `src` removed, when `src` is not the blob (missing,
     /// another size, other bytes); nothing unverified is renamed into place.
-    pub fn copy_blob_from(&self, src: &Path, d: &Digest, size: u64) -> io::Result<bool> {
+    pub(crate) fn copy_blob_from(&self, src: &Path, d: &Digest, size: u64) -> io::Result<bool> {
         let mut f = match File::open(src) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -254,7 +248,7 @@ impl Store {
 
     /// Stores a copy of `src`, a verified blob `d` of another tree (the kernel copies the
     /// bytes), unless a file of the same size is there already.
-    pub fn put_blob_copy(&self, d: &Digest, src: &Path) -> io::Result<()> {
+    pub(crate) fn put_blob_copy(&self, d: &Digest, src: &Path) -> io::Result<()> {
         let dest = self.layout.blob_data(d);
         let len = fs::metadata(src)?.len();
         if fs::metadata(&dest).is_ok_and(|m| m.len() == len) {
@@ -266,7 +260,7 @@ impl Store {
     }
 
     /// Starts writing a blob that arrives in pieces.
-    pub fn blob_writer(&self, d: &Digest) -> io::Result<BlobWriter> {
+    pub(crate) fn blob_writer(&self, d: &Digest) -> io::Result<BlobWriter> {
         Ok(BlobWriter {
             out: BufWriter::with_capacity(1 << 20, self.temp("blob-")?),
             hasher: Sha256::new(),
@@ -277,7 +271,7 @@ impl Store {
     }
 
     /// Writes a link file (no newline added), unless it already holds `contents`.
-    pub fn write_link(&self, path: &Path, contents: &str) -> io::Result<()> {
+    pub(crate) fn write_link(&self, path: &Path, contents: &str) -> io::Result<()> {
         if fs::read(path).is_ok_and(|c| c == contents.as_bytes()) {
             return Ok(());
         }

@@ -111,7 +111,7 @@ pub enum LoadError {
 }
 
 /// The kubespray variable-file layouts, told apart by which file holds the download variables
-/// (see [`Layout::download_vars`]).
+/// (see `Layout::download_vars`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
     /// `roles/kubespray_defaults/{defaults,vars}/main/*.yml` (underscore; kubespray 2.28 and later).
@@ -132,7 +132,7 @@ impl Layout {
 
     /// The file, relative to the checkout, whose presence identifies the layout: the one that
     /// holds kubespray's `*_download_url` variables and `downloads`.
-    pub fn download_vars(self) -> &'static str {
+    pub(crate) fn download_vars(self) -> &'static str {
         match self {
             Layout::V2_28 => "roles/kubespray_defaults/defaults/main/download.yml",
             Layout::V2_24 => "roles/kubespray-defaults/defaults/main/download.yml",
@@ -160,7 +160,7 @@ impl Layout {
     }
 
     /// Which layout `dir` of `src` has, by what is there.
-    pub fn detect(src: &dyn FileSource, dir: &str) -> Result<Layout, LoadError> {
+    pub(crate) fn detect(src: &dyn FileSource, dir: &str) -> Result<Layout, LoadError> {
         if !src.is_dir(dir) {
             return Err(if src.is_file(dir) {
                 LoadError::NotADir {
@@ -259,7 +259,11 @@ impl VarSet {
     }
 
     /// Loads one YAML file of top-level variables at the given precedence.
-    pub fn load_file(&mut self, path: &Path, precedence: Precedence) -> Result<(), LoadError> {
+    pub(crate) fn load_file(
+        &mut self,
+        path: &Path,
+        precedence: Precedence,
+    ) -> Result<(), LoadError> {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
             path: path.display().to_string(),
             source,
@@ -321,7 +325,7 @@ impl VarSet {
 
     /// Parses and sets one `-e` argument: `name=value` (value read as a YAML scalar, so
     /// `true`, `3` and `v1.2` keep their types) or `@file.yml` (a YAML mapping).
-    pub fn add_extra_arg(&mut self, arg: &str) -> Result<(), LoadError> {
+    pub(crate) fn add_extra_arg(&mut self, arg: &str) -> Result<(), LoadError> {
         if let Some(path) = arg.strip_prefix('@') {
             return self.load_file(Path::new(path), Precedence::ExtraVars);
         }
@@ -400,9 +404,9 @@ fn role_files(src: &dyn FileSource, role: &str, kind: &str) -> Result<Vec<String
 }
 
 /// Deepest nesting of a variable file's YAML.
-pub const MAX_VAR_DEPTH: usize = 48;
+pub(crate) const MAX_VAR_DEPTH: usize = 48;
 /// Largest variable file read, in bytes (kubespray's largest is ~100 KiB).
-pub const MAX_VAR_FILE_BYTES: usize = 16 << 20;
+pub(crate) const MAX_VAR_FILE_BYTES: usize = 16 << 20;
 
 /// YAML options matching Ansible's loader (PyYAML, YAML 1.1) where it matters for variables:
 /// `0755` is octal, `yes`/`no` are booleans; duplicate keys: the last one wins.
@@ -459,7 +463,7 @@ fn parse_var_file(text: &str) -> Result<IndexMap<Spanned<String>, Value>, YamlFa
 }
 
 /// Reads a YAML scalar the way a `-e name=value` user means it.
-pub fn parse_scalar(raw: &str) -> Value {
+pub(crate) fn parse_scalar(raw: &str) -> Value {
     if raw.is_empty() {
         return Value::from("");
     }

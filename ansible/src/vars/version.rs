@@ -11,7 +11,7 @@ enum Part {
 
 /// Errors comparing versions.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VersionError {
+pub(crate) enum VersionError {
     #[error("input version value cannot be empty")]
     EmptyValue,
     #[error("version to compare against cannot be empty")]
@@ -166,7 +166,7 @@ fn cmp_semver(a: &str, b: &str) -> Result<Ordering, VersionError> {
 }
 
 /// Ansible's `value is version(version, operator, strict=…, version_type=…)`.
-pub fn version_test(
+pub(crate) fn version_test(
     value: &str,
     version: &str,
     operator: &str,

@@ -9,17 +9,14 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{ModuleSpec, ModuleWork, NestedBuild, PlanCx, Validator, Work, loopback_hosts};
-use crate::layout::{self, NGINX_CONF, NGINX_ROOT, REGISTRY_CONF, REGISTRY_ROOT};
+use crate::layout::{
+    self, NGINX_CONF, NGINX_PORT, NGINX_ROOT, REGISTRY_CONF, REGISTRY_PORT, REGISTRY_ROOT,
+};
 use crate::lock::{Lock, LockError, artifacts};
 use crate::plan::PlanError;
 use crate::spec::SpecError;
 use kpbuild_oci::image_ref::{self, FetchLocation, ImageRef};
 use kpbuild_oci::platform::Platform;
-
-/// Port of the bundle's nginx.
-pub const NGINX_PORT: u16 = 8080;
-/// Port of the bundle's registry.
-pub const REGISTRY_PORT: u16 = 5000;
 
 /// The `compose` block of a spec.
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -112,7 +112,7 @@ impl From<Pin> for PinWork {
 
 /// The locations of `url`, in the order they are tried: the longest matching URL prefix
 /// mirror's `to` prefixes, or `url` itself when no mirror matches.
-pub fn mirror_urls(url: &str, mirrors: &[UrlMirror]) -> Vec<String> {
+pub(crate) fn mirror_urls(url: &str, mirrors: &[UrlMirror]) -> Vec<String> {
     mirrors
         .iter()
         .filter(|m| {

@@ -4,9 +4,9 @@
 //! it reads, and the answers other code asks of a module. The frontend's lowering of each kind
 //! lives in `frontend/src/kinds/` under the same names.
 //!
-//! Every question is a method of [`ModuleSpec`] (asked of a spec) or [`ModuleWork`] (asked of
+//! Every question is a method of `ModuleSpec` (asked of a spec) or [`ModuleWork`] (asked of
 //! planned work) with no default, reached through the exhaustive matches of
-//! [`Module::kind`] and [`Work::kind`]: a new kind fails to compile until it answers them all.
+//! `Module::kind` and [`Work::kind`]: a new kind fails to compile until it answers them all.
 
 pub mod compose;
 pub mod dockerfile;
@@ -59,7 +59,7 @@ pub enum Module {
 
 impl Module {
     /// The kind's answers about this module.
-    pub fn kind(&self) -> &dyn ModuleSpec {
+    pub(crate) fn kind(&self) -> &dyn ModuleSpec {
         match self {
             Module::Files(m) => m,
             Module::Images(m) => m,
@@ -67,6 +67,40 @@ impl Module {
             Module::Dockerfile(m) => m,
             Module::Compose(m) => m,
         }
+    }
+
+    /// Every kind as `kind:` names it, in the order of [`Module`]'s variants: read from
+    /// `Module`'s own deserializer (the names it would have accepted for an unknown kind), so
+    /// no second list of kinds is kept anywhere.
+    pub fn kinds() -> &'static [&'static str] {
+        /// A deserializer error that keeps the variant names an unknown variant was checked
+        /// against.
+        #[derive(Debug)]
+        struct Expected(Option<&'static [&'static str]>);
+        impl std::fmt::Display for Expected {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("probing the module kinds")
+            }
+        }
+        impl std::error::Error for Expected {}
+        impl serde::de::Error for Expected {
+            fn custom<T: std::fmt::Display>(_: T) -> Self {
+                Expected(None)
+            }
+            fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
+                Expected(Some(expected))
+            }
+        }
+        static KINDS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+        KINDS.get_or_init(|| {
+            let probe = serde::de::value::MapDeserializer::<_, Expected>::new(std::iter::once((
+                "kind", "",
+            )));
+            match Module::deserialize(probe) {
+                Err(Expected(Some(kinds))) => kinds,
+                _ => unreachable!("an empty `kind` is no module kind"),
+            }
+        })
     }
 }
 
@@ -95,7 +129,7 @@ impl Work {
 }
 
 /// What every kind answers about its spec.
-pub trait ModuleSpec {
+pub(crate) trait ModuleSpec {
     /// Checks what the types cannot (paths inside the context, names, rules across keys);
     /// errors point at the spec's line.
     fn validate(&self, name: &str, v: &Validator<'_>) -> Result<(), SpecError>;
@@ -135,7 +169,7 @@ pub struct NestedBuild<'a> {
 }
 
 /// Spec validation helpers for the kinds: positions and context-path checks.
-pub struct Validator<'a> {
+pub(crate) struct Validator<'a> {
     pub(crate) file: &'a SpecFile,
 }
 
@@ -146,7 +180,7 @@ impl Validator<'_> {
     }
 
     /// Whether `vars.kubespray` is set.
-    pub fn has_kubespray(&self) -> bool {
+    pub(crate) fn has_kubespray(&self) -> bool {
         self.file.spec.vars.kubespray.is_some()
     }
 
@@ -157,12 +191,12 @@ impl Validator<'_> {
 
     /// A path into the build context: relative, without `..` (BuildKit sends only the
     /// context).
-    pub fn context_path(&self, key: &str, value: &str) -> Result<(), SpecError> {
+    pub(crate) fn context_path(&self, key: &str, value: &str) -> Result<(), SpecError> {
         self.file.context_path("modules", key, value)
     }
 
     /// Checks that `module` may take lists from kubespray with `sel`.
-    pub fn kubespray_for(
+    pub(crate) fn kubespray_for(
         &self,
         module: &str,
         sel: ListSelection,
@@ -183,7 +217,7 @@ impl Validator<'_> {
 
 /// What a kind plans with: the spec, the platform, the context, and kubespray's lists (read
 /// once per platform, when a module asks).
-pub struct PlanCx<'a> {
+pub(crate) struct PlanCx<'a> {
     pub spec_file: &'a SpecFile,
     /// The spec's name in errors.
     pub spec_name: &'a str,
@@ -224,7 +258,7 @@ impl PlanCx<'_> {
     }
 
     /// A list error of this module and platform.
-    pub fn list_err(&self, source: ListError) -> PlanError {
+    pub(crate) fn list_err(&self, source: ListError) -> PlanError {
         PlanError::List {
             spec: self.spec_name.to_string(),
             module: self.module.to_string(),
@@ -257,7 +291,7 @@ impl PlanCx<'_> {
     }
 
     /// `{arch}` replaced by the platform's architecture.
-    pub fn for_arch(&self, s: &str) -> String {
+    pub(crate) fn for_arch(&self, s: &str) -> String {
         s.replace("{arch}", self.arch.image_arch())
     }
 }

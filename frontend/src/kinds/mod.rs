@@ -1,6 +1,7 @@
 //! The lowering of each module kind, one file each, named as in `kpbuild_bundle::kinds` (the
 //! kind's spec, plan and lock live there). [`lower_work`] is the one exhaustive dispatch: a new
-//! kind fails to compile here until it has a lowering.
+//! kind fails to compile here until it has a lowering. A kind's own lowering errors are
+//! variants of [`KindError`], so the shared [`LowerError`] names no kind.
 
 mod compose;
 mod dockerfile;
@@ -18,6 +19,13 @@ pub trait Lower {
     /// The module's tree on `platform`, laid out from the bundle root.
     fn lower(&self, module: &str, platform: &Platform, env: &LowerEnv)
     -> Result<State, LowerError>;
+}
+
+/// What one kind's lowering alone can fail with (the shared failures are [`LowerError`]'s).
+#[derive(Debug, thiserror::Error)]
+pub enum KindError {
+    #[error(transparent)]
+    OsPackages(#[from] os_packages::ScriptFailed),
 }
 
 /// Lowers one module's work.

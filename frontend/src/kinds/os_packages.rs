@@ -5,12 +5,20 @@
 //! files laid out under `resources/nginx/`.
 
 use kpbuild_bundle::kinds::OsPackagesWork;
-use kpbuild_bundle::kinds::os_packages::script::{self, ScriptOptions};
+use kpbuild_bundle::kinds::os_packages::script::{self, ScriptError, ScriptOptions};
 use kpbuild_bundle::layout;
 
-use super::Lower;
+use super::{KindError, Lower};
 use crate::llb::{self, FileOp, Platform, State};
 use crate::lower::{LowerEnv, LowerError, contents, target_arch};
+
+/// A distro's script (or its base image, or its client file) could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("module `{module}`: {source}")]
+pub struct ScriptFailed {
+    pub module: String,
+    pub source: ScriptError,
+}
 
 impl Lower for OsPackagesWork {
     fn lower(
@@ -24,9 +32,11 @@ impl Lower for OsPackagesWork {
             .arch()
             .ok_or_else(|| LowerError::WorkerArch(env.worker_platform.to_string()))?;
         let arch = target_arch(platform)?;
-        let script_err = |source| LowerError::Script {
-            module: module.to_string(),
-            source,
+        let script_err = |source| {
+            LowerError::from(KindError::from(ScriptFailed {
+                module: module.to_string(),
+                source,
+            }))
         };
         let mut layout = FileOp::on(None)
             .named(format!(

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use bollard_buildkit_proto::pb;
 use kpbuild_bundle::jobs::{JOB_PATH, Job};
 use kpbuild_bundle::kinds::{
-    ArchiveWork, ComposeWork, FileWork, FilesWork, ImageWork, ImagesWork, PinWork, Work,
+    ArchiveWork, ComposeWork, DistroWork, FileWork, FilesWork, ImageWork, ImagesWork,
+    OsPackagesWork, PackageManager, PinWork, Work,
 };
 use kpbuild_bundle::plan::{ModulePlan, PlatformPlan};
 use kpbuild_oci::image_ref::{ImageRef, StoredRef};
@@ -456,5 +457,44 @@ fn exec_ops_get_their_own_hostname_only_where_the_builder_needs_it() {
     assert!(
         v08.iter().all(|h| h == crate::lower::OWN_HOSTNAME),
         "{v08:?}"
+    );
+}
+
+#[test]
+fn a_script_that_cannot_be_made_names_the_module_and_stays_the_kinds_error() {
+    let distro = DistroWork {
+        name: "debian12".into(),
+        image: "debian:bookworm".into(),
+        manager: PackageManager::Apt,
+        packages: vec!["curl".into(), "bad name".into()],
+        optional: vec![],
+        repositories: vec![],
+        path: "debian/arm64/bookworm".into(),
+    };
+    let p = PlatformPlan {
+        platform: Platform::linux(Arch::Arm64),
+        modules: vec![ModulePlan {
+            name: "os-packages".into(),
+            work: Work::OsPackages(OsPackagesWork {
+                distros: vec![distro],
+            }),
+        }],
+    };
+    let e = lower_platform(&p, &env()).unwrap_err();
+    assert!(
+        matches!(e, LowerError::Kind(crate::kinds::KindError::OsPackages(_))),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(
+            "module `os-packages`: distro `debian12`: package `bad name` is not a package name"
+        ),
+        "{msg}"
+    );
+    let source = std::error::Error::source(&e).expect("the script's error");
+    assert!(
+        source.to_string().starts_with("distro `debian12`"),
+        "{source}"
     );
 }

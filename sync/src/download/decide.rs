@@ -8,7 +8,7 @@ use std::fmt;
 /// What to do with a response to a request for a file, `held` bytes of which are already
 /// written (the request asked for `Range: bytes=<held>-` when `held > 0`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// The whole file follows: write it from the start (dropping the bytes held).
     Whole,
     /// The rest of the file follows, from `held`: append it.
@@ -24,7 +24,7 @@ pub enum Reply {
 
 /// Whether an HTTP status is worth another try at the same location: 408, 429 and the 5xx
 /// family except 501 Not Implemented and 505.
-pub fn transient_status(status: u16) -> bool {
+pub(crate) fn transient_status(status: u16) -> bool {
     status == 408
         || status == 429
         || ((500..600).contains(&status) && status != 501 && status != 505)
@@ -32,7 +32,7 @@ pub fn transient_status(status: u16) -> bool {
 
 /// What a response with `status` (and its `Content-Range`, if any) means when `held` bytes
 /// are already written.
-pub fn classify(status: u16, held: u64, content_range: Option<&str>) -> Reply {
+pub(crate) fn classify(status: u16, held: u64, content_range: Option<&str>) -> Reply {
     match status {
         200 => Reply::Whole,
         206 => match content_range.and_then(range_start) {
@@ -46,7 +46,7 @@ pub fn classify(status: u16, held: u64, content_range: Option<&str>) -> Reply {
 }
 
 /// The first byte of a `Content-Range: bytes START-END/TOTAL` value.
-pub fn range_start(value: &str) -> Option<u64> {
+pub(crate) fn range_start(value: &str) -> Option<u64> {
     let rest = value.trim().strip_prefix("bytes")?.trim_start();
     let (range, _total) = rest.split_once('/')?;
     let (start, end) = range.split_once('-')?;
@@ -58,7 +58,7 @@ pub fn range_start(value: &str) -> Option<u64> {
 }
 
 /// The `Range` header asking for the rest of a file from `held`, when anything is held.
-pub fn range_header(held: u64) -> Option<String> {
+pub(crate) fn range_header(held: u64) -> Option<String> {
     (held > 0).then(|| format!("bytes={held}-"))
 }
 

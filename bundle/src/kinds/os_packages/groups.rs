@@ -39,7 +39,7 @@ pub enum GroupsError {
 
 /// A parsed groups file.
 #[derive(Clone, Debug)]
-pub struct Groups {
+pub(crate) struct Groups {
     file: String,
     root: IndexMap<String, Node>,
 }

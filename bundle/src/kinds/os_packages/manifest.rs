@@ -121,7 +121,7 @@ impl Entry for SkippedPackages {
 
 /// One stanza of an apt `Packages` index.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexedPackage {
+pub(crate) struct IndexedPackage {
     pub name: String,
     pub version: String,
     pub architecture: String,
@@ -132,7 +132,7 @@ pub struct IndexedPackage {
 
 /// Reads `dir/Packages` (apt). A yum repository (`repodata/`) gives its `.rpm` files with
 /// their sha256 instead, named by file.
-pub fn read_packages_index(dir: &Path) -> Result<Vec<IndexedPackage>, LockError> {
+pub(crate) fn read_packages_index(dir: &Path) -> Result<Vec<IndexedPackage>, LockError> {
     let index = dir.join("Packages");
     if !index.is_file() {
         let mut out = Vec::new();
@@ -173,7 +173,7 @@ pub fn read_packages_index(dir: &Path) -> Result<Vec<IndexedPackage>, LockError>
 }
 
 /// Parses an apt `Packages` index.
-pub fn parse_packages(text: &str) -> Result<Vec<IndexedPackage>, String> {
+pub(crate) fn parse_packages(text: &str) -> Result<Vec<IndexedPackage>, String> {
     let mut out = Vec::new();
     for (i, block) in text
         .split("\n\n")

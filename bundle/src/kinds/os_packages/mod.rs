@@ -37,7 +37,7 @@ pub struct OsPackagesModule {
 }
 
 /// The distro selection that means every distro of the module, whatever its `default-distros`.
-pub const ALL_DISTROS: &str = "all";
+pub(crate) const ALL_DISTROS: &str = "all";
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
