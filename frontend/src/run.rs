@@ -11,7 +11,7 @@ use kpbuild_bundle::layout::LOCK_TARGET;
 use kpbuild_bundle::plan::{self, Plan, PlanError, build_inputs, context_inputs};
 use kpbuild_bundle::spec::{SpecError, SpecFile};
 use kpbuild_oci::image_ref::MirrorError;
-use kpbuild_oci::platform::Platform;
+use kpbuild_oci::platform::{Arch, Platform};
 use kpbuild_oci::registry_layout::Digest;
 
 use crate::bridge::{Bridge, RefId};
@@ -173,7 +173,7 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
             .info()
             .worker_platform
             .clone()
-            .unwrap_or_else(|| Platform::linux(kpbuild_oci::platform::Arch::Amd64)),
+            .unwrap_or_else(|| Platform::linux(Arch::Amd64)),
         merge_op: features.merge_op,
         old_flightcontrol: features.old_flightcontrol,
         digests,
@@ -350,16 +350,20 @@ async fn nested_builds<B: Bridge>(
             let config = metadata
                 .get("containerimage.config")
                 .cloned()
-                .unwrap_or_else(|| {
-                    serde_json::to_vec(&serde_json::json!({
-                        "architecture": arch.image_arch(), "os": "linux", "config": {}
-                    }))
-                    .expect("json")
-                });
+                .unwrap_or_else(|| fallback_config(arch));
             out.insert((m.name.clone(), arch), (result, config));
         }
     }
     Ok(out)
+}
+
+/// The image config of a nested Dockerfile build whose result carries none: the platform and
+/// nothing else (the image-archive job writes its rootfs and history).
+fn fallback_config(arch: Arch) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": arch.image_arch(), "os": "linux", "config": {}
+    }))
+    .expect("json")
 }
 
 /// BuildKit refuses host networking before any op runs, with a bare "network.host is not
@@ -557,7 +561,7 @@ modules:
             info: BuildInfo {
                 opts: all,
                 session_id: "s".into(),
-                worker_platform: Some(Platform::linux(kpbuild_oci::platform::Arch::Amd64)),
+                worker_platform: Some(Platform::linux(Arch::Amd64)),
                 ..crate::caps::tests::v08_info()
             },
             files: BTreeMap::from([
@@ -696,7 +700,7 @@ modules:
             dockerfile: "Dockerfile",
             build_args: &args,
         };
-        let platform = Platform::linux(kpbuild_oci::platform::Arch::Arm64);
+        let platform = Platform::linux(Arch::Arm64);
         let cached = nested_frontend_opts(&nested, &platform, false);
         assert_eq!(
             cached.get("platform").map(String::as_str),
@@ -893,6 +897,34 @@ modules:
                 (Some("linux"), Some(arch))
             );
         }
+    }
+
+    /// The metadata's bytes, pinned: BuildKit's image exporter reads them.
+    #[test]
+    fn multi_platform_metadata_bytes() {
+        let refs: Vec<(Platform, RefId)> = ["linux/amd64", "linux/arm/v7"]
+            .iter()
+            .map(|p| (p.parse().unwrap(), format!("ref-{p}")))
+            .collect();
+        let meta = per_platform_result(&refs).metadata;
+        let text = |k: &str| String::from_utf8(meta[k].clone()).unwrap();
+        assert_eq!(meta.len(), 3);
+        assert_eq!(
+            text("refs.platforms"),
+            r#"{"Platforms":[{"ID":"linux/amd64","Platform":{"architecture":"amd64","os":"linux"}},{"ID":"linux/arm/v7","Platform":{"architecture":"arm","os":"linux","variant":"v7"}}]}"#
+        );
+        assert_eq!(
+            text("containerimage.config/linux/amd64"),
+            r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#
+        );
+        assert_eq!(
+            text("containerimage.config/linux/arm/v7"),
+            r#"{"architecture":"arm","os":"linux","variant":"v7","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#
+        );
+        assert_eq!(
+            String::from_utf8(fallback_config(Arch::Arm64)).unwrap(),
+            r#"{"architecture":"arm64","os":"linux","config":{}}"#
+        );
     }
 
     fn merges(f: &Fake) -> usize {
