@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use kpbuild_bundle::spec::Spec;
+use kpbuild_oci::media_type::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST};
 use kpbuild_oci::platform::Platform;
 use kpbuild_oci::registry_layout::Digest;
 use kpbuild_store::store::{Key, Store};
@@ -27,11 +28,6 @@ use kpbuild_store::store::{Key, Store};
 use crate::interrupt::{self, Partial};
 use serde_json::json;
 use sha2::Digest as _;
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Where blobs and files of the layout go.
 trait Sink {
