@@ -12,8 +12,9 @@
 //! ```
 //!
 //! Link files hold `sha256:<hex>` and no newline (the registry answers 500 on a newline).
-//! Manifests are parsed only to find what they point at; their bytes are never re-serialized,
-//! since every digest is taken over the exact bytes.
+//! Manifests are parsed only to find what they point at, leniently (optional fields, unknown
+//! ones ignored); their bytes are never re-serialized, since every digest is taken over the
+//! exact bytes. What kpbuild writes itself is typed in [`crate::document`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
