@@ -15,7 +15,7 @@
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::media_type::{OCI_INDEX, OCI_MANIFEST};
+use crate::media_type::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 use crate::platform::Platform;
 use crate::registry_layout::Digest;
 
@@ -23,8 +23,20 @@ use crate::registry_layout::Digest;
 pub type Annotations = IndexMap<String, String>;
 
 /// The bytes of a document: compact JSON.
-pub fn to_bytes<T: Serialize>(doc: &T) -> Vec<u8> {
+pub fn to_bytes<T: Serialize + ?Sized>(doc: &T) -> Vec<u8> {
     serde_json::to_vec(doc).expect("documents have string keys only")
+}
+
+/// A document stored as a blob under its digest, with the media type its descriptor names.
+pub trait Blob: Serialize {
+    const MEDIA_TYPE: &'static str;
+
+    /// Its bytes ([`to_bytes`]) and the descriptor of those bytes.
+    fn to_blob(&self) -> (Vec<u8>, Descriptor) {
+        let bytes = to_bytes(self);
+        let desc = Descriptor::of_bytes(Self::MEDIA_TYPE, &bytes);
+        (bytes, desc)
+    }
 }
 
 /// A content descriptor: `mediaType`, `digest`, `size`, then `platform` and `annotations`
@@ -111,6 +123,10 @@ impl ImageManifest {
     }
 }
 
+impl Blob for ImageManifest {
+    const MEDIA_TYPE: &'static str = OCI_MANIFEST;
+}
+
 /// An OCI image index: `schemaVersion` 2, `mediaType`, `manifests`. An OCI layout's
 /// `index.json` is one too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,6 +145,10 @@ impl ImageIndex {
             manifests,
         }
     }
+}
+
+impl Blob for ImageIndex {
+    const MEDIA_TYPE: &'static str = OCI_INDEX;
 }
 
 /// An image config as kpbuild writes one: `architecture`, `os`, `variant` when there is one,
@@ -161,6 +181,10 @@ impl ImageConfig {
         self.config = Some(config);
         self
     }
+}
+
+impl Blob for ImageConfig {
+    const MEDIA_TYPE: &'static str = OCI_CONFIG;
 }
 
 /// The `config` object of an image config: `Labels` when there are any (`{}` otherwise).
@@ -207,7 +231,7 @@ pub struct DockerArchiveEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media_type::{OCI_CONFIG, OCI_LAYER_TAR};
+    use crate::media_type::OCI_LAYER_TAR;
 
     fn d(c: char) -> Digest {
         Digest::from_hex(&c.to_string().repeat(64)).unwrap()
@@ -337,6 +361,22 @@ mod tests {
             }]),
             r#"[{"created_by":"kpbuild"}]"#
         );
+    }
+
+    #[test]
+    fn a_blob_is_described_by_its_bytes() {
+        let manifest = ImageManifest::new(Descriptor::new(OCI_CONFIG, d('a'), 1), vec![]);
+        let (bytes, desc) = manifest.to_blob();
+        assert_eq!(bytes, to_bytes(&manifest));
+        assert_eq!(
+            desc,
+            Descriptor::new(OCI_MANIFEST, Digest::of_bytes(&bytes), bytes.len() as u64)
+        );
+        let (_, desc) = ImageIndex::new(vec![]).to_blob();
+        assert_eq!(desc.media_type, OCI_INDEX);
+        let amd64: Platform = "linux/amd64".parse().unwrap();
+        let (_, desc) = ImageConfig::new(&amd64, RootFs::layers(vec![])).to_blob();
+        assert_eq!(desc.media_type, OCI_CONFIG);
     }
 
     #[test]
