@@ -27,6 +27,12 @@ pub fn to_bytes<T: Serialize + ?Sized>(doc: &T) -> Vec<u8> {
     serde_json::to_vec(doc).expect("documents have string keys only")
 }
 
+/// A document as a JSON value, to be placed into a document kpbuild keeps leniently (an
+/// upstream image config); its keys keep their order.
+pub fn to_value<T: Serialize + ?Sized>(doc: &T) -> serde_json::Value {
+    serde_json::to_value(doc).expect("documents have string keys only")
+}
+
 /// A document stored as a blob under its digest, with the media type its descriptor names.
 pub trait Blob: Serialize {
     const MEDIA_TYPE: &'static str;
