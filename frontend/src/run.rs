@@ -5,11 +5,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::Serialize;
 use sha2::Digest as _;
 
 use kpbuild_bundle::layout::LOCK_TARGET;
 use kpbuild_bundle::plan::{self, Plan, PlanError, build_inputs, context_inputs};
 use kpbuild_bundle::spec::{SpecError, SpecFile};
+use kpbuild_oci::document::{self, ContainerConfig, ImageConfig, PlatformObject, RootFs};
 use kpbuild_oci::image_ref::MirrorError;
 use kpbuild_oci::platform::{Arch, Platform};
 use kpbuild_oci::registry_layout::Digest;
@@ -358,12 +360,16 @@ async fn nested_builds<B: Bridge>(
 }
 
 /// The image config of a nested Dockerfile build whose result carries none: the platform and
-/// nothing else (the image-archive job writes its rootfs and history).
+/// nothing else ([`bare_config`]; the image-archive job writes its rootfs and history).
 fn fallback_config(arch: Arch) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "architecture": arch.image_arch(), "os": "linux", "config": {}
-    }))
-    .expect("json")
+    bare_config(&Platform::linux(arch))
+}
+
+/// An image config naming `platform` and nothing else: an empty `config` object, no layers.
+fn bare_config(platform: &Platform) -> Vec<u8> {
+    document::to_bytes(
+        &ImageConfig::new(platform, RootFs::layers(vec![])).with_config(ContainerConfig::default()),
+    )
 }
 
 /// BuildKit refuses host networking before any op runs, with a bare "network.host is not
@@ -457,35 +463,42 @@ async fn solve_targets<B: Bridge>(
 /// image config naming it (`containerimage.config/<ID>`), so an image exporter writes an index
 /// whose entries and configs agree.
 pub fn per_platform_result(refs: &[(Platform, RefId)]) -> PerPlatformResult {
-    let oci = |p: &Platform| {
-        let mut o = serde_json::json!({ "architecture": p.architecture, "os": p.os });
-        if let Some(v) = &p.variant {
-            o["variant"] = v.clone().into();
-        }
-        o
-    };
     let mut metadata = HashMap::new();
-    let mut entries = Vec::new();
+    let mut platforms = Vec::new();
     for (p, _) in refs {
         let id = p.to_string();
-        let mut config = oci(p);
-        config["rootfs"] = serde_json::json!({ "type": "layers", "diff_ids": [] });
-        config["config"] = serde_json::json!({});
-        metadata.insert(
-            format!("containerimage.config/{id}"),
-            serde_json::to_vec(&config).expect("json"),
-        );
-        entries.push(serde_json::json!({ "ID": id, "Platform": oci(p) }));
+        metadata.insert(format!("containerimage.config/{id}"), bare_config(p));
+        platforms.push(PlatformEntry {
+            id,
+            platform: p.into(),
+        });
     }
     metadata.insert(
         "refs.platforms".to_string(),
-        serde_json::to_vec(&serde_json::json!({ "Platforms": entries })).expect("json"),
+        document::to_bytes(&Platforms { platforms }),
     );
     let refs = refs
         .iter()
         .map(|(p, r)| (p.to_string(), r.clone()))
         .collect();
     PerPlatformResult { refs, metadata }
+}
+
+/// BuildKit's `exptypes.Platforms`, the `refs.platforms` metadata of a multi-platform result:
+/// `{"Platforms":[{"ID":…,"Platform":{…}}]}`.
+#[derive(Serialize)]
+struct Platforms {
+    #[serde(rename = "Platforms")]
+    platforms: Vec<PlatformEntry>,
+}
+
+/// One platform of [`Platforms`]: its key in the refs map and its OCI platform object.
+#[derive(Serialize)]
+struct PlatformEntry {
+    #[serde(rename = "ID")]
+    id: String,
+    #[serde(rename = "Platform")]
+    platform: PlatformObject,
 }
 
 /// A multi-platform result as returned to BuildKit ([`per_platform_result`]).
@@ -899,7 +912,10 @@ modules:
         }
     }
 
-    /// The metadata's bytes, pinned: BuildKit's image exporter reads them.
+    /// The metadata's bytes, pinned: BuildKit's image exporter reads them. The configs are
+    /// `document::ImageConfig`'s (`config` before `rootfs`, the order of `kpbuild export`'s
+    /// configs); the exporter re-marshals a config with its keys sorted, so this order does not
+    /// reach an exported image.
     #[test]
     fn multi_platform_metadata_bytes() {
         let refs: Vec<(Platform, RefId)> = ["linux/amd64", "linux/arm/v7"]
@@ -915,15 +931,15 @@ modules:
         );
         assert_eq!(
             text("containerimage.config/linux/amd64"),
-            r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#
+            r#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#
         );
         assert_eq!(
             text("containerimage.config/linux/arm/v7"),
-            r#"{"architecture":"arm","os":"linux","variant":"v7","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#
+            r#"{"architecture":"arm","os":"linux","variant":"v7","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#
         );
         assert_eq!(
             String::from_utf8(fallback_config(Arch::Arm64)).unwrap(),
-            r#"{"architecture":"arm64","os":"linux","config":{}}"#
+            r#"{"architecture":"arm64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#
         );
     }
 
