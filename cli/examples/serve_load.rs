@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use kpbuild_oci::registry_layout::{MANIFEST_ACCEPT, Manifest, parse_manifest};
+use kpbuild_oci::media_type::MANIFEST_ACCEPT;
+use kpbuild_oci::registry_layout::{Manifest, parse_manifest};
 
 #[derive(Default)]
 struct Totals {

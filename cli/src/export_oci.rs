@@ -8,10 +8,11 @@
 //! (or archive) is written under `OUT.partial`, renamed when complete, and removed on SIGINT or
 //! SIGTERM.
 //!
-//! The JSON documents are written with `serde_json::json!` rather than `oci-spec`'s types: their
-//! bytes are digests, and an export must stay byte-identical across kpbuild versions for the
-//! same module layers. `oci-spec` decides key order and omitted fields itself (and may change
-//! them between releases); here every key is written in a fixed order, checked by the e2e
+//! The JSON documents are `kpbuild_oci::document`'s typed structs, whose field order fixes the
+//! key order, rather than `oci-spec`'s types: their bytes are digests, and an export must stay
+//! byte-identical across kpbuild versions for the same module layers. `oci-spec` decides key
+//! order and omitted fields itself (and may change them between releases). The bytes are pinned
+//! by the unit tests of `document` and by `tests/export_interrupt.rs`, and checked by the e2e
 //! (`skopeo inspect`, two exports compared byte for byte).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,24 +21,22 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use kpbuild_bundle::spec::Spec;
+use kpbuild_oci::document::{
+    Annotations, Blob, ContainerConfig, Descriptor, ImageConfig, ImageIndex, ImageManifest, RootFs,
+};
+use kpbuild_oci::media_type::OCI_LAYER_TAR;
 use kpbuild_oci::platform::Platform;
 use kpbuild_oci::registry_layout::Digest;
 use kpbuild_store::store::{Key, Store};
 
 use crate::interrupt::{self, Partial};
-use serde_json::json;
 use sha2::Digest as _;
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Where blobs and files of the layout go.
 trait Sink {
     /// Writes a blob of `size` bytes from `r` under the name `digest` (the caller checks that
     /// the bytes hash to it).
-    fn blob_stream(&mut self, digest: &str, size: u64, r: &mut dyn Read) -> anyhow::Result<()>;
+    fn blob_stream(&mut self, digest: &Digest, size: u64, r: &mut dyn Read) -> anyhow::Result<()>;
     fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()>;
     /// Flushes what is written; the caller renames the partial output.
     fn finish(self: Box<Self>) -> anyhow::Result<()>;
@@ -48,8 +47,8 @@ struct DirSink {
 }
 
 impl Sink for DirSink {
-    fn blob_stream(&mut self, digest: &str, _size: u64, r: &mut dyn Read) -> anyhow::Result<()> {
-        let hex = digest.trim_start_matches("sha256:");
+    fn blob_stream(&mut self, digest: &Digest, _size: u64, r: &mut dyn Read) -> anyhow::Result<()> {
+        let hex = digest.hex();
         let dir = self.partial.join("blobs/sha256");
         let tmp = dir.join(format!("{hex}.partial"));
         let f = interrupt::fs(|| {
@@ -95,13 +94,10 @@ impl TarSink {
 }
 
 impl Sink for TarSink {
-    fn blob_stream(&mut self, digest: &str, size: u64, r: &mut dyn Read) -> anyhow::Result<()> {
+    fn blob_stream(&mut self, digest: &Digest, size: u64, r: &mut dyn Read) -> anyhow::Result<()> {
         let mut h = self.header(size);
-        self.builder.append_data(
-            &mut h,
-            format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
-            r,
-        )?;
+        self.builder
+            .append_data(&mut h, format!("blobs/sha256/{}", digest.hex()), r)?;
         Ok(())
     }
     fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
@@ -158,12 +154,11 @@ pub fn write(
     })
     .with_context(|| format!("creating {}", part.path().display()))?;
     let result = (|| -> anyhow::Result<usize> {
-        let mut written: BTreeSet<String> = BTreeSet::new();
+        let mut written: BTreeSet<Digest> = BTreeSet::new();
         let mut manifests = Vec::new();
         let mut n_layers = 0;
         sink.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         for p in platforms {
-            let arch = p.architecture.as_str();
             let mut layers = Vec::new();
             // The layers in the spec's module order (the manifest module last).
             for module in kpbuild_bundle::plan::bundle_modules(spec, p) {
@@ -172,7 +167,6 @@ pub fn write(
                     .get(&key)
                     .ok_or_else(|| anyhow!("internal: no tree for {key}"))?;
                 let (digest, size) = layer_digest(store, &key.to_string(), tree_digest, epoch)?;
-                let digest = digest.to_string();
                 if written.insert(digest.clone()) {
                     let tree = store.tree(tree_digest)?;
                     // The layer is made (and hashed) on a thread, into a pipe the sink reads.
@@ -195,7 +189,7 @@ pub fn write(
                         // The producer's error says why the stream ended early.
                         let tee = producer.join().expect("layer thread")?;
                         streamed?;
-                        let got = Digest::from_hasher(tee.hash).to_string();
+                        let got = Digest::from_hasher(tee.hash);
                         if got != digest || tee.size != size {
                             bail!(
                                 "the layer hashes to {got} ({} bytes), but the store says {digest} ({size} bytes); nothing was kept",
@@ -206,54 +200,36 @@ pub fn write(
                     })
                     .map_err(|e| anyhow!("the layer of {key}: {e:#}"))?;
                 }
-                layers.push(json!({
-                    "mediaType": OCI_LAYER_TAR,
-                    "digest": digest,
-                    "size": size,
-                    "annotations": {"org.opencontainers.image.title": key.module},
-                }));
+                layers.push(
+                    Descriptor::new(OCI_LAYER_TAR, digest, size)
+                        .annotate("org.opencontainers.image.title", &key.module),
+                );
                 n_layers += 1;
             }
-            let diff_ids: Vec<&serde_json::Value> = layers.iter().map(|l| &l["digest"]).collect();
-            let config = serde_json::to_vec(&json!({
-                "architecture": arch,
-                "os": "linux",
-                "config": {"Labels": {"org.opencontainers.image.version": spec.version, "io.kpbuild.bundle": spec.name}},
-                "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            }))?;
-            let config_desc = put_json(&mut *sink, &mut written, &config)?;
-            let manifest = serde_json::to_vec(&json!({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": config_desc.0, "size": config_desc.1},
-                "layers": layers,
-            }))?;
-            let (digest, size) = put_json(&mut *sink, &mut written, &manifest)?;
-            manifests.push(json!({
-                "mediaType": OCI_MANIFEST,
-                "digest": digest,
-                "size": size,
-                "platform": {"architecture": arch, "os": p.os},
-            }));
+            let diff_ids = layers.iter().map(|l| l.digest.clone()).collect();
+            let config =
+                ImageConfig::new(p, RootFs::layers(diff_ids)).with_config(ContainerConfig {
+                    labels: Annotations::from([
+                        (
+                            "org.opencontainers.image.version".into(),
+                            spec.version.clone(),
+                        ),
+                        ("io.kpbuild.bundle".into(), spec.name.clone()),
+                    ]),
+                });
+            let config = put_json(&mut *sink, &mut written, &config)?;
+            let manifest = ImageManifest::new(config, layers);
+            let manifest = put_json(&mut *sink, &mut written, &manifest)?;
+            manifests.push(manifest.with_platform(p));
         }
         // The layout's index.json names one image, the bundle version: a multi-platform image
         // index whose manifests are the platforms'.
-        let image_index = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": manifests,
-        }))?;
-        let (digest, size) = put_json(&mut *sink, &mut written, &image_index)?;
-        let index = serde_json::to_vec_pretty(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [{
-                "mediaType": OCI_INDEX,
-                "digest": digest,
-                "size": size,
-                "annotations": {"org.opencontainers.image.ref.name": spec.version},
-            }],
-        }))?;
+        let image_index = ImageIndex::new(manifests);
+        let image_index = put_json(&mut *sink, &mut written, &image_index)?;
+        let index = ImageIndex::new(vec![
+            image_index.annotate("org.opencontainers.image.ref.name", &spec.version),
+        ]);
+        let index = serde_json::to_vec_pretty(&index)?;
         sink.file("index.json", &index)?;
         Ok(n_layers)
     })();
@@ -270,16 +246,17 @@ pub fn write(
     }
 }
 
+/// Writes a document as a blob (once, however often it is put); returns its descriptor.
 fn put_json(
     sink: &mut dyn Sink,
-    written: &mut BTreeSet<String>,
-    data: &[u8],
-) -> anyhow::Result<(String, u64)> {
-    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)));
-    if written.insert(digest.clone()) {
-        sink.blob_stream(&digest, data.len() as u64, &mut &data[..])?;
+    written: &mut BTreeSet<Digest>,
+    doc: &impl Blob,
+) -> anyhow::Result<Descriptor> {
+    let (data, desc) = doc.to_blob();
+    if written.insert(desc.digest.clone()) {
+        sink.blob_stream(&desc.digest, desc.size, &mut &data[..])?;
     }
-    Ok((digest, data.len() as u64))
+    Ok(desc)
 }
 
 /// The digest and size of a stored tree's OCI layer made with `epoch`: remembered in the store,

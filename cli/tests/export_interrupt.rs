@@ -391,3 +391,87 @@ fn after_sigkill_only_the_partial_is_left_and_the_rerun_completes() {
         "the rerun differs from a fresh export"
     );
 }
+
+/// The JSON documents of an OCI export and the OCI archive, pinned byte for byte: their digests
+/// are what users compare across kpbuild versions, so a change here changes every export's
+/// digests. The chain is followed from `index.json` by the pinned digests.
+#[test]
+fn oci_export_documents_keep_their_bytes() {
+    const FILES_LAYER: &str = "434657010e1e014617086bdc629ae7a85de123bff7e54c7bb3020f5000509a91";
+    const LOCK_LAYER: &str = "79435fda31a27100ba776fd7b8932c3cbee529a90f474df6547f979ec25b598e";
+    const CONFIG: &str = "d58239ea5e3625fad33ff4624360d82f6c25dfe10101ad48560b62f53df1e961";
+    const MANIFEST: &str = "6a0b1efbc52fb99c491b4f896f90c85aa0639b594fc7edc6cfa6cdb2068ca873";
+    const IMAGE_INDEX: &str = "759aa70cb5923676a3f6d5795e46d9503e2b212d2b0a617b928590b3a22432ec";
+    const ARCHIVE: &str = "8956418e09c366cb57d851ccf44035d650a9103ef5127e760c3951ee504c2653";
+    let (tmp, spec) = setup();
+    let store = Fixture::new(false);
+    let layout = tmp.path().join("layout");
+    let (status, err) = finish(export(
+        &store,
+        &spec,
+        &format!("oci:{}", layout.display()),
+        None,
+    ));
+    assert!(status.success(), "{err}");
+    let text = |p: PathBuf| String::from_utf8(std::fs::read(p).unwrap()).unwrap();
+    let blob = |hex: &str| {
+        let b = std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap();
+        assert_eq!(sha256_hex(&b), hex);
+        String::from_utf8(b).unwrap()
+    };
+    assert_eq!(
+        text(layout.join("oci-layout")),
+        r#"{"imageLayoutVersion":"1.0.0"}"#
+    );
+    assert_eq!(
+        text(layout.join("index.json")),
+        format!(
+            r#"{{
+  "schemaVersion": 2,
+  "mediaType": "application/vnd.oci.image.index.v1+json",
+  "manifests": [
+    {{
+      "mediaType": "application/vnd.oci.image.index.v1+json",
+      "digest": "sha256:{IMAGE_INDEX}",
+      "size": 289,
+      "annotations": {{
+        "org.opencontainers.image.ref.name": "v0.1.0"
+      }}
+    }}
+  ]
+}}"#
+        )
+    );
+    assert_eq!(
+        blob(IMAGE_INDEX),
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{MANIFEST}","size":663,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+        )
+    );
+    assert_eq!(
+        blob(MANIFEST),
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{CONFIG}","size":322}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{FILES_LAYER}","size":3003904,"annotations":{{"org.opencontainers.image.title":"files"}}}},{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{LOCK_LAYER}","size":2048,"annotations":{{"org.opencontainers.image.title":"lock"}}}}]}}"#
+        )
+    );
+    assert_eq!(
+        blob(CONFIG),
+        format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Labels":{{"org.opencontainers.image.version":"v0.1.0","io.kpbuild.bundle":"kubeplay"}}}},"rootfs":{{"type":"layers","diff_ids":["sha256:{FILES_LAYER}","sha256:{LOCK_LAYER}"]}}}}"#
+        )
+    );
+    assert_eq!(
+        names_in(&layout.join("blobs/sha256")),
+        [FILES_LAYER, MANIFEST, IMAGE_INDEX, LOCK_LAYER, CONFIG]
+    );
+    // The archive: the same files in one tar with fixed headers.
+    let archive = tmp.path().join("a.tar");
+    let (status, err) = finish(export(
+        &store,
+        &spec,
+        &format!("oci-archive:{}", archive.display()),
+        None,
+    ));
+    assert!(status.success(), "{err}");
+    assert_eq!(sha256_hex(&std::fs::read(&archive).unwrap()), ARCHIVE);
+}

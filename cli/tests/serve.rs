@@ -8,7 +8,8 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use kpbuild_oci::registry_layout::{Digest, Layout, OCI_MANIFEST};
+use kpbuild_oci::media_type::OCI_MANIFEST;
+use kpbuild_oci::registry_layout::{Digest, Layout};
 
 fn put(p: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();

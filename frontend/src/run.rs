@@ -5,13 +5,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::Serialize;
 use sha2::Digest as _;
 
 use kpbuild_bundle::layout::LOCK_TARGET;
 use kpbuild_bundle::plan::{self, Plan, PlanError, build_inputs, context_inputs};
 use kpbuild_bundle::spec::{SpecError, SpecFile};
+use kpbuild_oci::document::{self, ContainerConfig, ImageConfig, PlatformObject, RootFs};
 use kpbuild_oci::image_ref::MirrorError;
-use kpbuild_oci::platform::Platform;
+use kpbuild_oci::platform::{Arch, Platform};
 use kpbuild_oci::registry_layout::Digest;
 
 use crate::bridge::{Bridge, BuildInfo, GatewayError, RefId};
@@ -173,7 +175,7 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
             .info()
             .worker_platform
             .clone()
-            .unwrap_or_else(|| Platform::linux(kpbuild_oci::platform::Arch::Amd64)),
+            .unwrap_or_else(|| Platform::linux(Arch::Amd64)),
         merge_op: features.merge_op,
         old_flightcontrol: features.old_flightcontrol,
         digests,
@@ -350,16 +352,24 @@ async fn nested_builds<B: Bridge>(
             let config = metadata
                 .get("containerimage.config")
                 .cloned()
-                .unwrap_or_else(|| {
-                    serde_json::to_vec(&serde_json::json!({
-                        "architecture": arch.image_arch(), "os": "linux", "config": {}
-                    }))
-                    .expect("json")
-                });
+                .unwrap_or_else(|| fallback_config(arch));
             out.insert((m.name.clone(), arch), (result, config));
         }
     }
     Ok(out)
+}
+
+/// The image config of a nested Dockerfile build whose result carries none: the platform and
+/// nothing else ([`bare_config`]; the image-archive job writes its rootfs and history).
+fn fallback_config(arch: Arch) -> Vec<u8> {
+    bare_config(&Platform::linux(arch))
+}
+
+/// An image config naming `platform` and nothing else: an empty `config` object, no layers.
+fn bare_config(platform: &Platform) -> Vec<u8> {
+    document::to_bytes(
+        &ImageConfig::new(platform, RootFs::layers(vec![])).with_config(ContainerConfig::default()),
+    )
 }
 
 /// BuildKit refuses host networking before any op runs, with a bare "network.host is not
@@ -453,35 +463,42 @@ async fn solve_targets<B: Bridge>(
 /// image config naming it (`containerimage.config/<ID>`), so an image exporter writes an index
 /// whose entries and configs agree.
 pub fn per_platform_result(refs: &[(Platform, RefId)]) -> PerPlatformResult {
-    let oci = |p: &Platform| {
-        let mut o = serde_json::json!({ "architecture": p.architecture, "os": p.os });
-        if let Some(v) = &p.variant {
-            o["variant"] = v.clone().into();
-        }
-        o
-    };
     let mut metadata = HashMap::new();
-    let mut entries = Vec::new();
+    let mut platforms = Vec::new();
     for (p, _) in refs {
         let id = p.to_string();
-        let mut config = oci(p);
-        config["rootfs"] = serde_json::json!({ "type": "layers", "diff_ids": [] });
-        config["config"] = serde_json::json!({});
-        metadata.insert(
-            format!("containerimage.config/{id}"),
-            serde_json::to_vec(&config).expect("json"),
-        );
-        entries.push(serde_json::json!({ "ID": id, "Platform": oci(p) }));
+        metadata.insert(format!("containerimage.config/{id}"), bare_config(p));
+        platforms.push(PlatformEntry {
+            id,
+            platform: p.into(),
+        });
     }
     metadata.insert(
         "refs.platforms".to_string(),
-        serde_json::to_vec(&serde_json::json!({ "Platforms": entries })).expect("json"),
+        document::to_bytes(&Platforms { platforms }),
     );
     let refs = refs
         .iter()
         .map(|(p, r)| (p.to_string(), r.clone()))
         .collect();
     PerPlatformResult { refs, metadata }
+}
+
+/// BuildKit's `exptypes.Platforms`, the `refs.platforms` metadata of a multi-platform result:
+/// `{"Platforms":[{"ID":…,"Platform":{…}}]}`.
+#[derive(Serialize)]
+struct Platforms {
+    #[serde(rename = "Platforms")]
+    platforms: Vec<PlatformEntry>,
+}
+
+/// One platform of [`Platforms`]: its key in the refs map and its OCI platform object.
+#[derive(Serialize)]
+struct PlatformEntry {
+    #[serde(rename = "ID")]
+    id: String,
+    #[serde(rename = "Platform")]
+    platform: PlatformObject,
 }
 
 /// A multi-platform result as returned to BuildKit ([`per_platform_result`]).
@@ -557,7 +574,7 @@ modules:
             info: BuildInfo {
                 opts: all,
                 session_id: "s".into(),
-                worker_platform: Some(Platform::linux(kpbuild_oci::platform::Arch::Amd64)),
+                worker_platform: Some(Platform::linux(Arch::Amd64)),
                 ..crate::caps::tests::v08_info()
             },
             files: BTreeMap::from([
@@ -696,7 +713,7 @@ modules:
             dockerfile: "Dockerfile",
             build_args: &args,
         };
-        let platform = Platform::linux(kpbuild_oci::platform::Arch::Arm64);
+        let platform = Platform::linux(Arch::Arm64);
         let cached = nested_frontend_opts(&nested, &platform, false);
         assert_eq!(
             cached.get("platform").map(String::as_str),
@@ -893,6 +910,37 @@ modules:
                 (Some("linux"), Some(arch))
             );
         }
+    }
+
+    /// The metadata's bytes, pinned: BuildKit's image exporter reads them. The configs are
+    /// `document::ImageConfig`'s (`config` before `rootfs`, the order of `kpbuild export`'s
+    /// configs); the exporter re-marshals a config with its keys sorted, so this order does not
+    /// reach an exported image.
+    #[test]
+    fn multi_platform_metadata_bytes() {
+        let refs: Vec<(Platform, RefId)> = ["linux/amd64", "linux/arm/v7"]
+            .iter()
+            .map(|p| (p.parse().unwrap(), format!("ref-{p}")))
+            .collect();
+        let meta = per_platform_result(&refs).metadata;
+        let text = |k: &str| String::from_utf8(meta[k].clone()).unwrap();
+        assert_eq!(meta.len(), 3);
+        assert_eq!(
+            text("refs.platforms"),
+            r#"{"Platforms":[{"ID":"linux/amd64","Platform":{"architecture":"amd64","os":"linux"}},{"ID":"linux/arm/v7","Platform":{"architecture":"arm","os":"linux","variant":"v7"}}]}"#
+        );
+        assert_eq!(
+            text("containerimage.config/linux/amd64"),
+            r#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#
+        );
+        assert_eq!(
+            text("containerimage.config/linux/arm/v7"),
+            r#"{"architecture":"arm","os":"linux","variant":"v7","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#
+        );
+        assert_eq!(
+            String::from_utf8(fallback_config(Arch::Arm64)).unwrap(),
+            r#"{"architecture":"arm64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#
+        );
     }
 
     fn merges(f: &Fake) -> usize {

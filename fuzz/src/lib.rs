@@ -125,9 +125,9 @@ pub fn manifest_parse(data: &[u8]) {
     };
     let ct = match sel % 6 {
         0 => None,
-        1 => Some(kpbuild_oci::registry_layout::DOCKER_MANIFEST),
-        2 => Some(kpbuild_oci::registry_layout::OCI_INDEX),
-        3 => Some(kpbuild_oci::registry_layout::DOCKER_MANIFEST_V1_SIGNED),
+        1 => Some(kpbuild_oci::media_type::DOCKER_MANIFEST),
+        2 => Some(kpbuild_oci::media_type::OCI_INDEX),
+        3 => Some(kpbuild_oci::media_type::DOCKER_MANIFEST_V1_SIGNED),
         4 => Some("application/json; charset=utf-8"),
         _ => Some("text/plain"),
     };

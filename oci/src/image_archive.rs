@@ -1,12 +1,15 @@
 //! Image archives that `docker load` and `nerdctl load` accept (the `docker save` format), made
 //! from an image in a `registry:2` storage tree: `manifest.json`, the config as `<hex>.json`, and
 //! each layer blob as `<hex>/layer.tar` — the upstream bytes unchanged (compressed layers load as
-//! they are). Deterministic: the same image gives the same archive. Written to a temporary name,
-//! then renamed.
+//! they are); or from a root filesystem, as one layer under an upstream config whose `rootfs`
+//! and `history` are rewritten and whose other keys are kept as they are. Deterministic: the
+//! same image gives the same archive. `manifest.json` and the rewritten parts of a config are
+//! [`crate::document`]'s types. Written to a temporary name, then renamed.
 
 use std::io::Write;
 use std::path::Path;
 
+use crate::document::{self, DockerArchiveEntry, History, RootFs};
 use crate::registry_layout::{self, Digest, Layout, Manifest, Platform};
 
 /// Errors writing an archive.
@@ -78,12 +81,11 @@ impl ArchiveWriter {
         repo_tag: &str,
         layer_names: &[String],
     ) -> Result<(), ArchiveError> {
-        let manifest = serde_json::to_vec(&serde_json::json!([{
-            "Config": config_name,
-            "RepoTags": [repo_tag],
-            "Layers": layer_names,
-        }]))
-        .expect("json");
+        let manifest = document::to_bytes(&[DockerArchiveEntry {
+            config: config_name.to_string(),
+            repo_tags: vec![repo_tag.to_string()],
+            layers: layer_names.to_vec(),
+        }]);
         self.append("manifest.json", &manifest)?;
         self.tar
             .into_inner()
@@ -162,7 +164,7 @@ pub fn write_rootfs_archive(
     repo_tag: &str,
     out: &Path,
     work: &Path,
-) -> Result<String, ArchiveError> {
+) -> Result<Digest, ArchiveError> {
     use sha2::Digest as _;
     let bad = |message: String| ArchiveError::Image {
         image: repo_tag.to_string(),
@@ -200,15 +202,23 @@ pub fn write_rootfs_archive(
     let mut hasher = sha2::Sha256::new();
     let mut f = std::fs::File::open(&layer_path).map_err(io(&layer_path))?;
     std::io::copy(&mut f, &mut hasher).map_err(io(&layer_path))?;
-    let layer_digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-    // The config, describing that one layer.
+    let layer_digest = Digest::from_hasher(hasher);
+    // The config, describing that one layer: the upstream config kept as it is (unknown keys
+    // and their order too), its `rootfs` and `history` replaced where they stand, or added.
     let mut config: serde_json::Value = serde_json::from_slice(config_json)
         .map_err(|e| bad(format!("the image config is not JSON: {e}")))?;
-    config["rootfs"] = serde_json::json!({"type": "layers", "diff_ids": [layer_digest]});
-    config["history"] = serde_json::json!([{"created_by": "kpbuild: the Dockerfile build's root filesystem, one layer"}]);
-    let config_bytes = serde_json::to_vec(&config).expect("json");
-    let config_name = format!("{}.json", hex::encode(sha2::Sha256::digest(&config_bytes)));
-    let layer_name = format!("{}/layer.tar", layer_digest.trim_start_matches("sha256:"));
+    let fields = config
+        .as_object_mut()
+        .ok_or_else(|| bad("the image config is not a JSON object".to_string()))?;
+    let rootfs = RootFs::layers(vec![layer_digest.clone()]);
+    let history = [History {
+        created_by: "kpbuild: the Dockerfile build's root filesystem, one layer".to_string(),
+    }];
+    fields.insert("rootfs".to_string(), document::to_value(&rootfs));
+    fields.insert("history".to_string(), document::to_value(&history));
+    let config_bytes = document::to_bytes(&config);
+    let config_name = format!("{}.json", Digest::of_bytes(&config_bytes).hex());
+    let layer_name = format!("{}/layer.tar", layer_digest.hex());
     let mut archive = ArchiveWriter::create(out)?;
     let size = std::fs::metadata(&layer_path)
         .map_err(io(&layer_path))?
@@ -220,4 +230,167 @@ pub fn write_rootfs_archive(
     archive.append(&config_name, &config_bytes)?;
     archive.finish(&config_name, repo_tag, &[layer_name])?;
     Ok(layer_digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entries of a tar file: (name, bytes), in order.
+    fn entries(tar_path: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut a = tar::Archive::new(std::fs::File::open(tar_path).unwrap());
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                (e.path().unwrap().display().to_string(), data)
+            })
+            .collect()
+    }
+
+    fn text(b: &[u8]) -> &str {
+        std::str::from_utf8(b).unwrap()
+    }
+
+    fn put(p: &Path, data: &[u8]) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    #[test]
+    fn a_docker_archive_keeps_the_upstream_bytes_and_writes_its_manifest_in_fixed_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("registry"));
+        let config = br#"{"os":"linux","architecture":"amd64","zzz":1}"#;
+        let (layer_a, layer_b) = (b"layer a".as_slice(), b"layer b".as_slice());
+        let (cd, la, lb) = (
+            Digest::of_bytes(config),
+            Digest::of_bytes(layer_a),
+            Digest::of_bytes(layer_b),
+        );
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{cd}"}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":7,"digest":"{la}"}},{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":7,"digest":"{lb}"}}]}}"#,
+            config.len()
+        );
+        let md = Digest::of_bytes(manifest.as_bytes());
+        for (d, data) in [
+            (&cd, config.as_slice()),
+            (&la, layer_a),
+            (&lb, layer_b),
+            (&md, manifest.as_bytes()),
+        ] {
+            put(&layout.blob_data(d), data);
+        }
+        put(
+            &layout.tag_current_link("lib/app", "v1"),
+            md.to_string().as_bytes(),
+        );
+        let out = dir.path().join("app.tar");
+        let got = write_docker_archive(
+            layout.root(),
+            "lib/app",
+            "v1",
+            &"linux/amd64".parse().unwrap(),
+            "registry.example/lib/app:v1",
+            &out,
+        )
+        .unwrap();
+        assert_eq!(got, md);
+        let e = entries(&out);
+        let names: Vec<&str> = e.iter().map(|(n, _)| n.as_str()).collect();
+        let (cn, an, bn) = (
+            format!("{}.json", cd.hex()),
+            format!("{}/layer.tar", la.hex()),
+            format!("{}/layer.tar", lb.hex()),
+        );
+        assert_eq!(names, [cn.as_str(), &an, &bn, "manifest.json"]);
+        assert_eq!(e[0].1, config, "the config's upstream bytes");
+        assert_eq!(e[1].1, layer_a);
+        assert_eq!(
+            text(&e[3].1),
+            format!(
+                r#"[{{"Config":"{cn}","RepoTags":["registry.example/lib/app:v1"],"Layers":["{an}","{bn}"]}}]"#
+            )
+        );
+    }
+
+    /// Writes a one-file root filesystem's archive with `config`; returns the layer digest and
+    /// the archive's config and manifest.json texts.
+    fn rootfs_archive(config: &str) -> (Digest, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        put(&rootfs.join("etc/hostname"), b"box\n");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let out = dir.path().join("img.tar");
+        let layer =
+            write_rootfs_archive(&rootfs, config.as_bytes(), "local/img:v1", &out, &work).unwrap();
+        let e = entries(&out);
+        assert_eq!(e.len(), 3);
+        assert_eq!(e[0].0, format!("{}/layer.tar", layer.hex()));
+        let config_name = format!("{}.json", sha256_hex(&e[1].1));
+        assert_eq!(e[1].0, config_name);
+        assert_eq!(e[2].0, "manifest.json");
+        (layer, text(&e[1].1).to_string(), text(&e[2].1).to_string())
+    }
+
+    fn sha256_hex(b: &[u8]) -> String {
+        Digest::of_bytes(b).hex().to_string()
+    }
+
+    #[test]
+    fn a_rootfs_archive_rewrites_only_rootfs_and_history_of_the_upstream_config() {
+        // Upstream keys, known or not, keep their order and values; rootfs and history are
+        // replaced where they stand.
+        let (layer, config, manifest) = rootfs_archive(
+            r#"{"zz":{"b":1,"a":2},"rootfs":{"type":"layers","diff_ids":["sha256:old"]},"architecture":"arm64","history":[{"created_by":"old"}],"os":"linux","config":{"Env":["A=1"]}}"#,
+        );
+        assert_eq!(
+            config,
+            format!(
+                r#"{{"zz":{{"b":1,"a":2}},"rootfs":{{"type":"layers","diff_ids":["{layer}"]}},"architecture":"arm64","history":[{{"created_by":"kpbuild: the Dockerfile build's root filesystem, one layer"}}],"os":"linux","config":{{"Env":["A=1"]}}}}"#
+            )
+        );
+        let hex = layer.hex();
+        assert_eq!(
+            manifest,
+            format!(
+                r#"[{{"Config":"{}.json","RepoTags":["local/img:v1"],"Layers":["{hex}/layer.tar"]}}]"#,
+                sha256_hex(config.as_bytes())
+            )
+        );
+        // Absent, they are added at the end.
+        let (layer, config, _) =
+            rootfs_archive(r#"{"architecture":"amd64","os":"linux","config":{}}"#);
+        let expected = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{layer}"]}},"history":[{{"created_by":"kpbuild: the Dockerfile build's root filesystem, one layer"}}]}}"#
+        );
+        assert_eq!(config, expected);
+        // An empty rootfs where it would be added comes to the same bytes.
+        let (_, config, _) = rootfs_archive(
+            r#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+        );
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn a_rootfs_archive_needs_a_config_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        for (config, why) in [
+            ("[]", "the image config is not a JSON object"),
+            ("null", "the image config is not a JSON object"),
+            ("{", "the image config is not JSON"),
+        ] {
+            let out = dir.path().join("img.tar");
+            let e = write_rootfs_archive(&rootfs, config.as_bytes(), "x:1", &out, dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("image x:1: {why}")), "{config}: {e}");
+            assert!(!out.exists());
+        }
+    }
 }

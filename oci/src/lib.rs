@@ -5,15 +5,20 @@
 //! - [`platform`]: the one platform type (`linux/arm64`) and kpbuild's architectures;
 //! - [`image_ref`]: image references, registry mirrors, fetch locations and the names images
 //!   are stored under;
-//! - [`registry_layout`]: digests, media types, manifests and the storage layout a
+//! - [`media_type`]: every media type kpbuild reads or writes, declared once;
+//! - [`document`]: the JSON kpbuild writes (descriptors, manifests, indexes, configs, a
+//!   docker-archive's `manifest.json`) as typed structs whose field order fixes the bytes;
+//! - [`registry_layout`]: digests, manifests and the storage layout a
 //!   `registry:2` serves (`docker/registry/v2/{blobs,repositories}`);
 //! - [`registry_verify`]: checking such a tree complete and consistent (links, tags,
 //!   manifests, blobs);
 //! - [`image_archive`]: image archives `docker load` accepts, from a registry tree or a root
 //!   filesystem.
 
+pub mod document;
 pub mod image_archive;
 pub mod image_ref;
+pub mod media_type;
 pub mod platform;
 pub mod registry_layout;
 pub mod registry_verify;

@@ -12,8 +12,9 @@
 //! ```
 //!
 //! Link files hold `sha256:<hex>` and no newline (the registry answers 500 on a newline).
-//! Manifests are parsed only to find what they point at; their bytes are never re-serialized,
-//! since every digest is taken over the exact bytes.
+//! Manifests are parsed only to find what they point at, leniently (optional fields, unknown
+//! ones ignored); their bytes are never re-serialized, since every digest is taken over the
+//! exact bytes. What kpbuild writes itself is typed in [`crate::document`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,32 +25,10 @@ pub use crate::platform::Platform;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-/// Docker schema 2 image manifest.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker manifest list (multi-platform).
-pub(crate) const DOCKER_MANIFEST_LIST: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
-/// Docker schema 1 manifest (unsigned or signed): not supported.
-pub(crate) const DOCKER_MANIFEST_V1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-/// Docker schema 1 signed manifest.
-pub const DOCKER_MANIFEST_V1_SIGNED: &str =
-    "application/vnd.docker.distribution.manifest.v1+prettyjws";
-/// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image index (multi-platform).
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// Docker layer whose bytes are not in the registry (Windows base layers, with `urls`).
-pub(crate) const DOCKER_FOREIGN_LAYER: &str =
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
-/// OCI non-distributable layer media types start with this.
-pub(crate) const OCI_NONDISTRIBUTABLE_PREFIX: &str =
-    "application/vnd.oci.image.layer.nondistributable.";
-
-/// The `Accept` header value for fetching any manifest kind this module understands.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-application/vnd.docker.distribution.manifest.list.v2+json, \
-application/vnd.oci.image.manifest.v1+json, \
-application/vnd.docker.distribution.manifest.v2+json";
+use crate::media_type::{
+    DOCKER_FOREIGN_LAYER, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST_V1,
+    DOCKER_MANIFEST_V1_SIGNED, OCI_INDEX, OCI_MANIFEST, OCI_NONDISTRIBUTABLE_PREFIX,
+};
 
 /// A `sha256` content digest. Other algorithms are rejected when parsing.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -791,7 +791,8 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry_layout::{Layout, OCI_INDEX, OCI_MANIFEST};
+    use crate::media_type::{OCI_INDEX, OCI_MANIFEST};
+    use crate::registry_layout::Layout;
 
     struct Tree {
         dir: tempfile::TempDir,

@@ -467,7 +467,7 @@ mod tests {
         let (cd, ld) = (Digest::of_bytes(&config), Digest::of_bytes(&layer));
         let manifest = serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": kpbuild_oci::registry_layout::OCI_MANIFEST,
+            "mediaType": kpbuild_oci::media_type::OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": 2},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld.to_string(), "size": 5}],
         })
@@ -496,7 +496,7 @@ mod tests {
         assert_eq!(r.tags("lib/app").unwrap(), ["v1"]);
         let m = r.manifest("lib/app", "v1").unwrap();
         assert_eq!(m.digest, md);
-        assert_eq!(m.media_type, kpbuild_oci::registry_layout::OCI_MANIFEST);
+        assert_eq!(m.media_type, kpbuild_oci::media_type::OCI_MANIFEST);
         assert_eq!(Digest::of_bytes(&m.bytes), md);
         assert_eq!(r.manifest("lib/app", &md.to_string()).unwrap().digest, md);
         assert_eq!(r.blob("lib/app", &ld.to_string()).unwrap().0, ld);

@@ -27,19 +27,14 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use kpbuild_oci::media_type::{
+    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX,
+    OCI_LAYER_TAR, OCI_LAYER_TAR_GZIP, OCI_MANIFEST,
+};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 const MIB: f64 = 1024.0 * 1024.0;
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER_GZ: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Format {
@@ -492,7 +487,7 @@ async fn push_image_manifest(
         p.blob(image.repo, &l.digest, &l.blob).await;
         let media_type = match image.format {
             Format::Docker => DOCKER_LAYER,
-            Format::Oci => OCI_LAYER_GZ,
+            Format::Oci => OCI_LAYER_TAR_GZIP,
             Format::OciTar => OCI_LAYER_TAR,
         };
         descs.push(json!({"mediaType": media_type, "size": l.blob.len(), "digest": l.digest}));
@@ -619,7 +614,7 @@ async fn main() {
                 all_ids.extend(ids);
             }
             let mt = if image.format == Format::Docker {
-                DOCKER_LIST
+                DOCKER_MANIFEST_LIST
             } else {
                 OCI_INDEX
             };

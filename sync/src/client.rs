@@ -15,7 +15,8 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use tokio::sync::OnceCell;
 
 use kpbuild_oci::image_ref::DOCKER_HUB;
-use kpbuild_oci::registry_layout::{Digest, MANIFEST_ACCEPT};
+use kpbuild_oci::media_type::MANIFEST_ACCEPT;
+use kpbuild_oci::registry_layout::Digest;
 
 use crate::auth::{self, Challenge, Credential};
 use crate::error::HttpError;

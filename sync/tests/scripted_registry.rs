@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::{Handler, Req, Stall, reply, serve};
 use kpbuild_oci::image_ref::ImageRef;
-use kpbuild_oci::registry_layout::{Digest, Layout, OCI_MANIFEST};
+use kpbuild_oci::media_type::OCI_MANIFEST;
+use kpbuild_oci::registry_layout::{Digest, Layout};
 use kpbuild_sync::{
     ClientConfig, ImageError, PlatformSelection, Progress, RetryEvent, RetryPolicy, SyncOptions,
     sync_images,
