@@ -12,11 +12,19 @@
 #       SOURCE: a repository directory (mounted, no network at all) or an http(s) URL of a
 #       served one (host network; CA: the PEM file to trust for https). Every listed package
 #       must end up installed. Prints one line saying so (apt's last lines when it fails).
+#   apt_install_digest IMAGE REPO LIST
+#       what an install of LIST from the repository directory REPO in IMAGE depends on: the
+#       image's ID, the repository's index (every .deb by its SHA256) and the list. A stage that
+#       proved such an install keeps it; another finding the same digest need not repeat it.
 CONTAINER_SCRIPTS=$ROOT/hack/lib/container
 
 apt_closure() { # IMAGE REPO ARCH LIST
   "$DOCKER" run --rm --network none -v "$CONTAINER_SCRIPTS:/kpbuild-scripts:ro" -v "$2:/repo:ro" \
     -v "$4:/list:ro" -e ARCH="$3" "$1" sh /kpbuild-scripts/apt-closure.sh
+}
+
+apt_install_digest() { # IMAGE REPO LIST
+  { "$DOCKER" image inspect -f '{{.Id}}' "$1"; cat "$2/Packages" "$3"; } | sha256sum | cut -d' ' -f1
 }
 
 apt_install() { # IMAGE SOURCE LIST [CONTAINER_NAME] [CA]

@@ -10,7 +10,7 @@
 #              flightcontrol timeout runs once more, see there)
 #   NAME       how messages are prefixed: the script's name without .sh (a script may set another)
 #
-#   log MSG…         `== NAME: MSG` on stderr: a step begins
+#   log MSG…         `== NAME (S s): MSG` on stderr: a step begins, S seconds into the script
 #   say MSG…         `NAME: MSG` on stderr: what a step found
 #   fail MSG…        `NAME FAILED: MSG` on stderr, exit 1
 #   check DESC CMD…  runs CMD: `ok:   DESC` or `FAIL: DESC`, counted; goes on either way
@@ -33,7 +33,7 @@ export DOCKER_BUILDKIT=1
 export PYTHONPATH=$ROOT/hack/py${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the source tree
 
-log() { printf '\n== %s: %s\n' "$NAME" "$*" >&2; }
+log() { printf '\n== %s (%d s): %s\n' "$NAME" "$SECONDS" "$*" >&2; }
 say() { printf '%s: %s\n' "$NAME" "$*" >&2; }
 fail() { printf '%s FAILED: %s\n' "$NAME" "$*" >&2; exit 1; }
 

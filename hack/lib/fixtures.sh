@@ -30,6 +30,9 @@
 IMAGES_PORT=5730     # the fixture registry: synthetic images under upstream names
 FILES_PORT=8081      # the fixture files, as http://127.0.0.1:8081/<host>/<path>
 FRONTEND=${KPBUILD_FRONTEND_IMAGE:-kpbuild/frontend:dev}
+# One image the bundle fixture holds beyond the spec's (the bundle stage's "one image more"; the
+# bundle-v0.32 stage's fixture holds it too, so that both fixtures are the same).
+BUNDLE_EXTRA_REF=docker.io/library/busybox:1.36-e2e-added
 
 # Synthetic images for every reference in the file REFS, pushed to the registry on PORT.
 push_fixture_images() { # PORT REFS OUT

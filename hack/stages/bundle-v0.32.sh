@@ -94,7 +94,7 @@ stage_tls() { # OUT FRONTEND_REF
 
 rm -rf "$out" && mkdir -p "$out"
 log "the bundle stage's context and fixtures; the frontend and debian:bookworm in loopback registries"
-bundle_fixtures_start "$ctx" "$out"
+bundle_fixtures_start "$ctx" "$out" "$BUNDLE_EXTRA_REF"
 ref=$(hack/frontend-image.sh "$FRONTEND" --push "127.0.0.1:$FRONTEND_PORT" 2>"$out/frontend-push.log") \
   || { cat "$out/frontend-push.log" >&2; fail "frontend image push"; }
 on_exit "hack/frontend-image.sh --stop"
@@ -109,10 +109,10 @@ addr=$BUILDKITD_ADDR
 # from its image store (the spec's `# syntax=` line names kpbuild/frontend:dev, which may be
 # another checkout's).
 mkdir -p "$out/export-docker" "$out/export-$V"
-builders=("$V")
+builders=("$V") docker_exports=$out/export-docker
 if [ "$(cat "$REFERENCE/inputs.sha256" 2>/dev/null)" = "$(bundle_inputs "$ctx" "$out")" ]; then
   say "Docker 20.10's exports: the bundle stage's ($REFERENCE), built from the same inputs"
-  ln -s "$REFERENCE"/kubeplay-v0.1.0-linux-*.tar.zst "$out/export-docker/"
+  docker_exports=$REFERENCE
 else
   say "no exports of the bundle stage from these inputs: the bundle is built on Docker 20.10 too"
   builders=(docker "$V")
@@ -140,7 +140,7 @@ say "rebuild on $V: every module cached"
 log "the exports of both builders, compared byte for byte"
 tars=()
 for arch in amd64 arm64; do
-  tars+=("$out/export-docker/kubeplay-v0.1.0-linux-$arch.tar.zst" "$out/export-$V/kubeplay-v0.1.0-linux-$arch.tar.zst")
+  tars+=("$docker_exports/kubeplay-v0.1.0-linux-$arch.tar.zst" "$out/export-$V/kubeplay-v0.1.0-linux-$arch.tar.zst")
 done
 py bundle_diff "$out" "$out/plan.json" "${tars[@]}" >&2 || fail "the $V bundle differs from Docker 20.10's beyond what is explained (see above; $out)"
 rm -rf "$out/export-docker" "$out/export-$V"

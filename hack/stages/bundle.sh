@@ -36,52 +36,33 @@ rm -rf "$out" && mkdir -p "$out/keep"
 export KPBUILD_STORE=$out/store
 log "context, fixture files (nginx :$FILES_PORT) and fixture registry (:$IMAGES_PORT)"
 # The fixture holds one image more, for the "one image more" rebuild below.
-bundle_fixtures_start "$ctx" "$out" docker.io/library/busybox:1.36-e2e-added
+bundle_fixtures_start "$ctx" "$out" "$BUNDLE_EXTRA_REF"
 
-log "kpbuild build (every module, amd64 and arm64)"
-"$KPBUILD" build -f "$ctx/Dockerfile.bundle" > "$out/build.log" 2>&1 || { tail -40 "$out/build.log" >&2; fail "kpbuild build"; }
-tail -14 "$out/build.log" >&2
-module_ids > "$out/ids-1.txt"
+# The amd64 modules first: the amd64 bundle's checks with real servers and clients (minutes,
+# mostly one core) then run while the arm64 modules build (the kubespray image's RUN steps under
+# QEMU: minutes of one core) in the same store.
+log "kpbuild build --platform linux/amd64 (every module)"
+"$KPBUILD" build -f "$ctx/Dockerfile.bundle" --platform linux/amd64 > "$out/build-amd64.log" 2>&1 \
+  || { tail -40 "$out/build-amd64.log" >&2; fail "kpbuild build --platform linux/amd64"; }
+tail -7 "$out/build-amd64.log" >&2
+log "kpbuild build (every module, amd64 and arm64: the amd64 ones from the cache), in the background"
+"$KPBUILD" build -f "$ctx/Dockerfile.bundle" > "$out/build.log" 2>&1 &
+build_pid=$!
+on_exit "kill $build_pid 2>/dev/null"
 
-log "kpbuild export from the store, no Docker daemon reachable (amd64 .tar.gz and .tar.zst, arm64 .tar.zst, both platforms as an OCI archive) and verify"
-"$KPBUILD" store ls 2>&1 | tail -1 >&2
+log "kpbuild export of amd64 from the store, no Docker daemon reachable (.tar.gz, .tar.zst) and verify"
 kpx -f "$ctx/Dockerfile.bundle" --platform linux/amd64 -o "$out/" --format tar.gz 2>&1 | tail -1 >&2
-for arch in amd64 arm64; do
-  kpx -f "$ctx/Dockerfile.bundle" --platform "linux/$arch" -o "$out/keep/" --format tar.zst 2>&1 | tail -1 >&2
-done
-kpx -f "$ctx/Dockerfile.bundle" -o "oci-archive:$out/kubeplay-v0.1.0.oci.tar" 2>&1 | tail -1 >&2
+kpx -f "$ctx/Dockerfile.bundle" --platform linux/amd64 -o "$out/keep/" --format tar.zst 2>&1 | tail -1 >&2
 gz=$out/kubeplay-v0.1.0-linux-amd64.tar.gz zst=$out/keep/kubeplay-v0.1.0-linux-arm64.tar.zst
-for t in "$gz" "$out/keep/kubeplay-v0.1.0-linux-amd64.tar.zst" "$zst"; do
-  { [ -s "$t" ] && [ -s "$t.sha256" ]; } || fail "no $t (or its .sha256)"
-  (cd "$(dirname "$t")" && sha256sum -c "$(basename "$t").sha256" >/dev/null) || fail "$t does not match its .sha256"
-  "$KPBUILD" verify "$t" > "$out/verify-$(basename "$t").log" 2>&1 || { cat "$out/verify-$(basename "$t").log" >&2; fail "verify $t"; }
-  tail -2 "$out/verify-$(basename "$t").log" >&2
-done
-# What the bundle-v0.32 stage must match to reuse these exports: the context (spec and inputs),
-# the fixtures' image list and the kpbuild binary (and so the frontend image) that built them.
-bundle_inputs "$ctx" "$out" > "$out/keep/inputs.sha256"
-
-log "the arm64 bundle's kubespray image (its RUN steps ran under QEMU) runs under QEMU"
-tar --zstd -xf "$zst" -C "$out" kubeplay/resources/images/kubespray-v2.28.1.tar \
-  || fail "no kubeplay/resources/images/kubespray-v2.28.1.tar in $zst"
-kid=$("$DOCKER" load -q -i "$out/kubeplay/resources/images/kubespray-v2.28.1.tar" | sed -n 's/^Loaded image: //p')
-rm -rf "$out/kubeplay"
-[ "$("$DOCKER" image inspect -f '{{.Os}}/{{.Architecture}}' "$kid")" = linux/arm64 ] \
-  || fail "the arm64 bundle's kubespray image ($kid) is not linux/arm64"
-# shellcheck disable=SC2016 # the command runs in the container's shell
-"$DOCKER" run --rm "$kid" sh -c 'echo "$(uname -m): $(ansible-playbook --version | head -1)"; [ "$(uname -m)" = aarch64 ]' \
-  > "$out/kubespray-arm64.log" 2> "$out/kubespray-arm64.err" \
-  || { cat "$out/kubespray-arm64.log" "$out/kubespray-arm64.err" >&2; fail "the arm64 kubespray image does not run ansible-playbook"; }
-"$DOCKER" rmi "$kid" >/dev/null
-say "kubespray image linux/arm64 under QEMU: $(cat "$out/kubespray-arm64.log")"
-skopeo inspect --raw "oci-archive:$out/kubeplay-v0.1.0.oci.tar:v0.1.0" > "$out/oci-index.json" \
-  || fail "skopeo cannot read the OCI archive"
-py oci index "$out/oci-index.json" --expect amd64 arm64 || fail "OCI archive index"
-for arch in amd64 arm64; do
-  skopeo inspect --override-arch "$arch" "oci-archive:$out/kubeplay-v0.1.0.oci.tar:v0.1.0" > "$out/oci-$arch.json" \
-    || fail "skopeo inspect oci-archive for $arch"
-  py oci layers "$out/oci-$arch.json" --ids "$out/ids-1.txt" --arch "$arch" || fail "OCI layers are not one per module"
-done
+# A bundle tarball: present with its .sha256, which it matches, and `kpbuild verify` accepts it.
+verified() { # TARBALL
+  { [ -s "$1" ] && [ -s "$1.sha256" ]; } || fail "no $1 (or its .sha256)"
+  (cd "$(dirname "$1")" && sha256sum -c "$(basename "$1").sha256" >/dev/null) || fail "$1 does not match its .sha256"
+  "$KPBUILD" verify "$1" > "$out/verify-$(basename "$1").log" 2>&1 || { cat "$out/verify-$(basename "$1").log" >&2; fail "verify $1"; }
+  tail -2 "$out/verify-$(basename "$1").log" >&2
+}
+verified "$gz"
+verified "$out/keep/kubeplay-v0.1.0-linux-amd64.tar.zst"
 
 log "the amd64 bundle, untarred, with real servers and clients"
 tree=$out/untar kp=$out/untar/kubeplay
@@ -114,6 +95,42 @@ log "install.sh compose / health-check / remove-compose with the loaded images"
   || { cat "$out/install.log" >&2; (cd "$kp" && ./install.sh remove-compose) >/dev/null 2>&1; fail "install.sh compose"; }
 grep -E "ok$" "$out/install.log" >&2
 
+log "the build of every module, amd64 and arm64"
+wait "$build_pid" || { tail -40 "$out/build.log" >&2; fail "kpbuild build"; }
+tail -14 "$out/build.log" >&2
+module_ids > "$out/ids-1.txt"
+
+log "kpbuild export of arm64 (.tar.zst) and of both platforms as an OCI archive, no Docker daemon reachable, and verify"
+"$KPBUILD" store ls 2>&1 | tail -1 >&2
+kpx -f "$ctx/Dockerfile.bundle" --platform linux/arm64 -o "$out/keep/" --format tar.zst 2>&1 | tail -1 >&2
+kpx -f "$ctx/Dockerfile.bundle" -o "oci-archive:$out/kubeplay-v0.1.0.oci.tar" 2>&1 | tail -1 >&2
+verified "$zst"
+# What the bundle-v0.32 stage must match to reuse these exports: the context (spec and inputs),
+# the fixtures' image list and the kpbuild binary (and so the frontend image) that built them.
+bundle_inputs "$ctx" "$out" > "$out/keep/inputs.sha256"
+
+log "the arm64 bundle's kubespray image (its RUN steps ran under QEMU) runs under QEMU"
+tar --zstd -xf "$zst" -C "$out" kubeplay/resources/images/kubespray-v2.28.1.tar \
+  || fail "no kubeplay/resources/images/kubespray-v2.28.1.tar in $zst"
+kid=$("$DOCKER" load -q -i "$out/kubeplay/resources/images/kubespray-v2.28.1.tar" | sed -n 's/^Loaded image: //p')
+rm -rf "$out/kubeplay"
+[ "$("$DOCKER" image inspect -f '{{.Os}}/{{.Architecture}}' "$kid")" = linux/arm64 ] \
+  || fail "the arm64 bundle's kubespray image ($kid) is not linux/arm64"
+# shellcheck disable=SC2016 # the command runs in the container's shell
+"$DOCKER" run --rm "$kid" sh -c 'echo "$(uname -m): $(ansible-playbook --version | head -1)"; [ "$(uname -m)" = aarch64 ]' \
+  > "$out/kubespray-arm64.log" 2> "$out/kubespray-arm64.err" \
+  || { cat "$out/kubespray-arm64.log" "$out/kubespray-arm64.err" >&2; fail "the arm64 kubespray image does not run ansible-playbook"; }
+"$DOCKER" rmi "$kid" >/dev/null
+say "kubespray image linux/arm64 under QEMU: $(cat "$out/kubespray-arm64.log")"
+skopeo inspect --raw "oci-archive:$out/kubeplay-v0.1.0.oci.tar:v0.1.0" > "$out/oci-index.json" \
+  || fail "skopeo cannot read the OCI archive"
+py oci index "$out/oci-index.json" --expect amd64 arm64 || fail "OCI archive index"
+for arch in amd64 arm64; do
+  skopeo inspect --override-arch "$arch" "oci-archive:$out/kubeplay-v0.1.0.oci.tar:v0.1.0" > "$out/oci-$arch.json" \
+    || fail "skopeo inspect oci-archive for $arch"
+  py oci layers "$out/oci-$arch.json" --ids "$out/ids-1.txt" --arch "$arch" || fail "OCI layers are not one per module"
+done
+
 log "a rebuild with no change caches every module"
 "$KPBUILD" build -f "$ctx/Dockerfile.bundle" > "$out/rebuild.log" 2>&1 || { tail -20 "$out/rebuild.log" >&2; fail "rebuild"; }
 module_ids > "$out/ids-2.txt"
@@ -137,7 +154,7 @@ DOCKER_HOST=$NO_DOCKER export_interrupted "$KPBUILD" "$ctx" "$out" >&2 || fail "
 rm -rf "$out/kill"
 
 log "changing one image changes only the images module"
-sed -i 's#^    platforms: \[linux/amd64, linux/arm64\]#    platforms: [linux/amd64, linux/arm64]\n    extra: [docker.io/library/busybox:1.36-e2e-added]#' "$ctx/Dockerfile.bundle"
+sed -i 's#^    platforms: \[linux/amd64, linux/arm64\]#    platforms: [linux/amd64, linux/arm64]\n    extra: ['"$BUNDLE_EXTRA_REF"']#' "$ctx/Dockerfile.bundle"
 blobs_before=$(store_blob_bytes)
 "$KPBUILD" build -f "$ctx/Dockerfile.bundle" > "$out/changed.log" 2>&1 || { tail -20 "$out/changed.log" >&2; fail "build with one image more"; }
 module_ids > "$out/ids-3.txt"

@@ -39,7 +39,6 @@ SUITES=("$@")
 . "$(dirname "$0")/../lib/stage.sh"
 OUT=$ROOT/target/e2e/distros
 [ ${#SUITES[@]} -gt 0 ] || SUITES=(bullseye bookworm trixie)
-ARCHS=(amd64 arm64)
 distro_of() { # SUITE -> the spec's distro name
   case $1 in bullseye) echo debian11 ;; bookworm) echo debian12 ;; trixie) echo debian13 ;;
     *) fail "unknown suite $1 (bullseye, bookworm or trixie)" ;; esac
@@ -88,7 +87,9 @@ DISTROS=$(for s in "${SUITES[@]}"; do distro_of "$s"; done | paste -sd,)
 SUMMARY=$OUT/summary.txt
 : > "$SUMMARY"
 
-for arch in "${ARCHS[@]}"; do
+# The os-packages module of DISTROS for ARCH through BuildKit, and its plan.
+build_arch() { # ARCH
+  local arch=$1 t0
   log "docker build --target os-packages --platform linux/$arch (distros $DISTROS)"
   t0=$SECONDS
   "$DOCKER" build --network host --progress plain -f "$CTX-$arch/Dockerfile.bundle" --target os-packages \
@@ -98,7 +99,7 @@ for arch in "${ARCHS[@]}"; do
   echo "os-packages linux/$arch ($DISTROS): built in $((SECONDS - t0)) s" | tee -a "$SUMMARY" >&2
   "$KPBUILD" plan -f "$CTX-$arch/Dockerfile.bundle" --context "$CTX-$arch" --platform "linux/$arch" --target os-packages \
     --distro "$DISTROS" > "$OUT/plan-$arch.json"
-done
+}
 
 # 1. The repository of DISTRO/ARCH in TREE is consistent; writes the list to install to LIST;
 # prints the repository's path.
@@ -111,17 +112,18 @@ check_repo() { # DISTRO ARCH TREE LIST
   echo "$3/resources/nginx/$path"
 }
 
-# arm64 first: its installs under QEMU (the long part) start at once, in the background, and run
-# while the amd64 checks and installs run natively.
 pids=()
 # The install containers of a run that fails or is interrupted are removed with it.
 cleanup() {
   local c
   for c in $("$DOCKER" ps -aq --filter name=kpbuild-e2e-distros-); do "$DOCKER" rm -f "$c" >/dev/null 2>&1 || true; done
 }
-trap cleanup EXIT
+on_exit cleanup
 cleanup
-for arch in arm64 amd64; do
+# 1-3 for every suite on ARCH: the repository, the closure, the install (arm64's under QEMU in
+# the background).
+check_arch() { # ARCH
+  local arch=$1 suite name list repo n image t0
   for suite in "${SUITES[@]}"; do
     name=$(distro_of "$suite")
     log "$name ($suite) linux/$arch: repository, completeness"
@@ -156,7 +158,14 @@ for arch in arm64 amd64; do
       pids+=("$!:$name:$arch:$image")
     fi
   done
-done
+}
+# arm64 first: its install under QEMU (the long part) starts as soon as its repository is
+# checked, in the background, and runs while the amd64 repositories build and are checked and
+# installed natively.
+build_arch arm64
+check_arch arm64
+build_arch amd64
+check_arch amd64
 log "waiting for the arm64 installs under QEMU"
 failed=()
 for p in "${pids[@]}"; do

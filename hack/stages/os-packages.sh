@@ -5,7 +5,8 @@
 # an empty status and the repository as its only source resolves the whole list for both
 # architectures; a real offline `apt-get install` on amd64; an identical rebuild runs no op;
 # python-apt, aufs-tools, netcat each fail the build by name unless optional. Outputs under
-# target/e2e/os-packages/.
+# target/e2e/os-packages/; keep/debian12-amd64.installed records the install's inputs
+# (apt_install_digest), which the ospkg-script stage does not install again.
 set -euo pipefail
 # shellcheck source=hack/lib/stage.sh
 . "$(dirname "$0")/../lib/stage.sh"
@@ -33,9 +34,12 @@ for arch in amd64 arm64; do
 done
 
 log "amd64, a real offline install from the repository alone"
-apt_install debian:bookworm "$out/out-amd64/resources/nginx/debian/amd64/bookworm" "$out/list-amd64.txt" \
+repo=$out/out-amd64/resources/nginx/debian/amd64/bookworm
+apt_install debian:bookworm "$repo" "$out/list-amd64.txt" \
   > "$out/install-amd64.log" 2>&1 || { cat "$out/install-amd64.log" >&2; fail "offline install"; }
 say "$(tail -1 "$out/install-amd64.log")"
+mkdir -p "$out/keep"
+apt_install_digest debian:bookworm "$repo" "$out/list-amd64.txt" > "$out/keep/debian12-amd64.installed"
 
 log "an identical build runs no op"
 bundle_build "$ctx" os-packages amd64 "$out/again-amd64"
