@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # ports, names and refs set here for the scripts that source this file
 # The loopback fixtures the stages build against (sourced after common.sh, build.sh and
 # registry.sh, with DOCKER_HOST set). Every server it starts, it stops at the script's exit.
 #
