@@ -187,7 +187,7 @@ make_debian_locked() { # SUITE IMAGE ARCH
   # Prove the image works, and is of its architecture, before saying so.
   local machine=x86_64
   [ "$arch" = amd64 ] || machine=aarch64
-  # shellcheck disable=SC2016
+  # shellcheck disable=SC2016 # the command runs in the container's shell
   "$DOCKER" run --rm "$image" sh -c '. /etc/os-release && echo "$PRETTY_NAME ($(uname -m))" && command -v apt-get >/dev/null && [ "$(uname -m)" = "$1" ]' sh "$machine" >&2 \
     || fail "the imported $image does not run, or is not $machine"
   say "$image imported ($id)"

@@ -58,10 +58,13 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 EXIT_CMDS=()   # PID:COMMAND, the process that registered it first
+exit_status() { return "$1"; }
 run_exit_cmds() {
   local rc=$? i
   for ((i = ${#EXIT_CMDS[@]} - 1; i >= 0; i--)); do
-    [ "${EXIT_CMDS[i]%%:*}" != "$BASHPID" ] || eval "${EXIT_CMDS[i]#*:}" || true
+    [ "${EXIT_CMDS[i]%%:*}" = "$BASHPID" ] || continue
+    exit_status "$rc"   # each command sees the script's exit status as $?
+    eval "${EXIT_CMDS[i]#*:}" || true
   done
   return "$rc"
 }

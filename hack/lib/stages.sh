@@ -34,7 +34,8 @@
 #   fuzz          every fuzz target, KPBUILD_FUZZ_SECONDS (30) each
 STAGES=(fmt lint clippy cargo-test build workflows sync files images os-packages bundle buildx bundle-v0.32
   ospkg-script ospkg-dnf distros faults fuzz)
-E2E_STAGES=("${STAGES[@]:6}")
+E2E_STAGES=()
+for _s in "${STAGES[@]}"; do [ "$_s" != sync ] && [ ${#E2E_STAGES[@]} = 0 ] || E2E_STAGES+=("$_s"); done
 # The base images the stages run on (debootstrap, mmdebstrap: minutes each from cold, network and
 # CPU): made in the background from the start of a run that needs them, while the cargo steps
 # run; a stage asking for one waits only for that one (hack/base-images.sh locks each).

@@ -324,8 +324,7 @@ files_rate() { # LABEL BUILD [BUILDER]
         --kinds all --retry-after 1 --stall-ms 5000
     fi
     t0=$(now)
-    # shellcheck disable=SC2086
-    check "files $label, $set: ONE build completes" $build "$ctx" "$dest" $builder \
+    check "files $label, $set: ONE build completes" "$build" "$ctx" "$dest" ${builder:+"$builder"} \
       || { tail -25 "$dest.log"; }
     t=$(since "$t0")
     proxy_stop
