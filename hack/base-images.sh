@@ -13,6 +13,9 @@
 #        its maintainer scripts run under QEMU (qemu-user-static, binfmt_misc: hack/setup.sh), as
 #        do containers of it; the image is for the e2e tests (the module resolves natively).
 #
+# Each image is made under a lock of its own (target/base-images/NAME.lock): a run that asks for
+# an image another process is making waits for it, then finds it made.
+#
 # Cached between runs: the inputs (suite, arch, variant, mirrors, the tool's version and the
 # rootfs customization below) are hashed; the rootfs tarball is kept under target/base-images/
 # with that hash beside it, and the imported image ID is recorded. Nothing is rebuilt while the
@@ -26,21 +29,20 @@
 # and policy-rc.d keeps services from starting.
 # Only Debian can be made here: other distros' mirrors are not reachable from this machine.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+ARGS=("$@")
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+set -- "${ARGS[@]}"
 DOCKER=/usr/bin/docker
 OUT=$ROOT/target/base-images
 MIRROR=${KPBUILD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${KPBUILD_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 VARIANT=minbase
 
-log() { printf 'base-images: %s\n' "$*" >&2; }
-die() { printf 'base-images: error: %s\n' "$*" >&2; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "debootstrap needs root (run as root or with sudo)"
-[ -x "$DOCKER" ] || die "$DOCKER (Debian's docker.io client) is missing"
-[ -n "${DOCKER_HOST:-}" ] || die "DOCKER_HOST is not set; run: export DOCKER_HOST=\$(hack/dockerd.sh)"
-"$DOCKER" version >/dev/null 2>&1 || die "no Docker daemon answers at DOCKER_HOST=$DOCKER_HOST (start it with hack/dockerd.sh)"
+[ "$(id -u)" = 0 ] || fail "debootstrap needs root (run as root or with sudo)"
+[ -x "$DOCKER" ] || fail "$DOCKER (Debian's docker.io client) is missing"
+[ -n "${DOCKER_HOST:-}" ] || fail "DOCKER_HOST is not set; run: export DOCKER_HOST=\$(hack/dockerd.sh)"
+"$DOCKER" version >/dev/null 2>&1 || fail "no Docker daemon answers at DOCKER_HOST=$DOCKER_HOST (start it with hack/dockerd.sh)"
 
 # The rootfs customization; its text is part of the input hash, so editing it rebuilds.
 customize_rootfs() { # ROOTFS SUITE
@@ -87,9 +89,9 @@ mmdebstrap_customize() { # ROOTFS
 
 bootstrap_arm64() { # SUITE TAR LOG
   local suite=$1 tar=$2 log=$3
-  command -v mmdebstrap >/dev/null || die "mmdebstrap is not installed (hack/setup.sh installs it)"
+  command -v mmdebstrap >/dev/null || fail "mmdebstrap is not installed (hack/setup.sh installs it)"
   [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] \
-    || die "no qemu-aarch64 in binfmt_misc: arm64 maintainer scripts cannot run (hack/setup.sh installs qemu-user-static and mounts binfmt_misc)"
+    || fail "no qemu-aarch64 in binfmt_misc: arm64 maintainer scripts cannot run (hack/setup.sh installs qemu-user-static and mounts binfmt_misc)"
   local sources=("deb $MIRROR $suite main" "deb $MIRROR $suite-updates main")
   # bullseye-security's arm64 (and `all`) files answer 404 on the mirror this machine reaches
   # (its amd64 files do not): that suite would fail the bootstrap, so bullseye's arm64 image has
@@ -97,13 +99,13 @@ bootstrap_arm64() { # SUITE TAR LOG
   case " ${KPBUILD_ARM64_SECURITY_SUITES:-bookworm trixie} " in
     *" $suite "*) sources+=("deb $SECURITY_MIRROR $suite-security main") ;;
   esac
-  log "mmdebstrap --variant=$VARIANT --architectures=arm64 $suite from $MIRROR (under QEMU, a few minutes; ${#sources[@]} sources)"
+  say "mmdebstrap --variant=$VARIANT --architectures=arm64 $suite from $MIRROR (under QEMU, a few minutes; ${#sources[@]} sources)"
   if ! mmdebstrap --variant="$VARIANT" --architectures=arm64 --format=tar \
       --customize-hook="$(declare -f mmdebstrap_customize); mmdebstrap_customize \"\$1\"" \
       "$suite" "$tar.tmp" "${sources[@]}" > "$log" 2>&1; then
     tail -20 "$log" >&2
     rm -f "$tar.tmp"
-    die "mmdebstrap of $suite arm64 failed (log: $log)"
+    fail "mmdebstrap of $suite arm64 failed (log: $log)"
   fi
   mv "$tar.tmp" "$tar"
 }
@@ -112,12 +114,21 @@ bootstrap_arm64() { # SUITE TAR LOG
 unmount_under() {
   local dir=$1 m
   # Deepest first.
-  for m in $(awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r); do
+  awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
 }
 
 make_debian() { # SUITE IMAGE ARCH
+  local lock
+  mkdir -p "$OUT"
+  exec {lock}> "$OUT/debian-$1-$3.lock"
+  flock "$lock"
+  make_debian_locked "$@"   # (errexit holds inside: a failure ends the script, and the lock with it)
+  exec {lock}>&-
+}
+
+make_debian_locked() { # SUITE IMAGE ARCH
   local suite=$1 image=$2 arch=$3
   local name=debian-$suite-$arch
   local tar=$OUT/$name.tar rootfs=$OUT/$name.rootfs input_file=$OUT/$name.input id_file=$OUT/$name.image-id
@@ -143,7 +154,7 @@ make_debian() { # SUITE IMAGE ARCH
     local have
     have=$("$DOCKER" image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
     if [ -n "$have" ] && [ "$have" = "$(cat "$id_file")" ]; then
-      log "$image is up to date ($have, inputs $input)"
+      say "$image is up to date ($have, inputs $input)"
       return 0
     fi
   fi
@@ -157,9 +168,9 @@ make_debian() { # SUITE IMAGE ARCH
       bootstrap_arm64 "$suite" "$tar" "$OUT/$name.mmdebstrap.log"
     fi
     echo "$input" > "$input_file"
-    log "rootfs tarball: $tar ($(du -h "$tar" | cut -f1))"
+    say "rootfs tarball: $tar ($(du -h "$tar" | cut -f1))"
   else
-    log "re-importing the kept tarball $tar (the image is missing or differs)"
+    say "re-importing the kept tarball $tar (the image is missing or differs)"
   fi
 
   local id old='' tool=debootstrap
@@ -167,7 +178,7 @@ make_debian() { # SUITE IMAGE ARCH
   [ ! -f "$id_file" ] || old=$(cat "$id_file")
   id=$("$DOCKER" import --platform "linux/$arch" --change 'CMD ["bash"]' \
     --message "kpbuild hack/base-images.sh: $tool $VARIANT $suite $arch (inputs $input)" \
-    "$tar" "$image") || die "docker import of $tar as $image failed"
+    "$tar" "$image") || fail "docker import of $tar as $image failed"
   echo "$id" > "$id_file"
   # The image this one replaces (ours, recorded by ID), unless something still uses it.
   if [ -n "$old" ] && [ "$old" != "$id" ]; then
@@ -176,29 +187,29 @@ make_debian() { # SUITE IMAGE ARCH
   # Prove the image works, and is of its architecture, before saying so.
   local machine=x86_64
   [ "$arch" = amd64 ] || machine=aarch64
-  # shellcheck disable=SC2016
+  # shellcheck disable=SC2016 # the command runs in the container's shell
   "$DOCKER" run --rm "$image" sh -c '. /etc/os-release && echo "$PRETTY_NAME ($(uname -m))" && command -v apt-get >/dev/null && [ "$(uname -m)" = "$1" ]' sh "$machine" >&2 \
-    || die "the imported $image does not run, or is not $machine"
-  log "$image imported ($id)"
+    || fail "the imported $image does not run, or is not $machine"
+  say "$image imported ($id)"
 }
 
 # The amd64 rootfs: debootstrap, then customize_rootfs in a chroot (native), into TAR.
 bootstrap_amd64() { # SUITE ROOTFS TAR NAME
   local suite=$1 rootfs=$2 tar=$3 name=$4
-  command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
-  log "debootstrap --variant=$VARIANT --arch=amd64 $suite from $MIRROR (a few minutes)"
+  command -v debootstrap >/dev/null || fail "debootstrap is not installed (apt-get install debootstrap)"
+  say "debootstrap --variant=$VARIANT --arch=amd64 $suite from $MIRROR (a few minutes)"
   unmount_under "$rootfs"
   rm -rf "$rootfs"
   trap 'unmount_under "$rootfs"' EXIT
   if ! debootstrap --variant="$VARIANT" --arch=amd64 --cache-dir="$OUT/cache" \
       "$suite" "$rootfs" "$MIRROR" > "$OUT/$name.debootstrap.log" 2>&1; then
     tail -20 "$OUT/$name.debootstrap.log" >&2
-    die "debootstrap of $suite failed (log: $OUT/$name.debootstrap.log; rootfs left in $rootfs)"
+    fail "debootstrap of $suite failed (log: $OUT/$name.debootstrap.log; rootfs left in $rootfs)"
   fi
   unmount_under "$rootfs"
   trap - EXIT
   customize_rootfs "$rootfs" "$suite" > "$OUT/$name.customize.log" 2>&1 \
-    || { tail -20 "$OUT/$name.customize.log" >&2; die "customizing the rootfs failed (log: $OUT/$name.customize.log)"; }
+    || { tail -20 "$OUT/$name.customize.log" >&2; fail "customizing the rootfs failed (log: $OUT/$name.customize.log)"; }
   tar --numeric-owner --xattrs --sort=name -C "$rootfs" -cf "$tar.tmp" .
   mv "$tar.tmp" "$tar"
   rm -rf "$rootfs"
@@ -212,44 +223,10 @@ oci_index() { # SUITE
   make_debian "$suite" "kpbuild/debian-arm64:$suite" arm64
   stamp=$(cat "$OUT/debian-$suite-amd64.input" "$OUT/debian-$suite-arm64.input" | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$dir.input" 2>/dev/null)" != "$stamp" ] || [ ! -f "$dir/index.json" ]; then
-    log "OCI layout $dir (debian:$suite, amd64 + arm64)"
+    say "OCI layout $dir (debian:$suite, amd64 + arm64)"
     rm -rf "$dir" "$dir.input"
-    python3 - "$dir" "$suite" "$OUT/debian-$suite-amd64.tar" "$OUT/debian-$suite-arm64.tar" <<'EOF' \
-      || die "writing the OCI layout $dir failed"
-import gzip, hashlib, json, os, sys
-out, suite, tars = sys.argv[1], sys.argv[2], {"amd64": sys.argv[3], "arm64": sys.argv[4]}
-os.makedirs(f"{out}/blobs/sha256")
-def blob(data):
-    d = hashlib.sha256(data).hexdigest()
-    with open(f"{out}/blobs/sha256/{d}", "wb") as f:
-        f.write(data)
-    return {"digest": f"sha256:{d}", "size": len(data)}
-def doc(obj):
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-manifests = []
-for arch, tar in tars.items():
-    raw = open(tar, "rb").read()
-    layer = blob(gzip.compress(raw, compresslevel=1, mtime=0))
-    config = blob(doc({
-        "architecture": arch, "os": "linux", "created": "1970-01-01T00:00:00Z",
-        "config": {"Cmd": ["bash"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"kpbuild hack/base-images.sh: debian {suite} {arch}"}],
-    }))
-    manifest = blob(doc({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **layer}],
-    }))
-    manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest,
-                      "platform": {"architecture": arch, "os": "linux"}})
-index = blob(doc({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}))
-with open(f"{out}/index.json", "w") as f:
-    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", **index,
-               "annotations": {"org.opencontainers.image.ref.name": suite}}]}, f)
-with open(f"{out}/oci-layout", "w") as f:
-    f.write('{"imageLayoutVersion":"1.0.0"}')
-EOF
+    py oci_layout "$dir" "$suite" "$OUT/debian-$suite-amd64.tar" "$OUT/debian-$suite-arm64.tar" \
+      || fail "writing the OCI layout $dir failed"
     echo "$stamp" > "$dir.input"
   fi
   echo "$dir"
@@ -258,7 +235,7 @@ EOF
 if [ "${1:-}" = --oci ]; then
   case ${2:-} in
     bullseye|bookworm|trixie) oci_index "$2"; exit 0 ;;
-    *) die "--oci SUITE: SUITE is bullseye, bookworm or trixie" ;;
+    *) fail "--oci SUITE: SUITE is bullseye, bookworm or trixie" ;;
   esac
 fi
 IMAGES=("$@")
@@ -268,6 +245,6 @@ for image in "${IMAGES[@]}"; do
     debian:bookworm|debian:bullseye|debian:trixie) make_debian "${image#debian:}" "$image" amd64 ;;
     kpbuild/debian-arm64:bookworm|kpbuild/debian-arm64:bullseye|kpbuild/debian-arm64:trixie)
       make_debian "${image#*:}" "$image" arm64 ;;
-    *) die "cannot make $image here: only debian:{bullseye,bookworm,trixie} (amd64) and kpbuild/debian-arm64:{bullseye,bookworm,trixie} (Debian's mirror is the only one this machine reaches)" ;;
+    *) fail "cannot make $image here: only debian:{bullseye,bookworm,trixie} (amd64) and kpbuild/debian-arm64:{bullseye,bookworm,trixie} (Debian's mirror is the only one this machine reaches)" ;;
   esac
 done

@@ -13,23 +13,25 @@
 #
 # KPBUILD_BASE_MIRROR (default 127.0.0.1:5860): the loopback HOST:PORT.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-# shellcheck source=hack/lib-registry.sh
-. hack/lib-registry.sh
+ARGS=("$@")
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+. hack/lib/registry.sh
+set -- "${ARGS[@]}"
 MIRROR=${KPBUILD_BASE_MIRROR:-127.0.0.1:5860}
 [ "${1:-}" = --stop ] && { registry_stop base-mirror; exit 0; }
 case $MIRROR in
   127.0.0.1:*) ;;
-  *) echo "base-mirror: KPBUILD_BASE_MIRROR=$MIRROR: only 127.0.0.1:PORT, where this script runs the registry" >&2; exit 2 ;;
+  *) fail "KPBUILD_BASE_MIRROR=$MIRROR: only 127.0.0.1:PORT, where this script runs the registry" ;;
 esac
-[ -n "${DOCKER_HOST:-}" ] || { echo "base-mirror: DOCKER_HOST is not set; run: export DOCKER_HOST=\$(hack/dockerd.sh)" >&2; exit 1; }
+[ -n "${DOCKER_HOST:-}" ] || fail "DOCKER_HOST is not set; run: export DOCKER_HOST=\$(hack/dockerd.sh)"
 [ $# -gt 0 ] || set -- debian:bookworm
 hack/base-images.sh "$@" >&2
 registry_start base-mirror "${MIRROR##*:}" "$KPBUILD_RUN_DIR/base-mirror-storage" rw
 for img in "$@"; do
-  case $img in */*) echo "base-mirror: $img: only docker.io/library images (NAME:TAG)" >&2; exit 2 ;; esac
+  case $img in */*) fail "$img: only docker.io/library images (NAME:TAG)" ;; esac
   skopeo copy -q --src-daemon-host "$DOCKER_HOST" --dest-tls-verify=false \
     "docker-daemon:$img" "docker://$MIRROR/library/$img" >&2 \
-    || { echo "base-mirror: skopeo copy of $img to $MIRROR failed (registry log: $(registry_log base-mirror))" >&2; exit 1; }
-  echo "base-mirror: $img as $MIRROR/library/$img" >&2
+    || fail "skopeo copy of $img to $MIRROR failed (registry log: $(registry_log base-mirror))"
+  say "$img as $MIRROR/library/$img"
 done

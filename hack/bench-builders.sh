@@ -16,23 +16,22 @@
 # target/bench/builders/run. The os-packages builds fetch Debian's packages from Debian's mirror
 # each time.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 RUNS=${1:-1}
-W=$PWD/target/bench/builders
-rm -rf "$W" && mkdir -p "$W"
-DOCKER_HOST=$(hack/dockerd.sh)
-export DOCKER_HOST
-FRONTEND=${KPBUILD_FRONTEND_IMAGE:-kpbuild/frontend:dev}
-hack/frontend-image.sh "$FRONTEND" >/dev/null
-cargo build -q --release -p kpbuild
-KPR=$PWD/target/release/kpbuild
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+. hack/lib/build.sh
+W=$ROOT/target/bench/builders
 export KPBUILD_RUN_DIR=$W/run KPBUILD_BASE_MIRROR=127.0.0.1:5872
 export KPBUILD_BUILDKITD_MIRROR=$KPBUILD_BASE_MIRROR KPBUILD_BUILDKITD_HTTP="127.0.0.1:5871 127.0.0.1:5870"
-# shellcheck source=hack/lib-fixtures.sh
-. hack/lib-fixtures.sh
+. hack/lib/registry.sh
+. hack/lib/fixtures.sh
 FILES_PORT=8170 IMAGES_PORT=5870
+rm -rf "$W" && mkdir -p "$W"
+use_dockerd
+build_binaries
+hack/frontend-image.sh "$FRONTEND" >/dev/null
 V=v0.32.2
-BUILDCTL=$PWD/target/tools/bin/buildctl-$V
+BUILDCTL=$ROOT/target/tools/bin/buildctl-$V
 # bench-a: the host's platforms (the one daemon, and linux/amd64 of the pair); bench-arm64:
 # its worker claims linux/arm64 alone.
 daemon() { # a|arm64 [running|stop|prune]
@@ -48,8 +47,8 @@ cleanup() {
   hack/base-mirror.sh --stop || true
   hack/frontend-image.sh --stop || true
 }
-trap cleanup EXIT
-bundle_fixtures_start "$KPR" "$W/context" "$W" > "$W/fixtures.log" 2>&1 || { tail -20 "$W/fixtures.log" >&2; exit 1; }
+on_exit cleanup
+bundle_fixtures_start "$W/context" "$W" > "$W/fixtures.log" 2>&1 || { tail -20 "$W/fixtures.log" >&2; exit 1; }
 REF=$(hack/frontend-image.sh "$FRONTEND" --push 127.0.0.1:5871 2>>"$W/fixtures.log")
 hack/base-mirror.sh debian:bookworm 2>>"$W/fixtures.log"
 SPEC=$W/context/Dockerfile.bundle
@@ -59,7 +58,6 @@ AMD=$(daemon a)
 ARM=$(daemon arm64)
 prune() { daemon a prune && daemon arm64 prune; }
 cache_of() { "$BUILDCTL" --addr "$1" du 2>/dev/null | awk '/^Total:/ {print $2}'; }
-now() { date +%s.%N; }
 # Seconds one build takes (caches pruned, store emptied first); its output in LOG.
 build() { # NAME BUILDER…
   local name=$1 t0 b args=()
@@ -68,7 +66,7 @@ build() { # NAME BUILDER…
   prune
   rm -rf "$W/store-$name"
   t0=$(now)
-  KPBUILD_STORE=$W/store-$name "$KPR" build -f "$SPEC" --target files --target images --target os-packages \
+  KPBUILD_STORE=$W/store-$name "$KPBUILD" build -f "$SPEC" --target files --target images --target os-packages \
     --platform linux/amd64,linux/arm64 "${args[@]}" > "$W/$name.log" 2>&1 || { tail -20 "$W/$name.log" >&2; exit 1; }
   echo "$(now) - $t0" | bc -l
 }
@@ -87,12 +85,8 @@ for i in $(seq "$RUNS"); do
   grep -q "^builder .*bench-arm64.* builds linux/arm64$" "$W/two-$i.log" || { grep '^builder' "$W/two-$i.log" >&2; echo "bench-builders: the arm64 daemon was not given linux/arm64" >&2; exit 1; }
   { [ -n "$r" ] && [ "$r" != 0B ]; } || { echo "bench-builders: the arm64 daemon holds no cache after the two-daemon build" >&2; exit 1; }
   echo "run $i: after the two-daemon build, build cache: amd64 daemon $a, arm64 daemon $r" >> "$W/used.txt"
-  for s in one two; do KPBUILD_STORE=$W/store-$s-$i "$KPR" store ls --json > "$W/store-$s-$i.json"; done
-  python3 - "$W/store-one-$i.json" "$W/store-two-$i.json" <<'PY' || { echo "bench-builders: the results differ" >&2; exit 1; }
-import json, sys
-a, b = ({(r["module"], r["platform"]): r["tree"] for r in json.load(open(p))} for p in sys.argv[1:])
-assert len(a) == 6 and a == b, (a, b)
-PY
+  for s in one two; do KPBUILD_STORE=$W/store-$s-$i "$KPBUILD" store ls --json > "$W/store-$s-$i.json"; done
+  py store same-trees --count 6 "$W/store-one-$i.json" "$W/store-two-$i.json" || fail "the results differ"
 done
 mean() { printf '%s\n' "$@" | awk '{s += $1} END {printf "%.1f", s / NR}'; }
 {

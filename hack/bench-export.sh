@@ -12,36 +12,36 @@
 #
 #   hack/bench-export.sh [CONTEXT]     (default target/example/context, hack/example.sh's)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 CTX=${1:-target/example/context}
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+. hack/lib/build.sh
 W=target/bench/export
 rm -rf "$W" && mkdir -p "$W"
 command -v pigz >/dev/null || { apt-get install -y -q pigz >/dev/null 2>&1 || { echo "pigz is needed (apt-get install pigz)" >&2; exit 1; }; }
 command -v zstd >/dev/null || { apt-get install -y -q zstd >/dev/null 2>&1 || { echo "zstd is needed (apt-get install zstd)" >&2; exit 1; }; }
 export DOCKER_HOST=unix:///nonexistent/kpbuild-bench-no-docker.sock
-cargo build -q --release -p kpbuild
-KPR=$PWD/target/release/kpbuild
+build_binaries
 SPEC=$CTX/Dockerfile.bundle
-now() { date +%s.%N; }
 settle() { sync; sleep 1; }
 t() { local t0; t0=$(now); "$@" >/dev/null 2>&1; echo "$(now) - $t0" | bc -l; }
 
 # The tree the other tools compress: the same bundle, exported as a directory.
-"$KPR" export -f "$SPEC" --platform linux/amd64 -o "$W/tree/kubeplay" 2>"$W/dir.log" \
+"$KPBUILD" export -f "$SPEC" --platform linux/amd64 -o "$W/tree/kubeplay" 2>"$W/dir.log" \
   || { cat "$W/dir.log" >&2; echo "bench-export: no module results to export (build $SPEC for linux/amd64 first)" >&2; exit 1; }
 BYTES=$(du -sb "$W/tree/kubeplay" | cut -f1)
-STORE=$("$KPR" store ls 2>&1 >/dev/null | sed -n 's/^store \(.*\): [0-9]* module results.*/\1/p')
+STORE=$("$KPBUILD" store ls 2>&1 >/dev/null | sed -n 's/^store \(.*\): [0-9]* module results.*/\1/p')
 find "$W/tree" -type f -exec cat {} + > /dev/null   # warm the page cache for tar
 find "$STORE/blobs" -type f -exec cat {} + > /dev/null   # and for kpbuild
 
-settle; T_KZ=$(t "$KPR" export -f "$SPEC" --platform linux/amd64 -o "$W/k.tar.zst")
+settle; T_KZ=$(t "$KPBUILD" export -f "$SPEC" --platform linux/amd64 -o "$W/k.tar.zst")
 settle; T_Z=$(t sh -c "tar -C '$W/tree' -c kubeplay | zstd -q -T0 -3 -o '$W/z.tar.zst'")
-settle; T_KG=$(t "$KPR" export -f "$SPEC" --platform linux/amd64 -o "$W/k.tar.gz")
+settle; T_KG=$(t "$KPBUILD" export -f "$SPEC" --platform linux/amd64 -o "$W/k.tar.gz")
 settle; T_P=$(t tar -C "$W/tree" -I pigz -cf "$W/p.tar.gz" kubeplay)
-settle; T_O=$(t "$KPR" export -f "$SPEC" --platform linux/amd64 -o "oci-archive:$W/k.oci.tar")
+settle; T_O=$(t "$KPBUILD" export -f "$SPEC" --platform linux/amd64 -o "oci-archive:$W/k.oci.tar")
 # The layer digests forgotten: the export computes them first.
 find "$STORE/trees" -name '*.layer-*' -delete
-settle; T_O2=$(t "$KPR" export -f "$SPEC" --platform linux/amd64 -o "oci-archive:$W/k2.oci.tar")
+settle; T_O2=$(t "$KPBUILD" export -f "$SPEC" --platform linux/amd64 -o "oci-archive:$W/k2.oci.tar")
 cmp "$W/k.oci.tar" "$W/k2.oci.tar" || { echo "bench-export: two OCI exports differ" >&2; exit 1; }
 
 r() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }

@@ -11,7 +11,7 @@
 #                                    images, -o type=local: cold (`--no-cache`, and the
 #                                    builder's cache mounts -- kpbuild's blob cache -- pruned)
 #                                    and cached (again). Timed twice from the plain progress
-#                                    (hack/progress-profile.py): until the module's result is
+#                                    (hack/py/progress.py profile): until the module's result is
 #                                    solved (the time kpbuild build's export starts from), and
 #                                    in all, with BuildKit's local exporter copying the tree to
 #                                    the client. Per-vertex-group profiles: target/bench/images/*.profile
@@ -23,13 +23,15 @@
 # in the page cache for every run (the registry reads them from memory in all columns), and
 # dirty pages are flushed before each timed column. One run each: expect some noise.
 #
-#   [KPBUILD=path/to/kpbuild] hack/bench-images.sh [--platform linux/amd64] [--jobs 8]
+#   hack/bench-images.sh [--platform linux/amd64] [--jobs 8]
 set -euo pipefail
-KPBUILD_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$KPBUILD_ROOT"
-# shellcheck source=hack/lib-registry.sh
-. hack/lib-registry.sh
-FIX=${KPBUILD_FIXTURE_DIR:-$KPBUILD_ROOT/target/fixture}
+ARGS=("$@")
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+. hack/lib/build.sh
+. hack/lib/registry.sh
+set -- "${ARGS[@]}"
+FIX=${KPBUILD_FIXTURE_DIR:-$ROOT/target/fixture}
 PORT=${KPBUILD_FIXTURE_PORT:-5710}
 UP=127.0.0.1:$PORT
 PLATFORM=linux/amd64
@@ -42,23 +44,18 @@ while [ $# -gt 0 ]; do
   esac
 done
 ARCH=${PLATFORM#*/}
-W=$KPBUILD_ROOT/target/bench/images
+W=$ROOT/target/bench/images
 rm -rf "$W"
 mkdir -p "$W"
 
-# KPBUILD: a kpbuild binary to use instead of building target/release/kpbuild.
-if [ -z "${KPBUILD:-}" ]; then
-  cargo build --quiet --release -p kpbuild
-  KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
-fi
+build_binaries
 started_fixture=false
 [ "$(registry_ping "$PORT")" = 000 ] && started_fixture=true
-trap '$started_fixture && [ -z "${KPBUILD_KEEP_FIXTURE:-}" ] && hack/registry-fixture.sh stop' EXIT
+if $started_fixture && [ -z "${KPBUILD_KEEP_FIXTURE:-}" ]; then on_exit "hack/registry-fixture.sh stop"; fi
 hack/registry-fixture.sh
 LIST=$FIX/main.list
 NREFS=$(grep -c . "$LIST")
 
-now() { date +%s.%N; }
 settle() { sync; sleep 1; } # flush earlier writes so no column pays for another's writeback
 blob_bytes() { find "$1" -type f -name data -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
 disk_bytes() { du -sb "$1" | cut -f1; }
@@ -72,7 +69,7 @@ t0=$(now)
   > "$W/kpbuild.out" 2> "$W/kpbuild.err"
 t1=$(now)
 T_KP=$(echo "$t1 - $t0" | bc -l)
-check_line=$(python3 hack/e2e-expect.py --upstream "$UP" --list "$LIST" --platform "$PLATFORM" --tree "$W/kpbuild" | tail -1)
+check_line=$(py sync_expect --upstream "$UP" --list "$LIST" --platform "$PLATFORM" --tree "$W/kpbuild" | tail -1)
 UNIQUE=$(echo "$check_line" | sed -n 's/.* unique blobs, \([0-9]*\) unique blob bytes.*/\1/p')
 NUNIQUE=$(echo "$check_line" | sed -n 's/.* refs, \([0-9]*\) unique blobs.*/\1/p')
 B_KP=$(blob_bytes "$W/kpbuild")
@@ -149,7 +146,7 @@ bk_build() { # OUT [docker build flag…]: sets T_SOLVED (until the export start
   local out=$1; shift
   $DOCKER build "$@" --network host --progress plain -f "$W/bk-context/Dockerfile.bundle" --target images \
     --platform "$PLATFORM" -o "type=local,dest=$out" "$W/bk-context" 2>&1 \
-    | python3 hack/progress-profile.py "$out.log" "${PROFILE_GROUPS[@]}" > "$out.profile" \
+    | py progress profile "$out.log" "${PROFILE_GROUPS[@]}" > "$out.profile" \
     || { tail -20 "$out.log" >&2; exit 1; }
   T_SOLVED=$(awk -F'|' '$2 ~ /^ export / { gsub(/ /, "", $7); print $7 }' "$out.profile")
   T_ALL=$(awk -F'|' '$2 ~ /^ total / { gsub(/ /, "", $8); print $8 }' "$out.profile")
@@ -202,7 +199,7 @@ mib() { printf '%.1f' "$(echo "$1 / 1048576" | bc -l)"; }
   printf '| images module through BuildKit, cold, exported | %.2f | %s | %s | the same, with -o type=local copying the tree to the client (%s blob bytes) |\n' "$T_BKC" "$(ratio "$T_BKC" "$T_KP")" "$(disk_bytes "$W/bk-cold")" "$B_BK"
   printf '| images module through BuildKit, cached, solved | %.2f | %s | - | the same build again: tags resolved, every op cached |\n' "$T_BKW_SOLVED" "$(ratio "$T_BKW_SOLVED" "$T_KP")"
   printf '| images module through BuildKit, cached, exported | %.2f | %s | - | the same, tree exported |\n' "$T_BKW" "$(ratio "$T_BKW" "$T_KP")"
-  printf '| raw parallel fetch (limit) | %.2f | %s | %s | curl --parallel-max %s of the %s unique blobs/manifests, no checks, no layout |\n' "$T_RAW" "$(ratio "$T_RAW" "$T_KP")" "$(disk_bytes "$W/raw")" "$JOBS" "$NRAW"
+  printf '| raw parallel fetch (limit) | %.2f | %s | %s | curl --parallel-max %s of the %s unique blobs/manifests (%s bytes), no checks, no layout |\n' "$T_RAW" "$(ratio "$T_RAW" "$T_KP")" "$(disk_bytes "$W/raw")" "$JOBS" "$NRAW" "$B_RAW"
   echo
   sp=$(ratio "$T_SK" "$T_KP"); lim=$(ratio "$T_KP" "$T_RAW")
   echo "kpbuild is ${sp}x faster than the skopeo pipeline (goal: >= 3x): $( [ "$(echo "$sp >= 3" | bc)" = 1 ] && echo met || echo NOT met)"
@@ -216,4 +213,4 @@ mib() { printf '%.1f' "$(echo "$1 / 1048576" | bc -l)"; }
   cat "$W/bk-cold.profile"
   echo "kpbuild summary: $(tail -1 "$W/kpbuild.err")"
   echo "(bytes on disk: du -sb, directories included; the skopeo column counts its dir: copies, which hold the blobs the tree links to)"
-} | tee "$KPBUILD_ROOT/target/bench/images.md"
+} | tee "$ROOT/target/bench/images.md"

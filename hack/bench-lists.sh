@@ -11,8 +11,9 @@
 #   KUBESPRAY_GIT=/path/to/kubespray.git (+ KUBESPRAY_REF, default v2.28.1) to export from.
 # Installs ansible-core 2.16 (kubespray 2.28's `ansible==9.x`) into target/bench/venv from PyPI.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+. hack/lib/build.sh
 ARCH=${ARCH:-amd64}
 RUNS=${RUNS:-3}
 KPB_RUNS=${KPB_RUNS:-20}
@@ -34,8 +35,7 @@ if [ ! -x "$WORK/venv/bin/ansible-playbook" ]; then
   python3 -m venv "$WORK/venv"
   "$WORK/venv/bin/pip" install -q 'ansible-core==2.16.*' jmespath netaddr
 fi
-cargo build --release -q
-KPB=$ROOT/target/release/kpbuild
+build_binaries
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -56,8 +56,8 @@ kpb_times=()
 for _ in $(seq "$KPB_RUNS"); do
   t0=$(now)
   # The generator renders on an x86_64 host; give kpbuild the same fact so outputs compare.
-  "$KPB" lists files --kubespray "$KUBESPRAY_DIR" --arch "$ARCH" -e ansible_architecture=x86_64 > "$WORK/kpb-files.list"
-  "$KPB" lists images --kubespray "$KUBESPRAY_DIR" --arch "$ARCH" -e ansible_architecture=x86_64 > "$WORK/kpb-images.list"
+  "$KPBUILD" lists files --kubespray "$KUBESPRAY_DIR" --arch "$ARCH" -e ansible_architecture=x86_64 > "$WORK/kpb-files.list"
+  "$KPBUILD" lists images --kubespray "$KUBESPRAY_DIR" --arch "$ARCH" -e ansible_architecture=x86_64 > "$WORK/kpb-images.list"
   kpb_times+=("$(echo "$(now) - $t0" | bc -l)")
 done
 

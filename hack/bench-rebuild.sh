@@ -7,31 +7,30 @@
 #
 #   hack/bench-rebuild.sh
 #
-# Starts the loopback fixtures (hack/lib-fixtures.sh) and stops them at the end; needs the
+# Starts the loopback fixtures (hack/lib/fixtures.sh) and stops them at the end; needs the
 # private dockerd (hack/dockerd.sh) and the frontend image (hack/frontend-image.sh). The cold
 # build fetches the Debian packages from Debian's mirror again.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-W=$PWD/target/bench/rebuild
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+. hack/lib/build.sh
+. hack/lib/registry.sh
+. hack/lib/fixtures.sh
+W=$ROOT/target/bench/rebuild
 rm -rf "$W" && mkdir -p "$W"
-DOCKER_HOST=$(hack/dockerd.sh)
-export DOCKER_HOST
-cargo build -q --release -p kpbuild
-KPR=$PWD/target/release/kpbuild
-# shellcheck source=hack/lib-fixtures.sh
-. hack/lib-fixtures.sh
-trap 'bundle_fixtures_stop >/dev/null 2>&1 || true' EXIT
-bundle_fixtures_start "$KPR" "$W/context" "$W" > "$W/fixtures.log" 2>&1 \
+use_dockerd
+build_binaries
+on_exit bundle_fixtures_stop
+bundle_fixtures_start "$W/context" "$W" > "$W/fixtures.log" 2>&1 \
   || { tail -20 "$W/fixtures.log" >&2; exit 1; }
 export KPBUILD_STORE=$W/store
 SPEC=$W/context/Dockerfile.bundle
-now() { date +%s.%N; }
 # Seconds a build takes; its output goes to LOG.
 t() { # LOG ARGS…
   local log=$1 t0
   shift
   t0=$(now)
-  "$KPR" build -f "$SPEC" --platform linux/amd64 "$@" > "$log" 2>&1 || { tail -20 "$log" >&2; return 1; }
+  "$KPBUILD" build -f "$SPEC" --platform linux/amd64 "$@" > "$log" 2>&1 || { tail -20 "$log" >&2; return 1; }
   echo "$(now) - $t0" | bc -l
 }
 

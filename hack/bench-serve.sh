@@ -10,23 +10,24 @@
 # BUNDLE is an unpacked bundle (kubeplay.lock.json at its root), e.g. the example's untarred:
 #   mkdir -p target/bench-serve && tar -I zstd -xf out/kubeplay-v0.1.0-linux-amd64.tar.zst -C target/bench-serve
 #   hack/bench-serve.sh target/bench-serve/kubeplay
-# Builds release binaries; uses loopback ports 8110 and 5830. Not part of the tests (no timing
+# Builds the tests' binaries (hack/lib/build.sh); uses loopback ports 8110 and 5830. Not part of the tests (no timing
 # assertions there); errors in the load are reported and fail the run.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 KP=$(cd "$1" && pwd) SECONDS_=${2:-60} CLIENTS=${3:-32}
-OUT=${CARGO_TARGET_DIR:-target}/bench-serve
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+. hack/lib/build.sh
+OUT=$ROOT/target/bench-serve
 mkdir -p "$OUT"
-cargo build -q --release -p kpbuild --bin kpbuild --example serve_load
-BIN=${CARGO_TARGET_DIR:-target}/release
-mapfile -t IMAGES < <(python3 -c 'import json,sys; [print(i["stored"]) for i in json.load(open(sys.argv[1]))["images"]]' "$KP/kubeplay.lock.json")
+build_binaries
+mapfile -t IMAGES < <(py lock images "$KP/kubeplay.lock.json" | cut -d' ' -f1)
 PID=
 stop() {
   if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
   PID=
 }
-trap stop EXIT
+on_exit stop
 
 wait_up() { # URL
   for _ in $(seq 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
@@ -35,20 +36,13 @@ wait_up() { # URL
 
 run() { # NAME URL  (PID is the server)
   local peak
-  "$BIN/examples/serve_load" "$2" "$CLIENTS" "$SECONDS_" "${IMAGES[@]}" > "$OUT/$1.json" 2> "$OUT/$1.err"
+  "$SERVE_LOAD" "$2" "$CLIENTS" "$SECONDS_" "${IMAGES[@]}" > "$OUT/$1.json" 2> "$OUT/$1.err"
   peak=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
-  python3 - "$OUT/$1.json" "$peak" "$1" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); r["peak_rss_kib"] = int(sys.argv[2]); r["name"] = sys.argv[3]
-r["mib_per_s"] = r["bytes"] / 1048576 / r["seconds"]
-json.dump(r, open(sys.argv[1], "w"))
-print(f"{r['name']:16} {r['mib_per_s']:8.1f} MiB/s {r['requests'] / r['seconds']:8.1f} req/s  "
-      f"peak RSS {r['peak_rss_kib'] / 1024:6.1f} MiB  errors {r['errors']}")
-PY
+  py bench_serve row "$OUT/$1.json" "$peak" "$1"
 }
 
 echo "bench-serve: ${#IMAGES[@]} images, $CLIENTS clients, ${SECONDS_} s per server, $(nproc) cores" >&2
-"$BIN/kpbuild" serve "$KP" --listen 127.0.0.1:8110 > "$OUT/kpbuild-serve.log" 2>&1 &
+"$KPBUILD" serve "$KP" --listen 127.0.0.1:8110 > "$OUT/kpbuild-serve.log" 2>&1 &
 PID=$!
 wait_up http://127.0.0.1:8110/v2/
 run "kpbuild serve" http://127.0.0.1:8110
@@ -80,11 +74,4 @@ wait_up http://127.0.0.1:5830/v2/
 run "docker-registry" http://127.0.0.1:5830
 stop
 
-python3 - "$OUT/kpbuild serve.json" "$OUT/docker-registry.json" <<'PY'
-import json, sys
-k, d = (json.load(open(p)) for p in sys.argv[1:3])
-print(f"kpbuild serve / docker-registry: throughput {k['mib_per_s'] / d['mib_per_s']:.2f}x, "
-      f"peak RSS {k['peak_rss_kib'] / 1024:.1f} MiB vs {d['peak_rss_kib'] / 1024:.1f} MiB "
-      f"(goals: >= 1.0x, <= 64 MiB)")
-sys.exit(1 if k["errors"] or d["errors"] or not k["requests"] or not d["requests"] else 0)
-PY
+py bench_serve ratio "$OUT/kpbuild serve.json" "$OUT/docker-registry.json"

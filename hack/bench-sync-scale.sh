@@ -6,16 +6,18 @@
 #   skopeo sync           the same images (YAML source) into dir: copies, one image at a time
 #
 # Fixture: Debian's docker-registry on 127.0.0.1:$KPBUILD_SCALE_PORT (5740), filled once by
-# hack/scale-fixture.py with IMAGES single-platform images of LAYERS random layers (1-32 KiB)
+# hack/py/scale_fixture.py with IMAGES single-platform images of LAYERS random layers (1-32 KiB)
 # and a config each, every blob unique (default 300 images, 3000 blobs). Prints a table (also
 # target/bench/sync-scale.md) and whether peak memory is within the goal (150 MiB).
 #
-#   [KPBUILD=path/to/kpbuild] hack/bench-sync-scale.sh [--images 300] [--layers 9] [--jobs 8]
+#   hack/bench-sync-scale.sh [--images 300] [--layers 9] [--jobs 8]
 set -euo pipefail
-KPBUILD_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$KPBUILD_ROOT"
-# shellcheck source=hack/lib-registry.sh
-. hack/lib-registry.sh
+ARGS=("$@")
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+. hack/lib/build.sh
+. hack/lib/registry.sh
+set -- "${ARGS[@]}"
 PORT=${KPBUILD_SCALE_PORT:-5740}
 IMAGES=300
 LAYERS=9
@@ -28,23 +30,19 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--images N] [--layers N] [--jobs N]" >&2; exit 2 ;;
   esac
 done
-FIX=$KPBUILD_ROOT/target/scale-fixture
-W=$KPBUILD_ROOT/target/bench/sync-scale
+FIX=$ROOT/target/scale-fixture
+W=$ROOT/target/bench/sync-scale
 mkdir -p "$FIX" "$(dirname "$W")"
 rm -rf "$W" && mkdir -p "$W"
 
-# KPBUILD: a kpbuild binary to use instead of building target/release/kpbuild.
-if [ -z "${KPBUILD:-}" ]; then
-  cargo build --quiet --release -p kpbuild
-  KPBUILD=$KPBUILD_ROOT/target/release/kpbuild
-fi
+build_binaries
 
-trap 'registry_stop scale' EXIT
+on_exit "registry_stop scale"
 registry_start scale "$PORT" "$FIX/storage" rw
 LIST=$FIX/scale-$IMAGES-$LAYERS.list
 if [ ! -s "$LIST" ]; then
   echo "bench-sync-scale: pushing $IMAGES images x $((LAYERS + 1)) blobs to 127.0.0.1:$PORT" >&2
-  python3 hack/scale-fixture.py "127.0.0.1:$PORT" "$IMAGES" "$LAYERS" "$LIST.partial"
+  py scale_fixture "127.0.0.1:$PORT" "$IMAGES" "$LAYERS" "$LIST.partial"
   mv "$LIST.partial" "$LIST"
 fi
 NREFS=$(grep -c . "$LIST")
@@ -90,4 +88,4 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   echo
   echo "kpbuild peak memory $(mib "$RSS_KP") MiB (goal: <= 150 MiB): $( [ "$RSS_KP" -le $((150 * 1024)) ] && echo met || echo NOT met)"
   echo "kpbuild summary: $(tail -1 "$W/kpbuild.err")"
-} | tee "$KPBUILD_ROOT/target/bench/sync-scale.md"
+} | tee "$ROOT/target/bench/sync-scale.md"

@@ -10,11 +10,11 @@
 #   plain    a plain Dockerfile of 60 parallel stages, each one RUN of a static binary, through
 #            `docker build` with no kpbuild in it: what BuildKit v0.8 does with many short exec
 #            ops at once (a fresh build argument each build, so nothing is cached)
-#   files40  the 40-file fixture of hack/e2e-faults.sh (24 KiB to 800 KiB, content new every
+#   files40  the 40-file fixture of the faults stage (24 KiB to 800 KiB, content new every
 #            build, so no op and no cache mount has it), `kpbuild build` of the files module
 #            and the manifest, from a loopback nginx
 #   files60  60 files of 150 KB each (new every build), the same way
-#   example  the example's files and images modules (hack/lib-fixtures.sh), `kpbuild build
+#   example  the example's files and images modules (hack/lib/fixtures.sh), `kpbuild build
 #            --no-cache`, so every op runs again
 #
 # Each IMAGE (default: kpbuild/frontend:dev, made by hack/frontend-image.sh) is measured in turn,
@@ -25,11 +25,16 @@
 # name both, e.g.
 #   git worktree add /tmp/before REV && (cd /tmp/before && hack/frontend-image.sh kpbuild/frontend:before)
 #   hack/bench-v08-stress.sh -n 50 --frontend kpbuild/frontend:before --frontend kpbuild/frontend:dev
-# KPBUILD: the kpbuild binary driving the builds (default: hack/kpbuild-static.sh builds it).
+# kpbuild (driving the builds) is hack/lib/build.sh's.
 # Results: a table on stdout; logs under target/bench-v08-stress/.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+ARGS=("$@")
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+. hack/lib/build.sh
+. hack/lib/registry.sh
+. hack/lib/fixtures.sh
+set -- "${ARGS[@]}"
 N=20 FRONTENDS=() WINDOWS=() CASES=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -42,11 +47,10 @@ while [ $# -gt 0 ]; do
 done
 [ ${#CASES[@]} -gt 0 ] || CASES=(plain files40 files60)
 OUT=$ROOT/target/bench-v08-stress
-FILES_PORT=8095
+STRESS_PORT=8095
 mkdir -p "$OUT"
-DOCKER_HOST=$(hack/dockerd.sh)
-export DOCKER_HOST DOCKER_BUILDKIT=1
-KPBUILD=${KPBUILD:-$(hack/kpbuild-static.sh)}
+use_dockerd
+build_binaries
 
 [ ${#FRONTENDS[@]} -gt 0 ] || FRONTENDS=("$(hack/frontend-image.sh)")
 [ ${#WINDOWS[@]} -gt 0 ] || WINDOWS=(default)
@@ -65,7 +69,7 @@ plain_context() { # DIR BASE
   } > "$1/Dockerfile"
 }
 
-# N files of SIZE bytes (SIZE 0: the sizes of hack/e2e-faults.sh's 40-file fixture) with new
+# N files of SIZE bytes (SIZE 0: the sizes of the faults stage's 40-file fixture) with new
 # content under SRV/files.example/stress/, and CTX/Dockerfile.bundle fetching them from the
 # loopback nginx.
 files_context() { # CTX SRV N SIZE FRONTEND
@@ -73,7 +77,7 @@ files_context() { # CTX SRV N SIZE FRONTEND
   rm -rf "$srv/files.example/stress" && mkdir -p "$ctx" "$srv/files.example/stress"
   {
     printf '# syntax=%s\nname: stress\nversion: v0\nplatforms: [linux/amd64]\n' "$5"
-    printf 'mirrors:\n  - from: https://files.example\n    to: http://127.0.0.1:%s/files.example\n' "$FILES_PORT"
+    printf 'mirrors:\n  - from: https://files.example\n    to: http://127.0.0.1:%s/files.example\n' "$STRESS_PORT"
     printf 'modules:\n  files:\n    kind: files\n    from-kubespray: none\n    extra:\n'
     for i in $(seq -w 1 "$n"); do
       f=$srv/files.example/stress/file-$i.bin
@@ -110,14 +114,12 @@ build_once() { # CASE FRONTEND WINDOW LOG
 
 for c in "${CASES[@]}"; do
   case $c in
-    files40|files60) hack/files-server.sh "$OUT/srv" "$FILES_PORT" >/dev/null 2>&1 || { mkdir -p "$OUT/srv"; hack/files-server.sh "$OUT/srv" "$FILES_PORT" >/dev/null; } ;;
+    files40|files60) hack/files-server.sh "$OUT/srv" "$STRESS_PORT" >/dev/null 2>&1 || { mkdir -p "$OUT/srv"; hack/files-server.sh "$OUT/srv" "$STRESS_PORT" >/dev/null; } ;;
     example)
-      # shellcheck source=hack/lib-fixtures.sh
-      . hack/lib-fixtures.sh
-      bundle_fixtures_start "$KPBUILD" "$OUT/example-ctx" "$OUT/example-work" > "$OUT/example-fixtures.log" 2>&1 ;;
+      bundle_fixtures_start "$OUT/example-ctx" "$OUT/example-work" > "$OUT/example-fixtures.log" 2>&1 ;;
   esac
 done
-trap 'hack/files-server.sh stop "$FILES_PORT" >/dev/null 2>&1 || true; declare -F bundle_fixtures_stop >/dev/null && bundle_fixtures_stop >/dev/null 2>&1 || true' EXIT
+on_exit "hack/files-server.sh stop $STRESS_PORT >/dev/null 2>&1"
 
 # N builds of CASE with FRONTEND and WINDOW: one row of the table.
 measure() { # CASE FRONTEND WINDOW

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PORT=${2:-8081}
 DIR=$PWD/target/files-server-$PORT
 if [ "${1:-}" = stop ]; then
-  [ -f "$DIR/nginx.pid" ] && kill "$(cat "$DIR/nginx.pid")" 2>/dev/null || true
+  [ ! -f "$DIR/nginx.pid" ] || kill "$(cat "$DIR/nginx.pid")" 2>/dev/null || true
   exit 0
 fi
 ROOT=$(cd "${1:?usage: files-server.sh ROOT [PORT]}" && pwd)

@@ -13,14 +13,15 @@
 #        do not match its digest; bad/fine:v1 is intact
 # Access logs (one line per request): target/registries/registry-<name>/log.
 set -euo pipefail
-KPBUILD_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=hack/lib-registry.sh
-. "$KPBUILD_ROOT/hack/lib-registry.sh"
-FIX=${KPBUILD_FIXTURE_DIR:-$KPBUILD_ROOT/target/fixture}
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+. hack/lib/build.sh
+. hack/lib/registry.sh
+FIX=${KPBUILD_FIXTURE_DIR:-$ROOT/target/fixture}
 PORT=${KPBUILD_FIXTURE_PORT:-5710}
 AUTH_PORT=$((PORT + 1))
 BAD_PORT=$((PORT + 2))
-GEN_SRC=$KPBUILD_ROOT/sync/examples/fixture-images.rs
+GEN_SRC=$ROOT/sync/examples/fixture-images.rs
 
 if [ "${1:-start}" = stop ]; then
   for n in fixture fixture-auth fixture-bad; do registry_stop "$n"; done
@@ -42,9 +43,9 @@ fresh_storage() { # NAME SET STORAGE: a generator change means new content: star
 generate() { # SET PORT
   local set=$1 port=$2
   filled "$set" && return 0
-  echo "fixture: filling set $set on 127.0.0.1:$port" >&2
-  cargo run --quiet --release -p kpbuild-sync --example fixture-images -- \
-    --registry "127.0.0.1:$port" --set "$set" --out "$FIX/$set" >&2
+  say "filling set $set on 127.0.0.1:$port"
+  build_binaries
+  "$FIXTURE_IMAGES" --registry "127.0.0.1:$port" --set "$set" --out "$FIX/$set" >&2
   echo "$stamp" > "$FIX/$set.stamp"
 }
 
@@ -56,7 +57,7 @@ generate main "$PORT"
 # basic auth over the same storage, read-only
 mkdir -p "$FIX/auth"
 if [ ! -s "$FIX/auth/htpasswd" ]; then
-  command -v htpasswd >/dev/null || { echo "htpasswd not found (apt-get install apache2-utils)" >&2; exit 1; }
+  command -v htpasswd >/dev/null || fail "htpasswd not found (apt-get install apache2-utils)"
   echo "kpbuild-fixture-password" > "$FIX/auth/password"
   htpasswd -Bbn kpbuild "$(cat "$FIX/auth/password")" > "$FIX/auth/htpasswd"
 fi
@@ -69,8 +70,8 @@ generate bad "$BAD_PORT"
 corrupt=$(awk -F'\t' '$1=="corrupt-payload"{print $2}' "$FIX/bad.layers.tsv")
 hex=${corrupt#sha256:}
 data=$FIX/storage-bad/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data
-[ -f "$data" ] || { echo "fixture: $data missing" >&2; exit 1; }
+[ -f "$data" ] || fail "$data missing"
 printf 'CORRUPTED-BY-KPBUILD-FIXTURE' | dd of="$data" bs=1 seek=4096 conv=notrunc status=none
 echo "$corrupt" > "$FIX/bad.corrupt-digest"
 
-echo "fixture: main 127.0.0.1:$PORT ($(wc -l < "$FIX/main.list") refs, $FIX/main.list), auth 127.0.0.1:$AUTH_PORT, bad 127.0.0.1:$BAD_PORT" >&2
+say "main 127.0.0.1:$PORT ($(wc -l < "$FIX/main.list") refs, $FIX/main.list), auth 127.0.0.1:$AUTH_PORT, bad 127.0.0.1:$BAD_PORT"

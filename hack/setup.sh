@@ -17,12 +17,14 @@ PACKAGES=(
   python3:python3            # e2e checks
   runc:runc                  # the OCI runtime of the standalone buildkitd (hack/buildkitd.sh)
   xz-utils:xz                # unpacks ../shared/tools/buildkit
-  rpm:rpmbuild               # the fixture RPM repository of hack/e2e-ospkg-dnf.sh
+  rpm:rpmbuild               # the fixture RPM repository of the ospkg-dnf stage
   createrepo-c:createrepo_c
   qemu-user-static:qemu-aarch64-static   # arm64 under emulation: kubespray's RUN steps, e2e containers
   binfmt-support:update-binfmts          # registers QEMU in binfmt_misc
   mmdebstrap:mmdebstrap                  # arm64 base images (hack/base-images.sh)
   arch-test:arch-test                    # mmdebstrap's check that arm64 binaries run
+  shellcheck:shellcheck                  # the lint stage: every script of hack/
+  zstd:zstd                              # reads .tar.zst bundles (hack/example.sh's summary)
 )
 need=()
 for pkg_cmd in "${PACKAGES[@]}"; do
@@ -44,7 +46,7 @@ grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
   || { echo "setup: qemu-aarch64 is registered in binfmt_misc without the F (fix-binary) flag: containers cannot use it" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (https://rustup.rs)" >&2; exit 1; }
 cargo fetch -q
-# cargo-fuzz for hack/fuzz.sh (it builds on nightly, or on stable with RUSTC_BOOTSTRAP=1).
+# cargo-fuzz for the fuzz stage (it builds on nightly, or on stable with RUSTC_BOOTSTRAP=1).
 command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
 # Standalone BuildKit v0.11.6 and v0.32.2 (buildkitd, buildctl) and the docker-buildx plugin
 # v0.36.1, kept in ../shared/tools/buildkit (checksummed): into target/tools/{bin,cli-plugins}.
@@ -53,18 +55,26 @@ if [ -x ../shared/tools/buildkit/install.sh ]; then
 else
   echo "setup: ../shared/tools/buildkit is missing: the buildx stage and hack/buildkitd.sh need it" >&2
 fi
-# The workflow checkers of hack/check-workflows.sh, from PyPI into a venv under target/ (pinned:
-# a newer zizmor may add audits). Debian's python3 with its venv module (python3-venv).
+# From PyPI into a venv under target/, pinned (a newer release may add audits or rules): the
+# workflow checkers of the workflows stage, and ruff for the lint stage. Debian's python3 with
+# its venv module (python3-venv). Reinstalled only when a pin is missing.
 PYTOOLS=target/pytools
-if ! "$PYTOOLS/bin/python3" -m pip show -q check-jsonschema zizmor >/dev/null 2>&1; then
+PYPI=(check-jsonschema==0.39.0 zizmor==1.32.0 ruff==0.17.5)
+have=$("$PYTOOLS/bin/python3" -m pip freeze 2>/dev/null || true)
+missing=()
+for p in "${PYPI[@]}"; do grep -qixF "$p" <<< "$have" || missing+=("$p"); done
+# A venv copied from another checkout names that checkout's python in its scripts: made anew.
+venv_ok=0
+[ "$(head -1 "$PYTOOLS/bin/check-jsonschema" 2>/dev/null)" = "#!$PWD/$PYTOOLS/bin/python3" ] && venv_ok=1
+if [ ${#missing[@]} -gt 0 ] || [ "$venv_ok" = 0 ]; then
   /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || {
     SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends python3-venv
   }
-  rm -rf "$PYTOOLS"
-  /usr/bin/python3 -m venv "$PYTOOLS"
-  "$PYTOOLS/bin/pip" install -q check-jsonschema==0.39.0 zizmor==1.32.0
+  [ "$venv_ok" = 1 ] || rm -rf "$PYTOOLS"
+  [ -x "$PYTOOLS/bin/python3" ] || /usr/bin/python3 -m venv "$PYTOOLS"
+  "$PYTOOLS/bin/python3" -m pip install -q "${PYPI[@]}"
 fi
 # Services: the private Docker daemon (fixture servers start with the e2e stages that use them).
 # Debian's packages may have started their own nginx/registry on default ports: not ours, harmless.

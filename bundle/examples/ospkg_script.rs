@@ -1,6 +1,6 @@
 //! Development tool (not part of kpbuild): the os-packages scripts and client files of a spec,
 //! as the frontend will generate them, written to files so that they can be run by hand in a
-//! container of the distro's base image (`hack/e2e-ospkg-script.sh` does).
+//! container of the distro's base image (`hack/stages/ospkg-script.sh` does).
 //!
 //! cargo run -p kpbuild-bundle --example ospkg_script -- SPEC CONTEXT ARCH OUT
 //!

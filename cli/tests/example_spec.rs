@@ -79,7 +79,7 @@ fn example_bundle_spec_plans() {
 }
 
 /// The CI matrix of the example is every distro of its os-packages module × its two platforms,
-/// in spec order (hack/check-workflows.sh checks that bundle.yml reads it and nothing else).
+/// in spec order (hack/stages/workflows.sh checks that bundle.yml reads it and nothing else).
 #[test]
 fn example_matrix_is_every_distro_times_every_platform() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -2,7 +2,7 @@
 //! 127.0.0.1 in this process: `Retry-After`, a transfer cut mid-body and resumed with a range
 //! request, a stall cut by the read timeout, wrong bytes, a mirror list tried in order, the
 //! cache by pin, and the report of a file no location gave. The proof through BuildKit is
-//! `hack/e2e-faults.sh files`.
+//! `hack/stages/faults.sh files`.
 
 mod common;
 

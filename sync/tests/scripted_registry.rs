@@ -1,7 +1,7 @@
 //! The client's protocol paths that the fixture registry cannot produce on demand — bearer
 //! token dance, 503 and 429 with `Retry-After`, a connection dropped mid-blob, wrong bytes —
 //! against a small scripted HTTP server on 127.0.0.1 in this process. The real-registry proof
-//! is hack/e2e-sync.sh.
+//! is hack/stages/sync.sh.
 
 mod common;
 

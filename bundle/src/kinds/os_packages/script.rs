@@ -112,10 +112,10 @@
 //!
 //! # Tested
 //!
-//! The apt script is proven for real by `hack/e2e-ospkg-script.sh` (Debian 12, amd64 and arm64).
+//! The apt script is proven for real by `hack/stages/ospkg-script.sh` (Debian 12, amd64 and arm64).
 //! The dnf script is run with a real dnf (Debian's dnf 4.14 on Debian 12, a stand-in for an EL
 //! image: no RPM distribution is reachable here) against a fixture RPM repository by
-//! `hack/e2e-ospkg-dnf.sh`: closure, virtual provides, architectures, offline install from an
+//! `hack/stages/ospkg-dnf.sh`: closure, virtual provides, architectures, offline install from an
 //! empty rpmdb, missing packages. Only a CI matrix job proves it on Rocky/Alma images against
 //! their mirrors. The yum script is covered only by the unit tests below: its text, `sh -n`, and
 //! runs against stub `yum`/`repotrack`/`createrepo` commands that check the control flow
