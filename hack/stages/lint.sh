@@ -6,6 +6,9 @@ set -euo pipefail
 # shellcheck source=hack/lib/common.sh
 . "$(dirname "$0")/../lib/common.sh"
 RUFF=${KPBUILD_PYTOOLS:-$ROOT/target/pytools}/bin/ruff
+# ruff's cache inside this checkout's target/ (a relative cache-dir in ruff.toml would follow
+# the working directory).
+export RUFF_CACHE_DIR=$ROOT/target/ruff-cache
 command -v shellcheck >/dev/null || fail "shellcheck is missing; run hack/setup.sh (Debian's shellcheck)"
 [ -x "$RUFF" ] || fail "$RUFF is missing; run hack/setup.sh (it installs ruff from PyPI)"
 mapfile -t scripts < <(git ls-files --cached --others --exclude-standard 'hack/*.sh' 'hack/**/*.sh' .ci/run | sort -u)
