@@ -21,12 +21,15 @@ use crate::verify::Check;
 pub use crate::layout::LOCK_FILE;
 /// Its format tag.
 pub const FORMAT: &str = "kpbuild.lock/v1";
+/// The manifest's keys before its sections, in order (`Lock`'s fields; a test holds them equal).
+pub const HEADER_KEYS: [&str; 4] = ["format", "kpbuild", "bundle", "spec"];
 
 /// The manifest. Its header is typed here; its sections (`files`, `images`, …) belong to the
 /// module kinds: each is a list of entries of one [`Entry`] type, kept in the document's order
 /// (every section of [`crate::kinds::SECTIONS`], in that order, when built).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Lock {
+    // The fields before the sections: their keys are HEADER_KEYS, in this order.
     pub format: String,
     pub kpbuild: String,
     pub bundle: BundleInfo,
@@ -388,6 +391,18 @@ mod tests {
         let sections: Vec<&str> = SECTIONS.iter().map(|s| s.key()).collect();
         assert_eq!(keys, sections);
         assert_eq!(lock.summary(), "1 files, 0 images, 0 packages, 0 artifacts");
+        let value = serde_json::to_value(&lock).unwrap();
+        let written: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let header: Vec<&str> = HEADER_KEYS.into_iter().chain(sections).collect();
+        assert_eq!(
+            written, header,
+            "HEADER_KEYS and the sections are every key, in order"
+        );
     }
 
     #[test]

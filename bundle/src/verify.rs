@@ -18,6 +18,15 @@ pub struct Fault {
     pub what: String,
 }
 
+impl Fault {
+    fn new(at: impl Into<String>, what: impl Into<String>) -> Self {
+        Fault {
+            at: at.into(),
+            what: what.into(),
+        }
+    }
+}
+
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.at, self.what)
@@ -72,10 +81,7 @@ impl Default for Report {
 
 impl Report {
     fn fault(&mut self, at: impl Into<String>, what: impl Into<String>) {
-        self.faults.push(Fault {
-            at: at.into(),
-            what: what.into(),
-        });
+        self.faults.push(Fault::new(at, what));
     }
 
     pub fn ok(&self) -> bool {
@@ -118,10 +124,7 @@ pub struct Check<'a> {
 impl Check<'_> {
     /// Records a fault: the path from the bundle root (or the object) and what is wrong.
     pub fn fault(&mut self, at: impl Into<String>, what: impl Into<String>) {
-        self.faults.push(Fault {
-            at: at.into(),
-            what: what.into(),
-        });
+        self.faults.push(Fault::new(at, what));
     }
 
     /// The sha256, sha512 and size of the bundle's file at `path` (from the root); without
@@ -169,8 +172,7 @@ fn read_lock(root: &Path) -> Result<Lock, String> {
     let text = std::fs::read_to_string(root.join(LOCK_FILE)).map_err(|e| e.to_string())?;
     let lock: Lock = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let expected = || {
-        let header = ["format", "kpbuild", "bundle", "spec"];
-        let keys: Vec<String> = header
+        let keys: Vec<String> = lock::HEADER_KEYS
             .into_iter()
             .chain(SECTIONS.iter().map(|s| s.key()))
             .map(|k| format!("`{k}`"))

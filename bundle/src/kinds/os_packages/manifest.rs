@@ -49,7 +49,11 @@ impl Entry for PackageEntry {
         repos.dedup();
         for repo in repos {
             let dir = check.root.join(repo);
-            let index = match read_packages_index(&dir) {
+            let distro = entries
+                .iter()
+                .find(|p| p.repo == repo)
+                .map_or("", |p| p.distro.as_str());
+            let index = match read_packages_index(&dir, distro, repo) {
                 Ok(i) => i,
                 Err(e) => {
                     check.fault(repo, e.to_string());
@@ -119,20 +123,14 @@ impl Entry for SkippedPackages {
     }
 }
 
-/// One stanza of an apt `Packages` index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct IndexedPackage {
-    pub name: String,
-    pub version: String,
-    pub architecture: String,
-    pub file: String,
-    pub sha256: String,
-    pub size: u64,
-}
-
-/// Reads `dir/Packages` (apt). A yum repository (`repodata/`) gives its `.rpm` files with
-/// their sha256 instead, named by file.
-pub(crate) fn read_packages_index(dir: &Path) -> Result<Vec<IndexedPackage>, LockError> {
+/// The packages of the repository `repo` (from the bundle root) of `distro` in the directory
+/// `dir`, as manifest entries, read from its `Packages` (apt). A yum repository (`repodata/`)
+/// gives its `.rpm` files with their sha256 instead, named by file.
+pub(crate) fn read_packages_index(
+    dir: &Path,
+    distro: &str,
+    repo: &str,
+) -> Result<Vec<PackageEntry>, LockError> {
     let index = dir.join("Packages");
     if !index.is_file() {
         let mut out = Vec::new();
@@ -145,7 +143,9 @@ pub(crate) fn read_packages_index(dir: &Path) -> Result<Vec<IndexedPackage>, Loc
                         .unwrap_or_default()
                         .to_string_lossy()
                         .into_owned();
-                    out.push(IndexedPackage {
+                    out.push(PackageEntry {
+                        distro: distro.into(),
+                        repo: repo.into(),
                         name: file.clone(),
                         version: String::new(),
                         architecture: String::new(),
@@ -166,14 +166,18 @@ pub(crate) fn read_packages_index(dir: &Path) -> Result<Vec<IndexedPackage>, Loc
         path: index.display().to_string(),
         source,
     })?;
-    parse_packages(&text).map_err(|message| LockError::Invalid {
+    parse_packages(&text, distro, repo).map_err(|message| LockError::Invalid {
         path: index.display().to_string(),
         message,
     })
 }
 
-/// Parses an apt `Packages` index.
-pub(crate) fn parse_packages(text: &str) -> Result<Vec<IndexedPackage>, String> {
+/// Parses an apt `Packages` index: the entries of the repository `repo` of `distro`.
+pub(crate) fn parse_packages(
+    text: &str,
+    distro: &str,
+    repo: &str,
+) -> Result<Vec<PackageEntry>, String> {
     let mut out = Vec::new();
     for (i, block) in text
         .split("\n\n")
@@ -196,7 +200,9 @@ pub(crate) fn parse_packages(text: &str) -> Result<Vec<IndexedPackage>, String> 
                 .ok_or_else(|| format!("stanza {}: no {k}", i + 1))
         };
         let file = get("Filename")?;
-        out.push(IndexedPackage {
+        out.push(PackageEntry {
+            distro: distro.into(),
+            repo: repo.into(),
             name: get("Package")?,
             version: get("Version")?,
             architecture: get("Architecture")?,
@@ -217,13 +223,15 @@ mod tests {
     #[test]
     fn packages_index() {
         let text = "Package: a\nVersion: 1:2.0-1\nArchitecture: amd64\nDescription: x\n more\nFilename: ./a_2.0-1_amd64.deb\nSize: 10\nSHA256: ab\n\nPackage: b\nVersion: 1\nArchitecture: all\nFilename: b_1_all.deb\nSize: 3\nSHA256: cd\n";
-        let p = parse_packages(text).unwrap();
+        let p = parse_packages(text, "debian12", "debian/amd64/bookworm").unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].file, "a_2.0-1_amd64.deb");
         assert_eq!(p[0].version, "1:2.0-1");
         assert_eq!(p[1].architecture, "all");
+        assert_eq!(p[1].repo, "debian/amd64/bookworm");
+        assert_eq!(p[1].distro, "debian12");
         assert_eq!(
-            parse_packages("Package: a\nVersion: 1\n").unwrap_err(),
+            parse_packages("Package: a\nVersion: 1\n", "d", "r").unwrap_err(),
             "stanza 1: no Filename"
         );
     }

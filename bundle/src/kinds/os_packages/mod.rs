@@ -20,7 +20,7 @@ use crate::spec::{SpecError, is_relative_clean};
 use groups::Groups;
 use kpbuild_oci::image_ref::{FetchLocation, ImageRef};
 use kpbuild_oci::platform::Platform;
-use manifest::{PackageEntry, SkippedPackages, read_packages_index};
+use manifest::{SkippedPackages, read_packages_index};
 
 /// The `os-packages` block of a spec.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -251,17 +251,8 @@ impl ModuleWork for OsPackagesWork {
         for d in &self.distros {
             let repo = d.bundle_path();
             let dir = tree.join(&repo);
-            for p in read_packages_index(&dir)? {
-                lock.push(PackageEntry {
-                    distro: d.name.clone(),
-                    repo: repo.clone(),
-                    name: p.name,
-                    version: p.version,
-                    architecture: p.architecture,
-                    file: p.file,
-                    sha256: p.sha256,
-                    size: p.size,
-                })?;
+            for p in read_packages_index(&dir, &d.name, &repo)? {
+                lock.push(p)?;
             }
             let record = dir.join(script::RECORD_FILE);
             if record.is_file() {
