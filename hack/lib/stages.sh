@@ -11,7 +11,10 @@
 #                      or not) prints each stage's wall time and the builds BuildKit v0.8 failed
 #                      on its own that hack/docker.sh ran once more (target/builder-retries.log).
 #                      The stages from `sync` on get the optimised binaries and the frontend
-#                      image of the `build` stage, which runs first if it is not named.
+#                      image of the `build` stage, which runs first if it is not named. A
+#                      stage of BACKGROUND_STAGES with stages after it starts in its place and
+#                      runs alongside them; the run waits for it at its end (it fails the run
+#                      as any stage does; its output in target/test/NAME.log).
 #   STAGES             every stage, in order;  E2E_STAGES: those from `sync` on
 # The stages, in order:
 #   fmt           cargo fmt --check
@@ -25,6 +28,7 @@
 #   images        the images module through BuildKit
 #   os-packages   the os-packages module through BuildKit (Debian 12, amd64 and arm64)
 #   bundle        kpbuild build, export, verify of the root Dockerfile.bundle; the bundle served
+#   arm64-install Debian 12's list installed offline in an arm64 container under QEMU
 #   buildx        docker buildx: docker driver, standalone BuildKit v0.32.2 and v0.11.6
 #   bundle-v0.32  the root Dockerfile.bundle on standalone BuildKit v0.32.2, against Docker's
 #   ospkg-script  the os-packages apt script by hand, Debian 12 amd64 and arm64
@@ -32,8 +36,11 @@
 #   distros       Debian 11, 12, 13 x amd64, arm64 through BuildKit, offline installs
 #   faults        reliability under faults, seeded
 #   fuzz          every fuzz target, KPBUILD_FUZZ_SECONDS (30) each
-STAGES=(fmt lint clippy cargo-test build workflows sync files images os-packages bundle buildx bundle-v0.32
-  ospkg-script ospkg-dnf distros faults fuzz)
+STAGES=(fmt lint clippy cargo-test build workflows sync files images os-packages bundle arm64-install buildx
+  bundle-v0.32 ospkg-script ospkg-dnf distros faults fuzz)
+# Mostly dpkg under QEMU on one core (minutes): alongside the stages after it, which mostly wait
+# on the network, BuildKit or the other core.
+BACKGROUND_STAGES=(arm64-install)
 E2E_STAGES=()
 for _s in "${STAGES[@]}"; do [ "$_s" != sync ] && [ ${#E2E_STAGES[@]} = 0 ] || E2E_STAGES+=("$_s"); done
 # The base images the stages run on (debootstrap, mmdebstrap: minutes each from cold, network and
@@ -42,7 +49,8 @@ for _s in "${STAGES[@]}"; do [ "$_s" != sync ] && [ ${#E2E_STAGES[@]} = 0 ] || E
 declare -A BASE_IMAGES_OF=(
   [os-packages]="debian:bookworm" [ospkg-script]="debian:bookworm" [ospkg-dnf]="debian:bookworm"
   [bundle]="debian:bookworm kpbuild/debian-arm64:bookworm" [bundle-v0.32]="debian:bookworm kpbuild/debian-arm64:bookworm"
-  [distros]="debian:bookworm debian:bullseye debian:trixie kpbuild/debian-arm64:bookworm"
+  [arm64-install]="debian:bookworm kpbuild/debian-arm64:bookworm"
+  [distros]="debian:bookworm debian:bullseye debian:trixie"
 )
 # The fuzz targets' build (nightly, AddressSanitizer: every dependency once more, minutes of
 # both cores) starts in the background with this stage, which, like those after it, mostly
@@ -53,6 +61,7 @@ RUN_LOG=$ROOT/target/test
 RETRIES=$ROOT/target/builder-retries.log   # written by hack/docker.sh
 STAGE_TIMES=()
 STAGE_NAME='' STAGE_START=0 BG_PIDS=()
+BG_STAGES=()   # NAME:PID:START of the stages running in the background
 
 stage_summary() {
   local rc=$? p
@@ -68,7 +77,28 @@ stage_summary() {
   return "$rc"
 }
 
-stage_known() { [[ " ${STAGES[*]} " == *" $1 "* ]]; }
+stage_known() { in_list "$1" "${STAGES[@]}"; }
+in_list() { # WORD LIST…
+  [[ " ${*:2} " == *" $1 "* ]]
+}
+
+# Waits for the stages running in the background; their times join the others'. Fails (after
+# showing the end of its log) on the first that failed.
+wait_background_stages() {
+  local b stage pid start
+  for b in "${BG_STAGES[@]}"; do
+    IFS=: read -r stage pid start <<< "$b"
+    printf '\n== %s: waiting for stage %s (in the background since %d s)\n' "$NAME" "$stage" "$start"
+    STAGE_NAME=$stage STAGE_START=$start
+    if ! wait "$pid"; then
+      tail -40 "$RUN_LOG/$stage.log"
+      fail "stage $stage (in the background; log: $RUN_LOG/$stage.log)"
+    fi
+    tail -3 "$RUN_LOG/$stage.log"
+    STAGE_TIMES+=("$(printf '%5d s  %s  (in the background, ended %d s into the run)' $((SECONDS - start)) "$stage" "$SECONDS")")
+    STAGE_NAME=''
+  done
+}
 
 run_stages() { # NAME…
   local s names=() with_build=0
@@ -79,7 +109,7 @@ run_stages() { # NAME…
   # The e2e stages need the build stage's binaries and image: it goes first when not named.
   for s in "$@"; do
     [ "$s" != build ] || with_build=1
-    if [ "$with_build" = 0 ] && [[ " ${E2E_STAGES[*]} " == *" $s "* ]]; then names+=(build); with_build=1; fi
+    if [ "$with_build" = 0 ] && in_list "$s" "${E2E_STAGES[@]}"; then names+=(build); with_build=1; fi
     names+=("$s")
   done
   mkdir -p "$RUN_LOG"
@@ -87,8 +117,13 @@ run_stages() { # NAME…
   trap stage_summary EXIT
   base_images_in_background "${names[@]}"
   for s in "${names[@]}"; do
-    if [ "$s" = "$FUZZ_BUILD_WITH" ] && [[ " ${names[*]} " == *" fuzz "* ]]; then
+    if [ "$s" = "$FUZZ_BUILD_WITH" ] && in_list fuzz "${names[@]}"; then
       in_background fuzz-build "$ROOT/hack/stages/fuzz.sh" --build
+    fi
+    if in_list "$s" "${BACKGROUND_STAGES[@]}" && [ "$s" != "${names[-1]}" ]; then
+      in_background "$s" bash "$ROOT/hack/stages/$s.sh"
+      BG_STAGES+=("$s:${BG_PIDS[-1]}:$SECONDS")
+      continue
     fi
     STAGE_NAME=$s STAGE_START=$SECONDS
     printf '\n== %s: stage %s\n' "$NAME" "$s"
@@ -97,6 +132,7 @@ run_stages() { # NAME…
     STAGE_TIMES+=("$(printf '%5d s  %s' $((SECONDS - STAGE_START)) "$s")")
     STAGE_NAME=''
   done
+  wait_background_stages
   printf '\n%s: %s: all passed\n' "$NAME" "${names[*]}"
 }
 
