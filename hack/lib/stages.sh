@@ -85,7 +85,7 @@ in_list() { # WORD LIST…
 # Waits for the stages running in the background; their times join the others'. Fails (after
 # showing the end of its log) on the first that failed.
 wait_background_stages() {
-  local b stage pid start
+  local b stage pid start took
   for b in "${BG_STAGES[@]}"; do
     IFS=: read -r stage pid start <<< "$b"
     printf '\n== %s: waiting for stage %s (in the background since %d s)\n' "$NAME" "$stage" "$start"
@@ -95,7 +95,9 @@ wait_background_stages() {
       fail "stage $stage (in the background; log: $RUN_LOG/$stage.log)"
     fi
     tail -3 "$RUN_LOG/$stage.log"
-    STAGE_TIMES+=("$(printf '%5d s  %s  (in the background, ended %d s into the run)' $((SECONDS - start)) "$stage" "$SECONDS")")
+    took=$(cat "$RUN_LOG/$stage.took")
+    STAGE_TIMES+=("$(printf '%5d s  %s  (in the background, from %d s to %d s into the run)' \
+      "$took" "$stage" "$start" $((start + took)))")
     STAGE_NAME=''
   done
 }
@@ -116,12 +118,16 @@ run_stages() { # NAME…
   rm -f "$RETRIES"
   trap stage_summary EXIT
   base_images_in_background "${names[@]}"
+  rm -f "$RUN_LOG"/*.took
   for s in "${names[@]}"; do
     if [ "$s" = "$FUZZ_BUILD_WITH" ] && in_list fuzz "${names[@]}"; then
       in_background fuzz-build "$ROOT/hack/stages/fuzz.sh" --build
     fi
     if in_list "$s" "${BACKGROUND_STAGES[@]}" && [ "$s" != "${names[-1]}" ]; then
-      in_background "$s" bash "$ROOT/hack/stages/$s.sh"
+      # (Its own time in RUN_LOG/NAME.took: the run may wait for it long after it ended.)
+      # shellcheck disable=SC2016 # the inner bash expands them
+      in_background "$s" bash -c 'bash "$1"; rc=$?; echo "$SECONDS" > "$2"; exit "$rc"' _ \
+        "$ROOT/hack/stages/$s.sh" "$RUN_LOG/$s.took"
       BG_STAGES+=("$s:${BG_PIDS[-1]}:$SECONDS")
       continue
     fi
