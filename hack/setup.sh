@@ -56,10 +56,11 @@ else
   echo "setup: ../shared/tools/buildkit is missing: the buildx stage and hack/buildkitd.sh need it" >&2
 fi
 # From PyPI into a venv under target/, pinned (a newer release may add audits or rules): the
-# workflow checkers of the workflows stage, and ruff for the lint stage. Debian's python3 with
-# its venv module (python3-venv). Reinstalled only when a pin is missing.
+# workflow checkers of the workflows stage, ruff for the lint stage, and oras-py (ORAS's Python
+# client) for hack/serve-referrers-check.sh. Debian's python3 with its venv module
+# (python3-venv). Reinstalled only when a pin is missing.
 PYTOOLS=target/pytools
-PYPI=(check-jsonschema==0.39.0 zizmor==1.32.0 ruff==0.17.5)
+PYPI=(check-jsonschema==0.39.0 zizmor==1.32.0 ruff==0.17.5 oras==0.2.43)
 have=$("$PYTOOLS/bin/python3" -m pip freeze 2>/dev/null || true)
 missing=()
 for p in "${PYPI[@]}"; do grep -qixF "$p" <<< "$have" || missing+=("$p"); done

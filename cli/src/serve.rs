@@ -74,10 +74,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let registry = Registry::load(&dir.join(layout::REGISTRY_ROOT))
         .with_context(|| format!("reading the registry tree of {}", dir.display()))?;
     eprintln!(
-        "kpbuild serve {}: verify --no-hash OK ({}) and {} manifests hashed in {:.1} s",
+        "kpbuild serve {}: verify --no-hash OK ({}) and {} manifests hashed ({} referrers) in {:.1} s",
         dir.display(),
         report.summary(),
         registry.manifest_count(),
+        registry.referrer_count(),
         t.elapsed().as_secs_f64()
     );
     if args.max_header_bytes < 8192 {

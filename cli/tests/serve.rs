@@ -1,7 +1,8 @@
 //! `kpbuild serve` over a real socket, against a small bundle made here: manifests with their
 //! bytes, media type and digest, blobs whole, by range and with HEAD, files, refusals (a bad
 //! path, a push), a blob whose bytes changed on disk cut short and then refused, the per-client
-//! summary on SIGTERM, and a bundle failing `verify --no-hash` refused at start.
+//! summary on SIGTERM, and a bundle failing `verify --no-hash` refused at start; the referrers
+//! API (with `artifactType` filtering) and the spec's error table, GET and HEAD.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -225,6 +226,152 @@ fn serves_a_bundle_read_only_and_cuts_a_blob_that_changed_on_disk() {
     assert!(srv.child.wait().unwrap().success());
     assert!(rest.contains(&b.bad.0.to_string()), "{rest}");
     assert!(rest.contains("client 127.0.0.1: 13 requests"), "{rest}");
+}
+
+/// Two referrers of `lib/app:v1` in the bundle's tree, as an OCI 1.1 client pushes them: a
+/// signature (`artifactType`, an empty config, one layer, annotations) and an SBOM whose type is
+/// its config's media type. Their digests.
+fn add_referrers(b: &Bundle) -> (Digest, Digest) {
+    let l = Layout::new(b.dir.path().join("resources/registry"));
+    let empty = b"{}".to_vec();
+    let payload = b"signature payload".to_vec();
+    let (ed, pd) = (Digest::of_bytes(&empty), Digest::of_bytes(&payload));
+    let subject = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": b.md.to_string(), "size": b.manifest.len()});
+    let layer = serde_json::json!([{"mediaType": "application/vnd.example.sig.v1", "digest": pd.to_string(), "size": payload.len()}]);
+    let mut out = vec![];
+    for doc in [
+        serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sig.v1",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": ed.to_string(), "size": 2},
+            "layers": layer, "subject": subject,
+            "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}}),
+        serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.example.sbom.v1", "digest": ed.to_string(), "size": 2},
+            "layers": layer, "subject": subject}),
+    ] {
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        let d = Digest::of_bytes(&bytes);
+        put(&l.blob_data(&d), &bytes);
+        put(&l.revision_link("lib/app", &d), d.to_string().as_bytes());
+        out.push(d);
+    }
+    for (d, bytes) in [(&ed, &empty), (&pd, &payload)] {
+        put(&l.blob_data(d), bytes);
+        put(&l.layer_link("lib/app", d), d.to_string().as_bytes());
+    }
+    (out[0].clone(), out[1].clone())
+}
+
+#[test]
+fn answers_the_referrers_api_and_the_spec_error_table() {
+    let b = bundle();
+    let (sig, sbom) = add_referrers(&b);
+    let srv = start(b.dir.path());
+    let a = srv.addr.clone();
+    let index = |body: &[u8]| -> Vec<(String, Option<String>)> {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["schemaVersion"], 2);
+        assert_eq!(v["mediaType"], "application/vnd.oci.image.index.v1+json");
+        v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["digest"].as_str().unwrap().to_string(),
+                    m["artifactType"].as_str().map(String::from),
+                )
+            })
+            .collect()
+    };
+
+    let path = format!("/v2/lib/app/referrers/{}", b.md);
+    let (st, hs, body) = request(&a, "GET", &path, "");
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        header(&hs, "content-type"),
+        Some("application/vnd.oci.image.index.v1+json")
+    );
+    assert_eq!(header(&hs, "oci-filters-applied"), None);
+    let mut want = vec![
+        (
+            sig.to_string(),
+            Some("application/vnd.example.sig.v1".into()),
+        ),
+        (
+            sbom.to_string(),
+            Some("application/vnd.example.sbom.v1".into()),
+        ),
+    ];
+    want.sort();
+    assert_eq!(index(&body), want);
+    let filtered = format!("{path}?artifactType=application%2Fvnd.example.sig.v1");
+    let (st, hs, body) = request(&a, "GET", &filtered, "");
+    assert_eq!(st, 200);
+    assert_eq!(header(&hs, "oci-filters-applied"), Some("artifactType"));
+    assert_eq!(
+        index(&body),
+        [want
+            .iter()
+            .find(|w| w.0 == sig.to_string())
+            .unwrap()
+            .clone()]
+    );
+    // A digest nothing refers to: an empty index; a bad one 400, an unknown repository 404.
+    let (st, _, body) = request(&a, "GET", &format!("/v2/lib/app/referrers/{sig}"), "");
+    assert_eq!((st, index(&body)), (200, vec![]));
+    for (target, status, code) in [
+        (
+            "/v2/lib/app/referrers/sha256:zz".to_string(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            format!("/v2/lib/none/referrers/{}", b.md),
+            404,
+            "NAME_UNKNOWN",
+        ),
+        (
+            "/v2/lib/app/manifests/.INVALID_MANIFEST_NAME".into(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "/v2/lib/app/manifests/sha256:zz".into(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        ("/v2/lib/app/blobs/sha256:zz".into(), 400, "DIGEST_INVALID"),
+    ] {
+        let (st, hs, body) = request(&a, "GET", &target, "");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (st, v["errors"][0]["code"].as_str()),
+            (status, Some(code)),
+            "{target}"
+        );
+        assert_eq!(header(&hs, "content-type"), Some("application/json"));
+        let (st, hs, body) = request(&a, "HEAD", &target, "");
+        assert_eq!((st, body.len()), (status, 0), "HEAD {target}");
+        assert_eq!(
+            header(&hs, "content-length").map(|n| n.parse::<usize>().unwrap() > 0),
+            Some(true)
+        );
+    }
+    // A route that is not the spec's: 404 without the JSON error body.
+    let (st, hs, _) = request(&a, "GET", "/v2/lib/app/nothing", "");
+    assert_eq!(st, 404);
+    assert_eq!(
+        header(&hs, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    // The referrers themselves are manifests of the repository.
+    let (st, hs, _) = request(&a, "GET", &format!("/v2/lib/app/manifests/{sig}"), "");
+    assert_eq!(st, 200);
+    assert_eq!(
+        header(&hs, "docker-content-digest"),
+        Some(sig.to_string().as_str())
+    );
 }
 
 #[test]

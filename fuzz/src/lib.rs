@@ -8,7 +8,7 @@ use kpbuild_store::bundle_tar::{parents, path_order};
 use kpbuild_oci::image_ref::{ImageRef, stored_repository, validate_repository};
 use kpbuild_bundle::layout::file_path_of_url as bundle_path_of_url;
 use kpbuild_bundle::plan::{self, PlanOptions, Work};
-use kpbuild_oci::registry_layout::{Layout, parse_manifest};
+use kpbuild_oci::registry_layout::{Layout, parse_manifest, parse_referrer};
 use kpbuild_paths::safe_path::{EntryKind, TarEntryChecker, relative_path};
 use kpbuild_paths::source::MemSource;
 use kpbuild_bundle::spec::{SpecFile, is_relative_clean};
@@ -118,7 +118,8 @@ pub fn vars_render(data: &[u8]) {
     }
 }
 
-/// Manifest bytes, with a content type chosen by the first byte.
+/// Manifest bytes, with a content type chosen by the first byte; and the same bytes read as a
+/// referrer.
 pub fn manifest_parse(data: &[u8]) {
     let Some((&sel, bytes)) = data.split_first() else {
         return;
@@ -137,6 +138,10 @@ pub fn manifest_parse(data: &[u8]) {
             assert_under(Path::new("/r"), &layout.blob_data(&d.digest));
         }
         let _ = m.kind().media_type();
+    }
+    // A referrer's subject is a lookup key only; were it ever a path, it would stay inside.
+    if let Ok(Some(r)) = parse_referrer(bytes) {
+        assert_under(Path::new("/r"), &Layout::new("/r").blob_data(&r.subject));
     }
 }
 

@@ -45,8 +45,9 @@ pub trait Blob: Serialize {
     }
 }
 
-/// A content descriptor: `mediaType`, `digest`, `size`, then `platform` and `annotations`
-/// when there are any.
+/// A content descriptor: `mediaType`, `digest`, `size`, then `platform`, `annotations` and
+/// `artifactType` when there are any (`artifactType` last, where OCI's own descriptor has it;
+/// kpbuild writes it only into the referrers listings `kpbuild serve` answers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
@@ -57,6 +58,8 @@ pub struct Descriptor {
     pub platform: Option<PlatformObject>,
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub annotations: Annotations,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
 }
 
 impl Descriptor {
@@ -68,6 +71,7 @@ impl Descriptor {
             size,
             platform: None,
             annotations: Annotations::new(),
+            artifact_type: None,
         }
     }
 
@@ -79,6 +83,12 @@ impl Descriptor {
     /// With the platform of the manifest it points at.
     pub fn with_platform(mut self, platform: &Platform) -> Descriptor {
         self.platform = Some(platform.into());
+        self
+    }
+
+    /// With this `artifactType` (what an artifact manifest is, for the referrers API).
+    pub fn with_artifact_type(mut self, artifact_type: &str) -> Descriptor {
+        self.artifact_type = Some(artifact_type.to_string());
         self
     }
 
@@ -263,6 +273,17 @@ mod tests {
             ),
             format!(
                 r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{a}","size":2048,"annotations":{{"org.opencontainers.image.title":"lock"}}}}"#
+            )
+        );
+        // A referrer's descriptor: artifactType after the annotations.
+        assert_eq!(
+            text(
+                &Descriptor::new(OCI_MANIFEST, d('a'), 7)
+                    .annotate("k", "v")
+                    .with_artifact_type("application/vnd.example.sig")
+            ),
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{a}","size":7,"annotations":{{"k":"v"}},"artifactType":"application/vnd.example.sig"}}"#
             )
         );
         // Both: platform before annotations; annotations in insertion order, not sorted.

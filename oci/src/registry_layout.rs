@@ -1,5 +1,6 @@
 //! The pure part of the `registry:2` storage tree: where blobs and links live, what a link file
-//! holds, and what a manifest or index points at.
+//! holds, what a manifest or index points at, and what a referrer (OCI 1.1: a manifest with a
+//! `subject`) says of itself.
 //!
 //! The tree is the one Distribution's filesystem driver reads (`/var/lib/registry`):
 //!
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use crate::platform::Platform;
+
+use crate::document::Annotations;
 
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -422,6 +425,67 @@ pub fn parse_manifest(content_type: Option<&str>, bytes: &[u8]) -> Result<Manife
     }
 }
 
+/// What an OCI 1.1 manifest that refers to another (a signature, an SBOM, an attestation)
+/// says of itself: the digest of its `subject`, its `artifactType`, its config's media type
+/// (an image manifest's; an index has none) and its `annotations` in the document's order.
+/// What the referrers API lists it with is decided by the registry that serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    pub subject: Digest,
+    pub artifact_type: Option<String>,
+    pub config_media_type: Option<String>,
+    pub annotations: Annotations,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawReferrer {
+    #[serde(default)]
+    subject: Option<RawSubject>,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    config: Option<RawConfigType>,
+    #[serde(default)]
+    annotations: Option<Annotations>,
+}
+
+#[derive(Deserialize)]
+struct RawSubject {
+    digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfigType {
+    #[serde(default)]
+    media_type: Option<String>,
+}
+
+/// Reads what makes manifest bytes a referrer, leniently (unknown fields ignored; the kind and
+/// the blobs are [`parse_manifest`]'s). `None` when the manifest has no `subject`, or one
+/// whose digest is of another algorithm than sha256 (no manifest of a registry kpbuild serves
+/// can be that subject). A subject with no digest, or a malformed one, and annotations that
+/// are not strings are errors.
+pub fn parse_referrer(bytes: &[u8]) -> Result<Option<Referrer>, ManifestError> {
+    let raw: RawReferrer =
+        serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+    let Some(subject) = raw.subject else {
+        return Ok(None);
+    };
+    let subject = match subject.digest.parse::<Digest>() {
+        Ok(d) => d,
+        Err(DigestError::UnsupportedAlgorithm(_)) => return Ok(None),
+        Err(e) => return Err(ManifestError::Invalid(format!("subject: {e}"))),
+    };
+    Ok(Some(Referrer {
+        subject,
+        artifact_type: raw.artifact_type,
+        config_media_type: raw.config.and_then(|c| c.media_type),
+        annotations: raw.annotations.unwrap_or_default(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,5 +727,48 @@ mod tests {
             parse_manifest(None, bad.as_bytes()),
             Err(ManifestError::Json(_))
         ));
+    }
+    #[test]
+    fn referrers_are_read_from_their_subject() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let sig = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/vnd.example.sig",
+            "config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:{a}","size":2}},"layers":[],
+            "subject":{{"mediaType":"{OCI_MANIFEST}","digest":"sha256:{b}","size":9}},
+            "annotations":{{"z":"1","a":"2"}}}}"#
+        );
+        let r = parse_referrer(sig.as_bytes()).unwrap().unwrap();
+        assert_eq!(r.subject, d('b'));
+        assert_eq!(
+            r.artifact_type.as_deref(),
+            Some("application/vnd.example.sig")
+        );
+        assert_eq!(
+            r.config_media_type.as_deref(),
+            Some("application/vnd.oci.empty.v1+json")
+        );
+        // The document's order, not sorted.
+        assert_eq!(r.annotations.keys().collect::<Vec<_>>(), ["z", "a"]);
+        // An index referrer: no config, no artifactType, no annotations.
+        let idx = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],"subject":{{"digest":"sha256:{b}","size":9}}}}"#
+        );
+        let r = parse_referrer(idx.as_bytes()).unwrap().unwrap();
+        assert_eq!(
+            (r.artifact_type, r.config_media_type, r.annotations.len()),
+            (None, None, 0)
+        );
+        // No subject; a subject of another algorithm: not a referrer here.
+        assert_eq!(parse_referrer(image_json(None).as_bytes()), Ok(None));
+        let sha512 = format!(r#"{{"subject":{{"digest":"sha512:{a}{a}","size":1}}}}"#);
+        assert_eq!(parse_referrer(sha512.as_bytes()), Ok(None));
+        // A malformed subject or annotations that are not strings are errors.
+        for bad in [
+            r#"{"subject":{"size":1}}"#.to_string(),
+            r#"{"subject":{"digest":"sha256:zz","size":1}}"#.to_string(),
+            format!(r#"{{"subject":{{"digest":"sha256:{b}"}},"annotations":{{"k":1}}}}"#),
+        ] {
+            assert!(parse_referrer(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

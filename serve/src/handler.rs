@@ -1,16 +1,19 @@
 //! One request to one response: `/-/healthy`, the registry under `/v2/` (read-only pull side
-//! of the OCI distribution spec) and the files under the nginx root, as nginx serves them
-//! (`Range`, `Last-Modified`, a redirect to `dir/`, 403 for a directory unless listings are
-//! asked for). Every refusal has a status and a body saying why.
+//! of the OCI distribution spec, with the referrers API of 1.1) and the files under the nginx
+//! root, as nginx serves them (`Range`, `Last-Modified`, a redirect to `dir/`, 403 for a
+//! directory unless listings are asked for). Every refusal has a status and a body saying why:
+//! the spec's JSON error body where the spec's table has a code for it, plain text otherwise.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::path::{self as spath, Found, Target};
 use crate::range::{RangeAnswer, parse_range};
+use crate::referrers;
 use crate::registry::{self, ErrorCode, RegistryError, Route};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use kpbuild_oci::media_type::OCI_INDEX;
 
 use crate::body::{self, Check, ResponseBody};
 use crate::server::{Role, State};
@@ -81,26 +84,21 @@ fn registry_route(path: &str) -> Option<Result<Route, ()>> {
     )
 }
 
-fn text(status: StatusCode, body: &'static str) -> Resp {
-    let mut r = Response::new(body::full(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    r
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Resp {
+    typed(status, body, "text/plain; charset=utf-8")
 }
 
 fn json(status: StatusCode, body: String) -> Resp {
+    typed(status, body, "application/json")
+}
+
+fn typed(status: StatusCode, body: impl Into<bytes::Bytes>, content_type: &'static str) -> Resp {
+    let body = body.into();
     let len = body.len();
     let mut r = Response::new(body::full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     r
@@ -140,10 +138,11 @@ fn registry<B>(req: &Request<B>, state: &Arc<State>, route: Route) -> Resp {
             code: ErrorCode::Unsupported,
             message: "pushes are not supported: kpbuild serve is a read-only registry".into(),
         }),
-        Route::Unknown => reg_error(&RegistryError {
-            code: ErrorCode::NotFound,
-            message: format!("no such registry API route: {}", req.uri().path()),
-        }),
+        // Not the spec's: no code of its table fits, so no JSON error body.
+        Route::Unknown => text(
+            StatusCode::NOT_FOUND,
+            format!("no such registry API route: {}\n", req.uri().path()),
+        ),
         Route::Catalog => {
             let all: Vec<&str> = reg.repositories().collect();
             let (items, more) = paginate(req, &all);
@@ -192,17 +191,33 @@ fn registry<B>(req: &Request<B>, state: &Arc<State>, route: Route) -> Resp {
                 r
             }
         },
+        Route::Referrers { name, digest } => match reg.referrers(&name, &digest) {
+            Err(e) => reg_error(&e),
+            Ok(list) => {
+                let filter = referrers::artifact_type_filter(req.uri().query());
+                let listing = referrers::listing(list, filter.as_deref());
+                let mut r = typed(StatusCode::OK, listing.bytes, OCI_INDEX);
+                if listing.filtered {
+                    r.headers_mut().insert(
+                        referrers::FILTERS_APPLIED,
+                        HeaderValue::from_static(referrers::ARTIFACT_TYPE),
+                    );
+                }
+                r
+            }
+        },
         Route::Blob { name, digest } => match reg.blob(&name, &digest) {
             Err(e) => reg_error(&e),
             Ok((d, path)) => {
                 if state.is_corrupt(&d) {
-                    return reg_error(&RegistryError {
-                        code: ErrorCode::BlobCorrupt,
-                        message: format!(
-                            "blob {d} does not hash to its name ({}); run `kpbuild verify` on the bundle",
+                    // A server-side fault: no code of the spec's table, no JSON error body.
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!(
+                            "blob {d} does not hash to its name ({}); run `kpbuild verify` on the bundle\n",
                             path.display()
                         ),
-                    });
+                    );
                 }
                 // No symbolic link is followed on the way to a blob either.
                 let rel = path

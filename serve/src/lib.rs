@@ -8,16 +8,18 @@
 //! - `server.rs`: what the server is given ([`Config`]), the state connections share, the
 //!   per-client summary, signals;
 //! - `listen.rs`: listeners, TLS handshakes, the connection limit, header and idle timeouts;
-//! - `handler.rs`: one request to one response (registry, files, `/-/healthy`);
+//! - `handler.rs`: one request to one response (registry, referrers, files, `/-/healthy`);
 //! - `body.rs`: response bodies, streamed from files with bounded memory, counted per client,
 //!   blob digests checked;
 //! - `tls.rs`: certificates from files or made here (self-signed);
 //! - the pure parts, unit-tested without a socket: `path.rs` (a request path, percent-encoded,
 //!   to a file under the files root, refused when it could leave it — `..`, `%2e%2e`,
 //!   absolute, NUL, backslash — and opened without following any symbolic link), `range.rs`
-//!   (one `Range: bytes=…` header to one byte range, or why it cannot be served) and
-//!   `registry.rs` (the routes of the pull side and the index of repositories, tags, manifests
-//!   — bytes kept, hashed when loaded — and linked blobs, [`Registry`]).
+//!   (one `Range: bytes=…` header to one byte range, or why it cannot be served),
+//!   `registry.rs` (the routes of the pull side, the codes of the spec's error table it
+//!   answers, and the index of repositories, tags, manifests — bytes kept, hashed when loaded
+//!   —, referrers by subject and linked blobs, [`Registry`]) and `referrers.rs` (the referrers
+//!   API's listing: each referrer's descriptor, the `artifactType` filter, the image index).
 //!
 //! **Digest policy.** Every manifest is hashed against its digest while the registry index is
 //! read ([`Registry::load`]). Blobs are hashed while served: the first time a blob
@@ -35,6 +37,7 @@ mod handler;
 mod listen;
 mod path;
 mod range;
+mod referrers;
 mod registry;
 mod server;
 mod tls;

@@ -6,14 +6,21 @@
 //! then answer from memory, and blobs from their `data` file. What a repository may serve is
 //! what it links: a manifest by tag or by a digest in its `_manifests/revisions`, a blob in its
 //! `_layers` (or a linked manifest), exactly as Distribution's filesystem driver decides.
-//! Errors carry the spec's codes ([`ErrorCode`]) and render as its JSON error body.
+//! The referrers API (OCI 1.1) lists, from memory too, the manifests of a repository whose
+//! `subject` is the digest asked: which manifest refers to which subject is found while the
+//! tree is read, the descriptor each is listed with made there ([`crate::referrers`]).
+//! Errors carry the codes of the spec's error table ([`ErrorCode`]) and render as its JSON
+//! error body.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kpbuild_oci::document::Descriptor;
 use kpbuild_oci::image_ref::{validate_repository, validate_tag};
-use kpbuild_oci::registry_layout::{Digest, Layout, parse_manifest};
+use kpbuild_oci::registry_layout::{Digest, Layout, parse_manifest, parse_referrer};
+
+use crate::referrers;
 
 /// A request under `/v2/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +37,8 @@ pub enum Route {
     Blob { name: String, digest: String },
     /// `/v2/<name>/blobs/uploads/…`: a push.
     Upload { name: String },
+    /// `/v2/<name>/referrers/<digest>` (OCI 1.1).
+    Referrers { name: String, digest: String },
     /// Anything else under `/v2/`.
     Unknown,
 }
@@ -61,6 +70,11 @@ pub fn route(path: &str) -> Option<Route> {
             name,
             digest: digest.into(),
         }
+    } else if let Some((name, digest)) = rsplit_keyword(rest, "/referrers/") {
+        Route::Referrers {
+            name,
+            digest: digest.into(),
+        }
     } else {
         Route::Unknown
     };
@@ -73,35 +87,42 @@ fn rsplit_keyword<'a>(s: &'a str, kw: &str) -> Option<(String, &'a str)> {
     (!tail.is_empty() && !tail.contains('/')).then(|| (s[..i].to_string(), tail))
 }
 
-/// The error codes of the distribution spec that a read-only registry answers.
+/// The codes of the distribution spec's error table that a read-only registry without
+/// authentication answers, each with the status it goes with (those Distribution answers).
+///
+/// The table's other codes are never answered here: `BLOB_UPLOAD_INVALID`,
+/// `BLOB_UPLOAD_UNKNOWN`, `MANIFEST_BLOB_UNKNOWN`, `MANIFEST_INVALID` and `SIZE_INVALID`
+/// belong to pushes, which are refused whole with `UNSUPPORTED`; `UNAUTHORIZED` and `DENIED`
+/// to authentication, which there is none of; `TOOMANYREQUESTS` to rate limits (connections
+/// over the limit wait to be accepted instead). Two refusals are not the table's and answer
+/// plain text, not its JSON body (which may carry only the table's codes): a route that is
+/// not the spec's (404, as Distribution's router answers it) and a blob whose bytes do not
+/// hash to its name (500).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// A blob the repository does not link (or whose data is missing).
     BlobUnknown,
-    ManifestUnknown,
-    NameUnknown,
-    NameInvalid,
+    /// A blob or referrers digest that is not `sha256:<64 lowercase hex>`.
     DigestInvalid,
-    TagInvalid,
-    /// Pushes and deletes: the registry is read-only (what Distribution answers in read-only
-    /// mode: 405 UNSUPPORTED).
+    /// A manifest the repository does not have, or a reference that is neither a tag nor a
+    /// digest (no manifest can have it).
+    ManifestUnknown,
+    /// A repository name that is not valid.
+    NameInvalid,
+    /// A repository the tree does not have.
+    NameUnknown,
+    /// Pushes, deletes, any method but GET and HEAD: the registry is read-only (what
+    /// Distribution answers in read-only mode).
     Unsupported,
-    /// An unknown route.
-    NotFound,
-    /// A blob whose bytes do not hash to its name (found while serving it).
-    BlobCorrupt,
 }
 
 impl ErrorCode {
     /// The HTTP status.
     pub fn status(self) -> u16 {
         match self {
-            ErrorCode::BlobUnknown
-            | ErrorCode::ManifestUnknown
-            | ErrorCode::NameUnknown
-            | ErrorCode::NotFound => 404,
-            ErrorCode::NameInvalid | ErrorCode::DigestInvalid | ErrorCode::TagInvalid => 400,
+            ErrorCode::BlobUnknown | ErrorCode::ManifestUnknown | ErrorCode::NameUnknown => 404,
+            ErrorCode::DigestInvalid | ErrorCode::NameInvalid => 400,
             ErrorCode::Unsupported => 405,
-            ErrorCode::BlobCorrupt => 500,
         }
     }
 
@@ -109,14 +130,11 @@ impl ErrorCode {
     pub fn code(self) -> &'static str {
         match self {
             ErrorCode::BlobUnknown => "BLOB_UNKNOWN",
-            ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
-            ErrorCode::NameUnknown => "NAME_UNKNOWN",
-            ErrorCode::NameInvalid => "NAME_INVALID",
             ErrorCode::DigestInvalid => "DIGEST_INVALID",
-            ErrorCode::TagInvalid => "TAG_INVALID",
+            ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
+            ErrorCode::NameInvalid => "NAME_INVALID",
+            ErrorCode::NameUnknown => "NAME_UNKNOWN",
             ErrorCode::Unsupported => "UNSUPPORTED",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::BlobCorrupt => "UNKNOWN",
         }
     }
 
@@ -147,6 +165,9 @@ pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: &'static str,
     pub bytes: Arc<[u8]>,
+    /// For a referrer (a manifest with a `subject`): that subject, and the descriptor the
+    /// referrers API lists the manifest with.
+    pub referrer: Option<(Digest, Descriptor)>,
 }
 
 #[derive(Debug, Default)]
@@ -154,6 +175,30 @@ struct Repo {
     tags: BTreeMap<String, Digest>,
     revisions: BTreeSet<Digest>,
     layers: BTreeSet<Digest>,
+    /// Subject → the revisions of this repository that refer to it, in digest order.
+    referrers: BTreeMap<Digest, Vec<Digest>>,
+}
+
+/// What a manifest reference names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference<'a> {
+    Digest(Digest),
+    Tag(&'a str),
+    /// Neither a valid tag nor a sha256 digest (`.INVALID_MANIFEST_NAME`, `sha256:zz`): no
+    /// manifest can have it, so it is answered as unknown (404 `MANIFEST_UNKNOWN`), not as a
+    /// bad request.
+    Neither,
+}
+
+/// Classifies a manifest reference.
+pub fn reference(r: &str) -> Reference<'_> {
+    if let Ok(d) = r.parse::<Digest>() {
+        Reference::Digest(d)
+    } else if validate_tag(r, "tag").is_ok() {
+        Reference::Tag(r)
+    } else {
+        Reference::Neither
+    }
 }
 
 /// The registry a storage tree holds, read once.
@@ -233,6 +278,12 @@ impl Registry {
         for d in digest_dirs(&dir.join("_manifests/revisions/sha256"))? {
             let digest = read_link(&d)?;
             self.read_manifest(&digest)?;
+            if let Some((subject, _)) = &self.manifests[&digest].referrer {
+                repo.referrers
+                    .entry(subject.clone())
+                    .or_default()
+                    .push(digest.clone());
+            }
             repo.revisions.insert(digest);
         }
         let tags = dir.join("_manifests/tags");
@@ -271,12 +322,24 @@ impl Registry {
         let kind = parse_manifest(None, &bytes)
             .map_err(|e| load_err(&path, e.to_string()))?
             .kind();
+        let referrer = parse_referrer(&bytes)
+            .map_err(|e| load_err(&path, e.to_string()))?
+            .map(|r| {
+                let desc = referrers::descriptor(
+                    kind.media_type(),
+                    digest.clone(),
+                    bytes.len() as u64,
+                    &r,
+                );
+                (r.subject, desc)
+            });
         self.manifests.insert(
             digest.clone(),
             StoredManifest {
                 digest: digest.clone(),
                 media_type: kind.media_type(),
                 bytes: bytes.into(),
+                referrer,
             },
         );
         Ok(())
@@ -290,6 +353,14 @@ impl Registry {
     /// How many manifests the registry holds.
     pub fn manifest_count(&self) -> usize {
         self.manifests.len()
+    }
+
+    /// How many of them are referrers (have a `subject`).
+    pub fn referrer_count(&self) -> usize {
+        self.manifests
+            .values()
+            .filter(|m| m.referrer.is_some())
+            .count()
     }
 
     fn repo(&self, name: &str) -> Result<&Repo, RegistryError> {
@@ -312,43 +383,49 @@ impl Registry {
         Ok(self.repo(name)?.tags.keys().map(String::as_str).collect())
     }
 
-    /// A manifest by tag or digest.
-    pub fn manifest(&self, name: &str, reference: &str) -> Result<&StoredManifest, RegistryError> {
+    /// A manifest by tag or digest. A reference that is neither cannot name a manifest: it is
+    /// unknown like a missing tag.
+    pub fn manifest(&self, name: &str, r: &str) -> Result<&StoredManifest, RegistryError> {
         let repo = self.repo(name)?;
-        let unknown = || {
+        let unknown = |why: &str| {
             err(
                 ErrorCode::ManifestUnknown,
-                format!("manifest {name}:{reference} is not in this bundle"),
+                format!("manifest {name}:{r} is not in this bundle{why}"),
             )
         };
-        let digest = if reference.contains(':') {
-            let d: Digest =
-                reference
-                    .parse()
-                    .map_err(|e: kpbuild_oci::registry_layout::DigestError| {
-                        err(ErrorCode::DigestInvalid, e.to_string())
-                    })?;
-            if !repo.revisions.contains(&d) {
-                return Err(unknown());
+        let digest = match reference(r) {
+            Reference::Digest(d) if repo.revisions.contains(&d) => d,
+            Reference::Tag(t) if repo.tags.contains_key(t) => repo.tags[t].clone(),
+            Reference::Digest(_) | Reference::Tag(_) => return Err(unknown("")),
+            Reference::Neither => {
+                return Err(unknown(
+                    " (the reference is neither a tag nor a sha256 digest)",
+                ));
             }
-            d
-        } else {
-            validate_tag(reference, "tag")
-                .map_err(|e| err(ErrorCode::TagInvalid, e.to_string()))?;
-            repo.tags.get(reference).cloned().ok_or_else(unknown)?
         };
-        self.manifests.get(&digest).ok_or_else(unknown)
+        self.manifests.get(&digest).ok_or_else(|| unknown(""))
+    }
+
+    /// The referrers API: the descriptors of the manifests of repository `name` whose
+    /// `subject` is `digest`, in digest order; none when nothing refers to it (the digest need
+    /// not name a manifest here).
+    pub fn referrers(&self, name: &str, digest: &str) -> Result<Vec<&Descriptor>, RegistryError> {
+        let repo = self.repo(name)?;
+        let d = digest_of(digest)?;
+        Ok(repo
+            .referrers
+            .get(&d)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| self.manifests.get(m)?.referrer.as_ref())
+            .map(|(_, desc)| desc)
+            .collect())
     }
 
     /// The `data` file of a blob the repository links.
     pub fn blob(&self, name: &str, digest: &str) -> Result<(Digest, PathBuf), RegistryError> {
         let repo = self.repo(name)?;
-        let d: Digest =
-            digest
-                .parse()
-                .map_err(|e: kpbuild_oci::registry_layout::DigestError| {
-                    err(ErrorCode::DigestInvalid, e.to_string())
-                })?;
+        let d = digest_of(digest)?;
         if !(repo.layers.contains(&d) || repo.revisions.contains(&d)) {
             return Err(err(
                 ErrorCode::BlobUnknown,
@@ -358,6 +435,15 @@ impl Registry {
         let path = self.layout.blob_data(&d);
         Ok((d, path))
     }
+}
+
+/// A blob or referrers digest: `sha256:<64 lowercase hex>`, else 400 `DIGEST_INVALID`.
+fn digest_of(digest: &str) -> Result<Digest, RegistryError> {
+    digest
+        .parse()
+        .map_err(|e: kpbuild_oci::registry_layout::DigestError| {
+            err(ErrorCode::DigestInvalid, e.to_string())
+        })
 }
 
 /// One page of a sorted list (`n`, `last` of the spec's pagination): the items after `last`,
@@ -429,17 +515,92 @@ mod tests {
             route("/v2/a/b/blobs/uploads/"),
             Some(Route::Upload { name: "a/b".into() })
         );
+        assert_eq!(
+            route("/v2/a/b/referrers/sha256:00"),
+            Some(Route::Referrers {
+                name: "a/b".into(),
+                digest: "sha256:00".into()
+            })
+        );
+        // The keyword nearest the end decides: a repository may be named `referrers`.
+        assert_eq!(
+            route("/v2/a/referrers/manifests/v1"),
+            Some(Route::Manifest {
+                name: "a/referrers".into(),
+                reference: "v1".into()
+            })
+        );
+        assert_eq!(route("/v2/a/referrers/"), Some(Route::Unknown));
         assert_eq!(route("/v2/a/manifests/"), Some(Route::Unknown));
         assert_eq!(route("/v2/a/x"), Some(Route::Unknown));
     }
 
+    /// Every code answered, with its status: each one of the spec's error table, with the
+    /// status Distribution answers it with.
+    const ANSWERED: [(ErrorCode, &str, u16); 6] = [
+        (ErrorCode::BlobUnknown, "BLOB_UNKNOWN", 404),
+        (ErrorCode::DigestInvalid, "DIGEST_INVALID", 400),
+        (ErrorCode::ManifestUnknown, "MANIFEST_UNKNOWN", 404),
+        (ErrorCode::NameInvalid, "NAME_INVALID", 400),
+        (ErrorCode::NameUnknown, "NAME_UNKNOWN", 404),
+        (ErrorCode::Unsupported, "UNSUPPORTED", 405),
+    ];
+
+    /// The distribution spec's error table (code-1 to code-14).
+    const SPEC_TABLE: [&str; 14] = [
+        "BLOB_UNKNOWN",
+        "BLOB_UPLOAD_INVALID",
+        "BLOB_UPLOAD_UNKNOWN",
+        "DIGEST_INVALID",
+        "MANIFEST_BLOB_UNKNOWN",
+        "MANIFEST_INVALID",
+        "MANIFEST_UNKNOWN",
+        "NAME_INVALID",
+        "NAME_UNKNOWN",
+        "SIZE_INVALID",
+        "UNAUTHORIZED",
+        "DENIED",
+        "UNSUPPORTED",
+        "TOOMANYREQUESTS",
+    ];
+
     #[test]
-    fn error_bodies() {
-        let b = ErrorCode::ManifestUnknown.body("manifest unknown", "x:1");
-        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
-        assert_eq!(v["errors"][0]["code"], "MANIFEST_UNKNOWN");
-        assert_eq!(ErrorCode::Unsupported.status(), 405);
-        assert_eq!(ErrorCode::NameInvalid.status(), 400);
+    fn every_code_is_the_spec_tables_with_its_status() {
+        for (code, text, status) in ANSWERED {
+            // The match makes a new variant fail to compile until it is in ANSWERED.
+            match code {
+                ErrorCode::BlobUnknown
+                | ErrorCode::DigestInvalid
+                | ErrorCode::ManifestUnknown
+                | ErrorCode::NameInvalid
+                | ErrorCode::NameUnknown
+                | ErrorCode::Unsupported => {}
+            }
+            assert_eq!((code.code(), code.status()), (text, status));
+            assert!(SPEC_TABLE.contains(&code.code()), "{text}");
+            let v: serde_json::Value = serde_json::from_str(&code.body("what", "")).unwrap();
+            assert_eq!(v["errors"][0]["code"], text);
+            assert_eq!(v["errors"][0]["message"], "what");
+        }
+    }
+
+    #[test]
+    fn references_are_digests_tags_or_neither() {
+        let d = Digest::of_bytes(b"x");
+        assert_eq!(reference(&d.to_string()), Reference::Digest(d));
+        assert_eq!(reference("v1.2_x-y"), Reference::Tag("v1.2_x-y"));
+        let long = "t".repeat(129);
+        for neither in [
+            ".INVALID_MANIFEST_NAME",
+            "-x",
+            "sha256:zz",
+            "sha512:00",
+            "a:b",
+            "",
+            long.as_str(),
+        ] {
+            assert_eq!(reference(neither), Reference::Neither, "{neither}");
+        }
     }
 
     #[test]
@@ -513,13 +674,16 @@ mod tests {
             code(r.manifest("Lib/App", "v1").unwrap_err()),
             ErrorCode::NameInvalid
         );
+        // Neither a tag nor a digest: unknown, as a missing tag is.
+        for neither in ["sha256:zz", "-x", ".INVALID_MANIFEST_NAME"] {
+            let e = r.manifest("lib/app", neither).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ManifestUnknown, "{neither}");
+            assert!(e.message.contains("neither a tag nor"), "{}", e.message);
+        }
+        let missing = Digest::of_bytes(b"missing").to_string();
         assert_eq!(
-            code(r.manifest("lib/app", "sha256:zz").unwrap_err()),
-            ErrorCode::DigestInvalid
-        );
-        assert_eq!(
-            code(r.manifest("lib/app", "-x").unwrap_err()),
-            ErrorCode::TagInvalid
+            code(r.manifest("lib/app", &missing).unwrap_err()),
+            ErrorCode::ManifestUnknown
         );
         let stray = Digest::of_bytes(b"stray").to_string();
         assert_eq!(
@@ -530,6 +694,136 @@ mod tests {
             code(r.blob("lib/app", "md5:00").unwrap_err()),
             ErrorCode::DigestInvalid
         );
+    }
+
+    /// Stores `doc` as a manifest revision of `name`; its digest.
+    fn put_manifest(root: &Path, name: &str, doc: serde_json::Value) -> Digest {
+        let l = Layout::new(root);
+        let bytes = doc.to_string().into_bytes();
+        let d = Digest::of_bytes(&bytes);
+        put(&l.blob_data(&d), &bytes);
+        put(&l.revision_link(name, &d), d.to_string().as_bytes());
+        d
+    }
+
+    #[test]
+    fn referrers_are_indexed_per_repository_and_subject_when_loaded() {
+        use kpbuild_oci::media_type::{OCI_INDEX, OCI_MANIFEST};
+        let (d, md, cd, _) = tree();
+        let subject =
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": md.to_string(), "size": 1});
+        let config =
+            |mt: &str| serde_json::json!({"mediaType": mt, "digest": cd.to_string(), "size": 2});
+        let sig = put_manifest(
+            d.path(),
+            "lib/app",
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "artifactType": "application/vnd.example.sig",
+                "config": config("application/vnd.oci.empty.v1+json"), "layers": [],
+                "subject": subject, "annotations": {"org.example.b": "2", "org.example.a": "1"}}),
+        );
+        let sbom = put_manifest(
+            d.path(),
+            "lib/app",
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": config("application/vnd.example.sbom.config"), "layers": [],
+                "subject": subject}),
+        );
+        let idx = put_manifest(
+            d.path(),
+            "lib/app",
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [],
+                "subject": subject}),
+        );
+        // Another repository's referrer of the same digest, and one of another subject.
+        let elsewhere = put_manifest(
+            d.path(),
+            "lib/other",
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "artifactType": "application/vnd.example.sig",
+                "config": config("application/vnd.oci.empty.v1+json"), "layers": [],
+                "subject": subject, "annotations": {"where": "other"}}),
+        );
+        put(
+            &Layout::new(d.path()).layer_link("lib/other", &cd),
+            cd.to_string().as_bytes(),
+        );
+        let of_sig = put_manifest(
+            d.path(),
+            "lib/app",
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "artifactType": "application/vnd.example.att",
+                "config": config("application/vnd.oci.empty.v1+json"), "layers": [],
+                "subject": {"mediaType": OCI_MANIFEST, "digest": sig.to_string(), "size": 1}}),
+        );
+
+        let r = Registry::load(d.path()).unwrap();
+        assert_eq!(r.referrer_count(), 5);
+        let list = r.referrers("lib/app", &md.to_string()).unwrap();
+        let mut want = vec![sig.clone(), sbom.clone(), idx.clone()];
+        want.sort();
+        assert_eq!(
+            list.iter().map(|x| x.digest.clone()).collect::<Vec<_>>(),
+            want
+        );
+        let by = |dg: &Digest| list.iter().find(|x| &x.digest == dg).unwrap();
+        assert_eq!(
+            by(&sig).artifact_type.as_deref(),
+            Some("application/vnd.example.sig")
+        );
+        assert_eq!(
+            by(&sig).annotations.keys().collect::<Vec<_>>(),
+            ["org.example.b", "org.example.a"]
+        );
+        assert_eq!(by(&sig).media_type, OCI_MANIFEST);
+        assert_eq!(
+            by(&sbom).artifact_type.as_deref(),
+            Some("application/vnd.example.sbom.config")
+        );
+        assert_eq!(
+            (by(&idx).media_type, by(&idx).artifact_type.as_deref()),
+            (OCI_INDEX, None)
+        );
+        let stored = r.manifest("lib/app", &sig.to_string()).unwrap();
+        assert_eq!(by(&sig).size, stored.bytes.len() as u64);
+
+        let other = r.referrers("lib/other", &md.to_string()).unwrap();
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].digest, elsewhere);
+        let chained = r.referrers("lib/app", &sig.to_string()).unwrap();
+        assert_eq!(chained.len(), 1);
+        assert_eq!(chained[0].digest, of_sig);
+        // A digest nothing refers to, or that names nothing here: an empty list.
+        assert!(
+            r.referrers("lib/app", &of_sig.to_string())
+                .unwrap()
+                .is_empty()
+        );
+        let nothing = Digest::of_bytes(b"nothing").to_string();
+        assert!(r.referrers("lib/app", &nothing).unwrap().is_empty());
+        let md = md.to_string();
+        for (name, digest, want) in [
+            ("lib/app", "sha256:zz", ErrorCode::DigestInvalid),
+            ("lib/app", "v1", ErrorCode::DigestInvalid),
+            ("lib/nope", md.as_str(), ErrorCode::NameUnknown),
+            ("Lib/App", md.as_str(), ErrorCode::NameInvalid),
+        ] {
+            let e = r.referrers(name, digest).unwrap_err();
+            assert_eq!(e.code, want, "{name} {digest}");
+        }
+    }
+
+    #[test]
+    fn a_referrer_with_a_malformed_subject_stops_the_load() {
+        let (d, _, _, _) = tree();
+        let bad = put_manifest(
+            d.path(),
+            "lib/app",
+            serde_json::json!({"schemaVersion": 2, "manifests": [],
+                "subject": {"digest": "sha256:zz", "size": 1}}),
+        );
+        let e = Registry::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains(bad.hex()) && e.contains("subject"), "{e}");
     }
 
     #[test]
