@@ -281,6 +281,28 @@ fn entries(path: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Asserts the lock's signature is the entry right after the lock, the only one; returns the
+/// entries without it.
+fn signed_after_the_lock(entries: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    let at = names
+        .iter()
+        .position(|n| *n == "kubeplay/kubeplay.lock.json")
+        .unwrap();
+    assert_eq!(
+        names[at + 1],
+        "kubeplay/kubeplay.lock.json.minisig",
+        "{names:?}"
+    );
+    let without: Vec<_> = entries
+        .iter()
+        .filter(|(n, _)| !n.ends_with(".minisig"))
+        .cloned()
+        .collect();
+    assert_eq!(without.len() + 1, entries.len(), "{names:?}");
+    without
+}
+
 #[test]
 fn a_signed_archive_carries_both_signatures_and_a_truncated_one_is_refused() {
     let t = tempfile::tempdir().unwrap();
@@ -295,22 +317,7 @@ fn a_signed_archive_carries_both_signatures_and_a_truncated_one_is_refused() {
         for _ in 0..2 {
             ok(&kpbuild(&["sign", s(&archive), "--key", s(&secret)]));
         }
-        let after = entries(&archive);
-        let names: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
-        let at = names
-            .iter()
-            .position(|n| *n == "kubeplay/kubeplay.lock.json")
-            .unwrap();
-        assert_eq!(
-            names[at + 1],
-            "kubeplay/kubeplay.lock.json.minisig",
-            "{names:?}"
-        );
-        let without: Vec<_> = after
-            .iter()
-            .filter(|(n, _)| !n.ends_with(".minisig"))
-            .cloned()
-            .collect();
+        let without = signed_after_the_lock(entries(&archive));
         assert_eq!(without, before, "{ext}: every other entry as it was");
         // The .sha256 is the new archive's; the archive's signature names it and the lock.
         let bytes = std::fs::read(&archive).unwrap();
@@ -497,17 +504,7 @@ fn export_signs_the_lock_in_its_place_and_the_tarball_beside_it() {
         "{out}"
     );
     assert!(out.contains("kubeplay.lock.json: signature OK"), "{out}");
-    let with = entries(&signed);
-    let names: Vec<&str> = with.iter().map(|(n, _)| n.as_str()).collect();
-    let at = names
-        .iter()
-        .position(|n| *n == "kubeplay/kubeplay.lock.json")
-        .unwrap();
-    assert_eq!(
-        names[at + 1],
-        "kubeplay/kubeplay.lock.json.minisig",
-        "{names:?}"
-    );
+    let without = signed_after_the_lock(entries(&signed));
 
     // Unsigned, the same entries less the signature; a stale .minisig beside it is removed.
     let plain = t.path().join("plain/kubeplay-v0.1.0-linux-amd64.tar.zst");
@@ -519,11 +516,6 @@ fn export_signs_the_lock_in_its_place_and_the_tarball_beside_it() {
         !stale.exists(),
         "a stale signature stays beside an unsigned export"
     );
-    let without: Vec<_> = with
-        .iter()
-        .filter(|(n, _)| !n.ends_with(".minisig"))
-        .cloned()
-        .collect();
     assert_eq!(entries(&plain), without);
 
     // A directory: the lock's signature in it.
