@@ -25,6 +25,7 @@ PACKAGES=(
   arch-test:arch-test                    # mmdebstrap's check that arm64 binaries run
   shellcheck:shellcheck                  # the lint stage: every script of hack/
   zstd:zstd                              # reads .tar.zst bundles (hack/example.sh's summary)
+  minisign:minisign                      # checks kpbuild's bundle signatures (hack/sign-check.sh)
 )
 need=()
 for pkg_cmd in "${PACKAGES[@]}"; do

@@ -2,7 +2,8 @@
 //! names and the output file names, in one place. No other file spells a bundle path.
 //!
 //! ```text
-//! kubeplay.lock.json  compose.yaml  config/{nginx.conf,registry.yml}  install.sh …
+//! kubeplay.lock.json  kubeplay.lock.json.minisig (when signed)
+//! compose.yaml  config/{nginx.conf,registry.yml}  install.sh …
 //! resources/images/<name>-<tag>.tar            loadable image archives
 //! resources/nginx/files/<host>/<url path>      files, laid out by URL
 //! resources/nginx/<distro path>/               package repositories
@@ -19,6 +20,8 @@ pub const LOCK_TARGET: &str = "lock";
 
 /// The bundle manifest at the root.
 pub const LOCK_FILE: &str = "kubeplay.lock.json";
+/// The manifest's signature beside it (minisign's format: `kpbuild sign`, `export --sign`).
+pub const LOCK_SIGNATURE: &str = "kubeplay.lock.json.minisig";
 /// What nginx serves (on the deploy node: `download_url`, package repositories).
 pub const NGINX_ROOT: &str = "resources/nginx";
 /// What the registry serves: the root a `registry:2` mounts as `/var/lib/registry`.

@@ -12,27 +12,33 @@
 //! Outputs are written under a temporary name (`OUT.partial`) and renamed when complete; on
 //! SIGINT or SIGTERM the partial output is removed ([`crate::interrupt`]). They are
 //! reproducible: the same images give byte-identical files (`SOURCE_DATE_EPOCH` sets every time
-//! stamp).
+//! stamp), signatures aside.
+//!
+//! `--sign KEY` (a directory or a tarball): the lock is read from the store first and signed
+//! (`crate::sign`), its signature `kubeplay.lock.json.minisig` goes into the merged stream in
+//! its place, and a tarball is signed as it is written (`OUT.minisig`, [`crate::archive`]): one
+//! pass, as without signing.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
 use kpbuild_bundle::layout;
 use kpbuild_bundle::plan::bundle_modules;
 use kpbuild_oci::platform::Platform;
 use kpbuild_oci::registry_layout::Digest;
+use kpbuild_sign::{SecretKey, TrustedComment};
 use kpbuild_store::bundle_tar::{self, BUNDLE_ROOT};
 use kpbuild_store::durable;
-use kpbuild_store::store::{Access, Key};
+use kpbuild_store::store::{self, Access, Key, Store};
 use kpbuild_store::tar_merge::{self, Kind, LayerSource, Meta, Stats};
 
+use crate::archive::{self, Compression, Extra, Extras};
 use crate::interrupt::{self, Partial};
+use crate::sign::LockFacts;
 use crate::spec_arg::SpecArg;
 use crate::store_cmd::StoreArg;
-use sha2::Digest as _;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -63,6 +69,11 @@ pub struct Args {
     /// Compression threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Sign with this secret key (minisign's format, `kpbuild key generate`): the lock inside
+    /// (kubeplay.lock.json.minisig) and a tarball beside it (OUT.minisig). An encrypted key's
+    /// password comes from KPBUILD_SIGN_PASSWORD, else from the terminal.
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
     #[command(flatten)]
     store: StoreArg,
 }
@@ -70,6 +81,18 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let spec = args.spec.read()?;
     let (format, out) = output_of(&args)?;
+    if args.sign.is_some() && matches!(format, Format::Oci | Format::OciArchive) {
+        bail!(
+            "--sign signs a directory or a tarball (its lock and the tarball); export to one of \
+             them to sign it"
+        );
+    }
+    // The key (and its password) before any work.
+    let secret_key = args
+        .sign
+        .as_deref()
+        .map(crate::sign::read_secret_key)
+        .transpose()?;
     let platforms = args.spec.platforms_or(&spec);
     let keys_of = |p: &Platform| -> Vec<Key> {
         bundle_modules(&spec.spec, p)
@@ -123,21 +146,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 )),
                 _ => out,
             };
-            let sources = keys_of(platform)
-                .into_iter()
-                .map(|key| -> anyhow::Result<LayerSource> {
-                    let tree = store.tree(&trees[&key])?;
-                    Ok(store.source(&key.to_string(), tree))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let threads = args.threads.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            });
+            let mut sources = Vec::new();
+            let mut lock = None;
+            for k in keys_of(platform) {
+                let tree = store.tree(&trees[&k])?;
+                if secret_key.is_some() && lock.is_none() {
+                    lock = lock_in(&store, &tree)?;
+                }
+                sources.push(store.source(&k.to_string(), tree));
+            }
+            let signing = match &secret_key {
+                None => None,
+                Some(key) => {
+                    let lock = lock.ok_or_else(|| {
+                        anyhow!(
+                            "the store's trees of {platform} hold no {}",
+                            layout::LOCK_FILE
+                        )
+                    })?;
+                    Some(Signing::new(key, &lock, &out)?)
+                }
+            };
+            let extras = Extras::new(signing.iter().map(|s| s.lock_signature.clone()).collect());
+            let settings = archive::Settings::new(args.level, args.threads);
             let stats = match format {
-                Format::Dir => write_dir(&out, sources)?,
-                _ => write_tarball(&out, format, sources, epoch, args.level, threads)?,
+                Format::Dir => write_dir(&out, sources, extras)?,
+                _ => {
+                    let compression = if format == Format::TarGz {
+                        Compression::Gzip
+                    } else {
+                        Compression::Zstd
+                    };
+                    let sign = signing.as_ref().map(|s| (s.key, s.archive_comment.clone()));
+                    archive::write(&out, compression, settings, sign, |b| {
+                        write_entries(b, sources, epoch, Some(BUNDLE_ROOT), extras)
+                    })?
+                    .value
+                }
             };
             eprintln!(
                 "kpbuild export: {} ({}): {} entries, {:.1} MiB of content, in {:.1}s",
@@ -147,6 +192,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 stats.bytes as f64 / 1048576.0,
                 started.elapsed().as_secs_f64()
             );
+            if let Some(s) = &signing {
+                eprintln!(
+                    "kpbuild export: signed with key ID {}: {} inside{}",
+                    s.key.id(),
+                    s.lock_signature.path,
+                    if format == Format::Dir {
+                        String::new()
+                    } else {
+                        format!(
+                            ", {} beside it",
+                            archive::sibling(&out, kpbuild_sign::SUFFIX).display()
+                        )
+                    }
+                );
+            }
         }
         Format::Oci | Format::OciArchive => {
             let layers = crate::export_oci::write(
@@ -193,35 +253,13 @@ fn output_of(args: &Args) -> anyhow::Result<(Format, PathBuf)> {
     Ok((args.format.unwrap_or(guessed), PathBuf::from(path)))
 }
 
-/// A writer that hashes what passes through.
-struct HashingWriter<W: Write> {
-    inner: W,
-    hash: Arc<Mutex<sha2::Sha256>>,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.lock().expect("hash lock").update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// The size of the writes into a compressor.
-const FEED: usize = 1 << 20;
-
-fn partial_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    out.with_file_name(name)
-}
-
 /// The normalized header of an entry; hard link targets get `root/` in front (the bundle root
 /// of a tarball; none in an OCI layer).
-fn tar_header(meta: &Meta, epoch: u64, root: Option<&str>) -> anyhow::Result<tar::Header> {
+pub(crate) fn tar_header(
+    meta: &Meta,
+    epoch: u64,
+    root: Option<&str>,
+) -> anyhow::Result<tar::Header> {
     let mut h = tar::Header::new_gnu();
     h.set_mtime(epoch);
     h.set_uid(0);
@@ -256,101 +294,15 @@ fn tar_header(meta: &Meta, epoch: u64, root: Option<&str>) -> anyhow::Result<tar
     Ok(h)
 }
 
-fn write_tarball(
-    out: &Path,
-    format: Format,
-    sources: Vec<LayerSource>,
-    epoch: u64,
-    level: Option<i32>,
-    threads: usize,
-) -> anyhow::Result<Stats> {
-    // A stale `.partial` (a run killed with SIGKILL) is truncated.
-    let partial = Partial::new(partial_path(out));
-    let file = interrupt::fs(|| std::fs::File::create(partial.path()))
-        .with_context(|| format!("creating {}", partial.path().display()))?;
-    let hash = Arc::new(Mutex::new(sha2::Sha256::new()));
-    let hashed = HashingWriter {
-        inner: std::io::BufWriter::with_capacity(1 << 20, file),
-        hash: hash.clone(),
-    };
-    let result = (|| -> anyhow::Result<Stats> {
-        let stats;
-        match format {
-            Format::TarZst => {
-                let mut enc = zstd::stream::write::Encoder::new(hashed, level.unwrap_or(3))?;
-                enc.multithread(threads as u32)?;
-                enc.include_checksum(true)?;
-                // Large writes into the compressor: the tar writer copies entry data into this
-                // buffer directly (no small intermediate copies).
-                let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(FEED, enc));
-                stats = write_entries(&mut builder, sources, epoch, Some(BUNDLE_ROOT))?;
-                let enc = builder
-                    .into_inner()?
-                    .into_inner()
-                    .map_err(|e| e.into_error())?;
-                let mut w = enc.finish()?;
-                w.flush()?;
-            }
-            _ => {
-                use gzp::ZWriter;
-                let lvl = level.unwrap_or(6).clamp(1, 9) as u32;
-                let enc: gzp::par::compress::ParCompress<gzp::deflate::Gzip, _> =
-                    gzp::par::compress::ParCompressBuilder::new()
-                        .num_threads(threads.max(1))
-                        .map_err(|e| anyhow!("gzip threads: {e}"))?
-                        .compression_level(gzp::Compression::new(lvl))
-                        .from_writer(hashed);
-                let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(FEED, enc));
-                stats = write_entries(&mut builder, sources, epoch, Some(BUNDLE_ROOT))?;
-                let mut enc = builder
-                    .into_inner()?
-                    .into_inner()
-                    .map_err(|e| e.into_error())?;
-                enc.finish().map_err(|e| anyhow!("gzip: {e}"))?;
-            }
-        }
-        Ok(stats)
-    })();
-    let stats = match result {
-        Ok(s) => s,
-        Err(e) => {
-            partial.discard();
-            return Err(e);
-        }
-    };
-    let digest = hex::encode(hash.lock().expect("hash lock").clone().finalize());
-    let name = out
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let sum = PathBuf::from(format!("{}.sha256", out.display()));
-    let sum_partial = partial_path(&sum);
-    // The checksum file is written and both renamed in one step an interruption cannot split.
-    partial
-        .complete(|p| {
-            // Data on disk before the names, names on disk after (kpbuild_store::durable).
-            let done = std::fs::write(&sum_partial, format!("{digest}  {name}\n"))
-                .and_then(|()| durable::sync_path(&sum_partial))
-                .and_then(|()| durable::rename(p, out))
-                .and_then(|()| durable::rename(&sum_partial, &sum));
-            if done.is_err() {
-                let _ = std::fs::remove_file(p);
-                let _ = std::fs::remove_file(&sum_partial);
-            }
-            done
-        })
-        .with_context(|| format!("writing {} and {}", out.display(), sum.display()))?;
-    Ok(stats)
-}
-
-/// Writes the merged entries of `sources` as a tar with normalized headers: under `root/` (a
-/// bundle tarball, which also gets an entry for `root/` itself) or from the top (an OCI layer).
+/// Writes the merged entries of `sources` and the `extras` in their places as a tar with
+/// normalized headers: under `root/` (a bundle tarball, which also gets an entry for `root/`
+/// itself) or from the top (an OCI layer).
 pub(crate) fn write_entries<W: Write>(
     builder: &mut tar::Builder<W>,
     sources: Vec<LayerSource>,
     epoch: u64,
     root: Option<&str>,
+    mut extras: Extras,
 ) -> anyhow::Result<Stats> {
     if let Some(root) = root {
         let dir = Meta {
@@ -365,30 +317,60 @@ pub(crate) fn write_entries<W: Write>(
             std::io::empty(),
         )?;
     }
-    let stats = tar_merge::merge(sources, |meta, data| -> anyhow::Result<()> {
+    let name_of = |path: &str| match root {
+        Some(r) => format!("{r}/{path}"),
+        None => path.to_string(),
+    };
+    let mut stats = tar_merge::merge(sources, |meta, data| -> anyhow::Result<()> {
+        if extras.holds(&meta.path) {
+            bail!("the store's trees already hold {}", meta.path);
+        }
+        for extra in extras.before(&meta.path) {
+            append_extra(builder, extra, epoch, &name_of(&extra.path))?;
+        }
         let mut h = tar_header(meta, epoch, root)?;
-        let name = match root {
-            Some(r) => format!("{r}/{}", meta.path),
-            None => meta.path.clone(),
-        };
+        let name = name_of(&meta.path);
         match data {
             Some(r) => builder.append_data(&mut h, &name, r)?,
             None => builder.append_data(&mut h, &name, std::io::empty())?,
         }
         Ok(())
     })?;
+    for extra in extras.rest() {
+        append_extra(builder, extra, epoch, &name_of(&extra.path))?;
+        stats.entries += 1;
+        stats.bytes += extra.data.len() as u64;
+    }
     builder.finish()?;
     Ok(stats)
 }
 
-fn write_dir(out: &Path, sources: Vec<LayerSource>) -> anyhow::Result<Stats> {
+/// A file of [`Extras`] as a tar entry (mode 0644, the bundle's time stamp).
+pub(crate) fn append_extra<W: Write>(
+    builder: &mut tar::Builder<W>,
+    extra: &Extra,
+    epoch: u64,
+    name: &str,
+) -> anyhow::Result<()> {
+    let meta = Meta {
+        path: extra.path.clone(),
+        kind: Kind::File,
+        mode: 0o644,
+        size: extra.data.len() as u64,
+    };
+    let mut h = tar_header(&meta, epoch, None)?;
+    builder.append_data(&mut h, name, &extra.data[..])?;
+    Ok(())
+}
+
+fn write_dir(out: &Path, sources: Vec<LayerSource>, mut extras: Extras) -> anyhow::Result<Stats> {
     if out.exists() {
         bail!(
             "{} exists; kpbuild export writes a new directory (remove it first)",
             out.display()
         );
     }
-    let partial = Partial::new(partial_path(out));
+    let partial = Partial::new(archive::partial_path(out));
     let root = partial.path().to_path_buf();
     // A stale `.partial` (a run killed with SIGKILL) is replaced.
     interrupt::fs(|| {
@@ -414,6 +396,19 @@ fn write_dir(out: &Path, sources: Vec<LayerSource>) -> anyhow::Result<Stats> {
         }
         Ok(())
     });
+    let result = result.and_then(|mut stats| {
+        for extra in extras.rest() {
+            let p = root.join(&extra.path);
+            if p.exists() {
+                bail!("the store's trees already hold {}", extra.path);
+            }
+            interrupt::fs(|| std::fs::write(&p, &extra.data))
+                .with_context(|| format!("writing {}", p.display()))?;
+            stats.entries += 1;
+            stats.bytes += extra.data.len() as u64;
+        }
+        Ok(stats)
+    });
     match result {
         Ok(stats) => {
             partial.complete(|p| durable::rename_tree(p, out))?;
@@ -423,5 +418,46 @@ fn write_dir(out: &Path, sources: Vec<LayerSource>) -> anyhow::Result<Stats> {
             partial.discard();
             Err(e)
         }
+    }
+}
+
+/// The lock in a module's tree, if it holds it, read from the store and checked against its
+/// digest.
+fn lock_in(store: &Store, tree: &store::Tree) -> anyhow::Result<Option<Vec<u8>>> {
+    for e in &tree.entries {
+        if let store::Entry::File { path, digest, .. } = e
+            && path == layout::LOCK_FILE
+        {
+            let p = store.blob_path(digest);
+            let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            if Digest::of_bytes(&data) != *digest {
+                bail!(
+                    "{} in the store does not match its digest {digest}",
+                    p.display()
+                );
+            }
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
+/// What signing an export adds: the lock's signature, and the archive's trusted comment.
+struct Signing<'a> {
+    key: &'a SecretKey,
+    lock_signature: Extra,
+    archive_comment: TrustedComment,
+}
+
+impl<'a> Signing<'a> {
+    fn new(key: &'a SecretKey, lock: &[u8], out: &Path) -> anyhow::Result<Signing<'a>> {
+        let subject = LockFacts::of(lock).subject()?;
+        let now = crate::sign::now();
+        let name = out.file_name().unwrap_or_default().to_string_lossy();
+        Ok(Signing {
+            key,
+            lock_signature: crate::sign::lock_signature(key, lock, &subject, now)?,
+            archive_comment: TrustedComment::new(now, name, subject)?,
+        })
     }
 }

@@ -288,7 +288,13 @@ fn layer_tar<W: Write>(
     w: W,
 ) -> anyhow::Result<()> {
     let mut builder = tar::Builder::new(w);
-    crate::export::write_entries(&mut builder, vec![store.source(name, tree)], epoch, None)?;
+    crate::export::write_entries(
+        &mut builder,
+        vec![store.source(name, tree)],
+        epoch,
+        None,
+        crate::archive::Extras::new(vec![]),
+    )?;
     builder.into_inner()?.flush()?;
     Ok(())
 }

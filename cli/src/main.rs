@@ -3,14 +3,17 @@
 //! Each subcommand lives in its own module; this file only parses the command line and
 //! renders errors.
 
+mod archive;
 mod build;
 mod builder;
 mod export;
 mod export_oci;
 mod interrupt;
+mod key_cmd;
 mod lists;
 mod plan_cmd;
 mod serve;
+mod sign;
 mod spec_arg;
 mod store_cmd;
 mod sync_images;
@@ -46,8 +49,14 @@ enum Command {
     Export(export::Args),
     /// Manage the local content store of module results: ls, prune.
     Store(store_cmd::Args),
-    /// Check a bundle (directory or tarball) against its manifest: files, images, packages.
+    /// Check a bundle (directory or tarball) against its manifest: files, images, packages;
+    /// with --key PUB its signatures first.
     Verify(verify::Args),
+    /// Sign a bundle (directory or tarball): its lock inside, and a tarball beside it
+    /// (minisign's format; Debian's `minisign -V` verifies both).
+    Sign(sign::Args),
+    /// Signing keys: generate a key pair in minisign's format.
+    Key(key_cmd::Args),
     /// Serve an unpacked bundle: the registry (/v2/) and the files, as nginx and registry:2 do.
     Serve(serve::Args),
     /// Fetch images into a registry:2 storage tree (docker/registry/v2/…), every blob once.
@@ -76,6 +85,8 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(args),
         Command::Store(args) => store_cmd::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Sign(args) => sign::run(args),
+        Command::Key(args) => key_cmd::run(args),
         Command::Serve(args) => serve::run(args),
         Command::VerifyRegistry(args) => verify_registry::run(args),
         Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),

@@ -1,16 +1,29 @@
-//! `kpbuild verify PATH`: checks a bundle — a directory or a `.tar.gz` / `.tar.zst` / `.tar` —
-//! against its manifest (`kubeplay.lock.json`), with a precise report of every fault and a
-//! non-zero exit when there is one. A tarball is first checked against its `.sha256` file (when
-//! present), then unpacked into a temporary directory (entries that could escape are refused).
+//! `kpbuild verify PATH [--key PUB]`: checks a bundle — a directory or a `.tar.gz` / `.tar.zst` /
+//! `.tar` — against its manifest (`kubeplay.lock.json`), with a precise report of every fault and
+//! a non-zero exit when there is one. A tarball is first checked against its `.sha256` file
+//! (when present), then unpacked into a temporary directory (entries that could escape are
+//! refused).
+//!
+//! With `--key` the signatures come first, and a bundle whose signature is refused is not
+//! checked further: the archive's (`ARCHIVE.minisig` beside a tarball, when there; checked in
+//! the same read as its sha256), then the lock's (`kubeplay.lock.json.minisig`, required). Each
+//! refusal names what failed: the lock changed after signing, another bundle's signature (its
+//! trusted comment names another bundle, version, platform or lock), another key (both key
+//! IDs), an archive changed or truncated after signing, a missing signature.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
+use kpbuild_bundle::layout::{LOCK_FILE, LOCK_SIGNATURE};
 use kpbuild_bundle::verify::{Fault, Options, verify_bundle_with};
 use kpbuild_oci::registry_verify;
 use kpbuild_paths::safe_path::{self, EntryKind, TarEntryChecker};
+use kpbuild_sign::{PublicKey, Subject, Verified, VerifyError};
 use kpbuild_store::bundle_tar::BUNDLE_ROOT;
+
+use crate::archive::{self, HashingReader};
+use crate::sign::LockFacts;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,15 +33,68 @@ pub struct Args {
     /// `kpbuild serve` checks before it starts).
     #[arg(long)]
     no_hash: bool,
+    /// The public key (minisign's format) the bundle must be signed with: the signatures are
+    /// checked first (a missing one is refused), then every entry.
+    #[arg(long, value_name = "PUB")]
+    key: Option<PathBuf>,
+}
+
+/// The public key of `--key`, with its file for messages.
+pub(crate) struct GivenKey {
+    pub key: PublicKey,
+    pub path: PathBuf,
+}
+
+impl GivenKey {
+    pub fn read(path: &Path) -> anyhow::Result<GivenKey> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the public key {}", path.display()))?;
+        Ok(GivenKey {
+            key: PublicKey::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A refusal's message: another key's names both IDs and the key file.
+    fn refusal(&self, e: &VerifyError) -> String {
+        match e {
+            VerifyError::WrongKey { .. } => format!("{e} ({})", self.path.display()),
+            _ => e.to_string(),
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let key = args.key.as_deref().map(GivenKey::read).transpose()?;
     let mut faults: Vec<Fault> = Vec::new();
+    let mut archive_signature = None;
     let tmp;
     let root = if args.path.is_dir() {
         args.path.clone()
     } else {
-        faults.extend(check_sha256_file(&args.path)?);
+        let mut sha256 = None;
+        if let Some(key) = &key {
+            match check_archive_signature(&args.path, key)? {
+                Ok(None) => eprintln!(
+                    "kpbuild verify: no {} beside {}: the archive's own signature is not \
+                     checked, the lock's is",
+                    archive::sibling(&args.path, kpbuild_sign::SUFFIX).display(),
+                    args.path.display()
+                ),
+                Ok(Some((v, digest))) => {
+                    eprintln!(
+                        "kpbuild verify: {}: signature OK (key ID {}; {})",
+                        args.path.display(),
+                        v.key,
+                        v.comment
+                    );
+                    archive_signature = Some(v);
+                    sha256 = digest;
+                }
+                Err(fault) => return refused(&args.path, fault),
+            }
+        }
+        faults.extend(check_sha256_file(&args.path, sha256)?);
         tmp = tempfile::Builder::new()
             .prefix("kpbuild-verify-")
             .tempdir()?;
@@ -46,6 +112,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             tmp.path().to_path_buf()
         }
     };
+    if let Some(key) = &key {
+        match check_lock_signature(&root, key, archive_signature.as_ref()) {
+            Ok(v) => eprintln!(
+                "kpbuild verify: {LOCK_FILE}: signature OK (key ID {}; {})",
+                v.key, v.comment
+            ),
+            Err(fault) => return refused(&args.path, fault),
+        }
+    } else if root.join(LOCK_SIGNATURE).exists() {
+        eprintln!(
+            "kpbuild verify: the bundle is signed ({LOCK_SIGNATURE}); --key PUB checks the \
+             signature"
+        );
+    }
     let r = verify_bundle_with(
         &root,
         Options {
@@ -54,6 +134,183 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     faults.extend(r.faults.iter().cloned());
     report(&args.path, faults, Some(&r))
+}
+
+/// A refused signature: reported, and nothing else checked.
+fn refused(path: &Path, fault: Fault) -> anyhow::Result<()> {
+    eprintln!("kpbuild verify: the signature is refused; the entries were not checked");
+    report(path, vec![fault], None)
+}
+
+/// The archive's own signature (`ARCHIVE.minisig`), when there is one, checked in the same read
+/// as its sha256: `Ok(None)` when it is not there, `Ok(Some(..))` with what it vouches for and
+/// the archive's sha256, `Err(fault)` when it is refused. An error reading the files is an
+/// error.
+#[allow(clippy::type_complexity)]
+fn check_archive_signature(
+    path: &Path,
+    key: &GivenKey,
+) -> anyhow::Result<Result<Option<(Verified, Option<String>)>, Fault>> {
+    let sig_path = archive::sibling(path, kpbuild_sign::SUFFIX);
+    let sig = match std::fs::read_to_string(&sig_path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(None)),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = file.metadata()?.len();
+    let mut data = HashingReader::new(file);
+    let fault = |at: &Path, what: String| {
+        Ok(Err(Fault {
+            at: at.display().to_string(),
+            what,
+        }))
+    };
+    match kpbuild_sign::verify(&key.key, &sig, &mut data) {
+        Ok(v) => Ok(Ok(Some((v, data.sha256())))),
+        Err(VerifyError::Mismatch { claims: Ok(c) }) if c.file == name => fault(
+            path,
+            format!(
+                "does not match its signature {}: changed or truncated after it was signed \
+                 ({size} bytes now)",
+                sig_path.display()
+            ),
+        ),
+        Err(VerifyError::Mismatch { claims: Ok(c) }) => fault(
+            &sig_path,
+            format!(
+                "is the signature of {} ({}), not of {name}: another bundle's signature",
+                c.file, c.subject
+            ),
+        ),
+        Err(VerifyError::Mismatch { claims: Err(why) }) => fault(
+            &sig_path,
+            format!("does not verify against {name}, and {why}"),
+        ),
+        Err(VerifyError::Io(e)) => Err(anyhow!("reading {}: {e}", path.display())),
+        Err(e) => fault(&sig_path, key.refusal(&e)),
+    }
+}
+
+/// The lock's signature (`kubeplay.lock.json.minisig`, required): what it vouches for, or the
+/// fault that refuses it. With the archive's signature, both must name the same bundle and lock.
+fn check_lock_signature(
+    root: &Path,
+    key: &GivenKey,
+    archive: Option<&Verified>,
+) -> Result<Verified, Fault> {
+    let fault = |at: &str, what: String| Fault {
+        at: at.to_string(),
+        what,
+    };
+    let lock = std::fs::read(root.join(LOCK_FILE))
+        .map_err(|e| fault(LOCK_FILE, format!("cannot read the bundle manifest: {e}")))?;
+    let sig = match std::fs::read_to_string(root.join(LOCK_SIGNATURE)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(fault(
+                LOCK_SIGNATURE,
+                format!(
+                    "missing: --key {} requires a signed bundle (kpbuild sign BUNDLE --key \
+                     SECRET, or kpbuild export --sign SECRET)",
+                    key.path.display()
+                ),
+            ));
+        }
+        Err(e) => return Err(fault(LOCK_SIGNATURE, format!("cannot read it: {e}"))),
+    };
+    let facts = LockFacts::of(&lock);
+    let this = facts.subject();
+    let v = match kpbuild_sign::verify(&key.key, &sig, std::io::Cursor::new(&lock)) {
+        Ok(v) => v,
+        Err(VerifyError::Mismatch { claims: Ok(c) }) => {
+            return Err(mismatch(&c.subject, &facts, this.ok().as_ref()));
+        }
+        Err(VerifyError::Mismatch { claims: Err(why) }) => {
+            return Err(fault(
+                LOCK_SIGNATURE,
+                format!("does not verify against {LOCK_FILE}, and {why}"),
+            ));
+        }
+        Err(e) => return Err(fault(LOCK_SIGNATURE, key.refusal(&e))),
+    };
+    let this = this.map_err(|e| fault(LOCK_FILE, format!("{e:#}")))?;
+    let diffs = v.comment.subject.differences(&this);
+    if !diffs.is_empty() {
+        return Err(fault(
+            LOCK_SIGNATURE,
+            format!(
+                "verifies, but its trusted comment names another bundle ({}): another \
+                 bundle's signature",
+                diffs.join(", ")
+            ),
+        ));
+    }
+    if v.comment.file != LOCK_FILE {
+        return Err(fault(
+            LOCK_SIGNATURE,
+            format!(
+                "verifies, but its trusted comment names the file {}, not {LOCK_FILE}",
+                v.comment.file
+            ),
+        ));
+    }
+    if let Some(a) = archive {
+        let diffs = a.comment.subject.differences(&this);
+        if !diffs.is_empty() {
+            return Err(fault(
+                &a.comment.file,
+                format!(
+                    "the archive's signature names another bundle than the lock inside it ({})",
+                    diffs.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(v)
+}
+
+/// Why a lock's signature does not verify, from what its (unauthenticated) trusted comment
+/// claims: the lock changed after signing, or the signature is another bundle's.
+fn mismatch(claims: &Subject, facts: &LockFacts, this: Option<&Subject>) -> Fault {
+    let (at, what) = if claims.lock_sha256 == facts.sha256 {
+        (
+            LOCK_SIGNATURE,
+            format!(
+                "does not verify, though it names this {LOCK_FILE} (sha256 {}): the signature \
+                 or its trusted comment was altered",
+                facts.sha256
+            ),
+        )
+    } else {
+        match this {
+            Some(this)
+                if (&this.bundle, &this.version, &this.platform)
+                    != (&claims.bundle, &claims.version, &claims.platform) =>
+            {
+                (
+                    LOCK_SIGNATURE,
+                    format!(
+                        "is another bundle's signature: it signs {claims}; this bundle is \
+                         {this} (or this lock was changed after signing)"
+                    ),
+                )
+            }
+            _ => (
+                LOCK_FILE,
+                format!(
+                    "does not match its signature {LOCK_SIGNATURE}: changed after it was signed \
+                     (sha256 {} now, {} signed)",
+                    facts.sha256, claims.lock_sha256
+                ),
+            ),
+        }
+    };
+    Fault {
+        at: at.to_string(),
+        what,
+    }
 }
 
 /// `kpbuild verify --no-hash DIR` for `kpbuild serve`: the bundle directory's report, or an
@@ -94,17 +351,21 @@ fn report(
     bail!("{} fault(s) in {}", faults.len(), path.display())
 }
 
-/// Compares a tarball with the digest in `<tarball>.sha256`, when that file exists.
-fn check_sha256_file(path: &Path) -> anyhow::Result<Vec<Fault>> {
-    let sum = PathBuf::from(format!("{}.sha256", path.display()));
+/// Compares a tarball with the digest in `<tarball>.sha256`, when that file exists; `known` is
+/// its sha256 when it was read already (with its signature).
+fn check_sha256_file(path: &Path, known: Option<String>) -> anyhow::Result<Vec<Fault>> {
+    let sum = archive::sibling(path, ".sha256");
     let Ok(text) = std::fs::read_to_string(&sum) else {
         return Ok(vec![]);
     };
     let want = text.split_whitespace().next().unwrap_or("").to_string();
-    let got = registry_verify::sha256_file(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .hex()
-        .to_string();
+    let got = match known {
+        Some(d) => d,
+        None => registry_verify::sha256_file(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .hex()
+            .to_string(),
+    };
     Ok(if got == want {
         vec![]
     } else {
@@ -117,14 +378,9 @@ fn check_sha256_file(path: &Path) -> anyhow::Result<Vec<Fault>> {
 
 fn unpack(path: &Path, dest: &Path) -> anyhow::Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let name = path.to_string_lossy();
-    let reader: Box<dyn Read> = if name.ends_with(".tar.zst") {
-        Box::new(zstd::stream::read::Decoder::new(f)?)
-    } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else {
-        Box::new(f)
-    };
+    // Anything not named .tar.zst or .tar.gz is read as a plain tar.
+    let compression = archive::Compression::of_path(path).unwrap_or(archive::Compression::None);
+    let reader: Box<dyn Read> = archive::decompressed(compression, f)?;
     let mut archive = tar::Archive::new(reader);
     // Names, link targets and writes through earlier links are checked before anything is
     // written: a crafted tarball cannot reach outside `dest`.

@@ -16,11 +16,29 @@
 #   ./install.sh remove           remove-cluster, then the offline services
 #   ./install.sh health-check     check the file server and the registry answer
 #   ./install.sh debug            what this bundle holds and what runs
+#   ./install.sh verify           check the bundle: its signature (with --key), its entries
+#
+#   --key FILE (before the command; or KUBEPLAY_PUBLIC_KEY=FILE): the public key the bundle must
+#   be signed with (minisign's format). serve, compose, services, cluster, all, add-node and
+#   verify then check the signature first (Debian's minisign, else kpbuild) and refuse to go on,
+#   saying why, when it is missing or does not verify or when neither verifier is installed.
 set -euo pipefail
 KUBEPLAY_DIR=$(cd "$(dirname "$0")" && pwd)
 export KUBEPLAY_DIR
 # shellcheck source=/dev/null
-for lib in common system remove; do . "$KUBEPLAY_DIR/library/$lib.sh"; done
+for lib in common system remove signature; do . "$KUBEPLAY_DIR/library/$lib.sh"; done
+
+KEY=${KUBEPLAY_PUBLIC_KEY:-}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --key) [ -n "${2:-}" ] || die "--key FILE: the public key"; KEY=$2; shift 2 ;;
+    --key=*) KEY=${1#--key=}; shift ;;
+    *) break ;;
+  esac
+done
+case ${1:-} in
+  serve|compose|services|cluster|all|add-node) check_signature "$KEY" "$@" ;;
+esac
 
 kubespray_run() { # PLAYBOOK [ARGS…]
   need docker "Docker Engine on the offline node"
@@ -69,10 +87,11 @@ case ${1:-} in
   remove-compose) compose_down ;;
   remove) kubespray_run reset.yml -e reset_confirmation=yes; services_down ;;
   health-check) health_check "$(config_get offline_node 127.0.0.1)" ;;
+  verify) verify_bundle "$KEY" ;;
   debug)
     log "bundle: $KUBEPLAY_DIR"
     [ -f "$KUBEPLAY_DIR/kubeplay.lock.json" ] && head -c 400 "$KUBEPLAY_DIR/kubeplay.lock.json" >&2 && echo >&2
     serve_status >&2 || true
     docker ps --filter name=kubeplay- >&2 2>/dev/null || true ;;
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,26p' "$0" >&2; exit 2 ;;
 esac

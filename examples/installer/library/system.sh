@@ -6,11 +6,14 @@
 SERVE_UNIT=kubeplay-serve
 SERVE_UNIT_FILE=/etc/systemd/system/$SERVE_UNIT.service
 
-# The kpbuild binary: bin/kpbuild in the bundle, else on PATH.
-kpbuild_bin() {
+# The kpbuild binary: bin/kpbuild in the bundle, else on PATH; fails when there is none.
+kpbuild_found() {
   if [ -x "$KUBEPLAY_DIR/bin/kpbuild" ]; then echo "$KUBEPLAY_DIR/bin/kpbuild"
   elif command -v kpbuild >/dev/null 2>&1; then command -v kpbuild
-  else die "kpbuild is not in $KUBEPLAY_DIR/bin/ nor on PATH: copy the static kpbuild binary there, or set offline_services: compose in config.yaml"; fi
+  else return 1; fi
+}
+kpbuild_bin() {
+  kpbuild_found || die "kpbuild is not in $KUBEPLAY_DIR/bin/ nor on PATH: copy the static kpbuild binary there, or set offline_services: compose in config.yaml"
 }
 
 # The command line of the server, from config.yaml (ports; serve_tls_names for a self-signed CA).
