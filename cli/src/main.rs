@@ -10,6 +10,7 @@ mod export_oci;
 mod interrupt;
 mod lists;
 mod plan_cmd;
+mod sbom;
 mod serve;
 mod spec_arg;
 mod store_cmd;
@@ -46,8 +47,12 @@ enum Command {
     Export(export::Args),
     /// Manage the local content store of module results: ls, prune.
     Store(store_cmd::Args),
-    /// Check a bundle (directory or tarball) against its manifest: files, images, packages.
+    /// Check a bundle (directory or tarball) against its manifest: files, images, packages,
+    /// and its SBOMs.
     Verify(verify::Args),
+    /// Print a bundle's SBOM (SPDX 2.3 or CycloneDX 1.6 JSON): the one inside, or one made
+    /// from its manifest.
+    Sbom(sbom::Args),
     /// Serve an unpacked bundle: the registry (/v2/) and the files, as nginx and registry:2 do.
     Serve(serve::Args),
     /// Fetch images into a registry:2 storage tree (docker/registry/v2/…), every blob once.
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(args),
         Command::Store(args) => store_cmd::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Sbom(args) => sbom::run(args),
         Command::Serve(args) => serve::run(args),
         Command::VerifyRegistry(args) => verify_registry::run(args),
         Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),

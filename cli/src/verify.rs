@@ -115,7 +115,9 @@ fn check_sha256_file(path: &Path) -> anyhow::Result<Vec<Fault>> {
     })
 }
 
-fn unpack(path: &Path, dest: &Path) -> anyhow::Result<()> {
+/// A bundle tarball's tar stream, decompressed by its name (`.tar.zst`, `.tar.gz`, `.tgz`,
+/// else plain `.tar`).
+pub(crate) fn open_tarball(path: &Path) -> anyhow::Result<tar::Archive<Box<dyn Read>>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let name = path.to_string_lossy();
     let reader: Box<dyn Read> = if name.ends_with(".tar.zst") {
@@ -125,7 +127,11 @@ fn unpack(path: &Path, dest: &Path) -> anyhow::Result<()> {
     } else {
         Box::new(f)
     };
-    let mut archive = tar::Archive::new(reader);
+    Ok(tar::Archive::new(reader))
+}
+
+fn unpack(path: &Path, dest: &Path) -> anyhow::Result<()> {
+    let mut archive = open_tarball(path)?;
     // Names, link targets and writes through earlier links are checked before anything is
     // written: a crafted tarball cannot reach outside `dest`.
     let mut checker = TarEntryChecker::new();
