@@ -500,21 +500,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sections_sort_their_entries_by_their_own_key() {
-        let mut lock: Lock = serde_json::from_str(WRITTEN).unwrap();
-        for path in ["z", "b"] {
+    /// Pushes an artifact of each path and sorts the section.
+    fn push_artifacts(lock: &mut Lock, paths: &[&str]) {
+        for path in paths {
             lock.push(Artifact {
-                path: path.into(),
+                path: path.to_string(),
                 sha256: "00".into(),
                 size: 1,
             })
             .unwrap();
         }
         let s = SECTIONS.iter().find(|s| s.key() == "artifacts").unwrap();
-        let entries = lock.sections.get_mut("artifacts").unwrap();
-        s.sort(entries).unwrap();
-        let paths: Vec<&str> = entries
+        s.sort(lock.sections.get_mut("artifacts").unwrap()).unwrap();
+    }
+
+    #[test]
+    fn sections_sort_their_entries_by_their_own_key() {
+        let mut lock: Lock = serde_json::from_str(WRITTEN).unwrap();
+        push_artifacts(&mut lock, &["z", "b"]);
+        let paths: Vec<&str> = lock
+            .section("artifacts")
             .iter()
             .map(|e| e["path"].as_str().unwrap())
             .collect();
@@ -525,23 +530,9 @@ mod tests {
     fn entries_name_the_module_that_added_them_and_keep_it_through_sorting() {
         let mut lock: Lock = serde_json::from_str(WRITTEN).unwrap();
         lock.module = Some("compose".into());
-        for path in ["z", "b"] {
-            lock.push(Artifact {
-                path: path.into(),
-                sha256: "00".into(),
-                size: 1,
-            })
-            .unwrap();
-        }
+        push_artifacts(&mut lock, &["z", "b"]);
         lock.module = None;
-        lock.push(Artifact {
-            path: "a".into(),
-            sha256: "00".into(),
-            size: 1,
-        })
-        .unwrap();
-        let s = SECTIONS.iter().find(|s| s.key() == "artifacts").unwrap();
-        s.sort(lock.sections.get_mut("artifacts").unwrap()).unwrap();
+        push_artifacts(&mut lock, &["a"]);
         let entries = lock.section("artifacts");
         let modules: Vec<Option<&str>> = entries.iter().map(module_of).collect();
         assert_eq!(modules, [None, Some("compose"), Some("compose")]);
