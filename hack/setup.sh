@@ -57,14 +57,18 @@ else
   echo "setup: ../shared/tools/buildkit is missing: the buildx stage and hack/buildkitd.sh need it" >&2
 fi
 # From PyPI into a venv under target/, pinned (a newer release may add audits or rules): the
-# workflow checkers of the workflows stage, ruff for the lint stage, and oras-py (ORAS's Python
-# client) for hack/serve-referrers-check.sh. Debian's python3 with its venv module
-# (python3-venv). Reinstalled only when a pin is missing.
+# workflow checkers of the workflows stage, ruff for the lint stage, oras-py (ORAS's Python
+# client) for hack/serve-referrers-check.sh, and the SBOM validators of hack/py/sbom_check.py
+# (spdx-tools' pyspdxtools, cyclonedx-python-lib's strict JSON validator,
+# ntia-conformance-checker's sbomcheck). Debian's python3 with its venv module (python3-venv).
+# Reinstalled only when a pin is missing.
 PYTOOLS=target/pytools
-PYPI=(check-jsonschema==0.39.0 zizmor==1.32.0 ruff==0.17.5 oras==0.2.43)
-have=$("$PYTOOLS/bin/python3" -m pip freeze 2>/dev/null || true)
+PYPI=(check-jsonschema==0.39.0 zizmor==1.32.0 ruff==0.17.5 oras==0.2.43
+      spdx-tools==0.8.5 'cyclonedx-python-lib[json-validation]==11.12.0' ntia-conformance-checker==6.0.0)
+# pip freeze writes `name==version` without extras, `_` for `-` in some names.
+have=$("$PYTOOLS/bin/python3" -m pip freeze 2>/dev/null | tr '_' '-' || true)
 missing=()
-for p in "${PYPI[@]}"; do grep -qixF "$p" <<< "$have" || missing+=("$p"); done
+for p in "${PYPI[@]}"; do grep -qixF "${p/\[*\]/}" <<< "$have" || missing+=("$p"); done
 # A venv copied from another checkout names that checkout's python in its scripts: made anew.
 venv_ok=0
 [ "$(head -1 "$PYTOOLS/bin/check-jsonschema" 2>/dev/null)" = "#!$PWD/$PYTOOLS/bin/python3" ] && venv_ok=1

@@ -150,9 +150,15 @@ pub struct BundleManifestJob {
     pub version: String,
     pub spec_file: String,
     pub spec_sha256: String,
+    /// The spec's `vars.kubespray` (the SBOMs' source), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubespray: Option<String>,
+    /// The SBOMs' creation time: the build's `SOURCE_DATE_EPOCH`, else the spec's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<u64>,
     /// Each module's tree, laid out from the bundle root.
     pub trees: Vec<ModuleTree>,
-    /// Where to write the manifest.
+    /// Where to write the manifest; the SBOMs go beside it.
     pub out: PathBuf,
 }
 
@@ -297,6 +303,8 @@ mod tests {
             version: "v0.1.0".into(),
             spec_file: "Dockerfile.bundle".into(),
             spec_sha256: "d".repeat(64),
+            kubespray: Some("kubespray/v2.28.1".into()),
+            source_date_epoch: Some(1_700_000_000),
             trees: vec![ModuleTree {
                 module: "files".into(),
                 dir: "/in/files".into(),

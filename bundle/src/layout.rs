@@ -2,7 +2,7 @@
 //! names and the output file names, in one place. No other file spells a bundle path.
 //!
 //! ```text
-//! kubeplay.lock.json  kubeplay.lock.json.minisig (when signed)
+//! kubeplay.lock.json  kubeplay.lock.json.minisig (when signed)  kubeplay.spdx.json  kubeplay.cdx.json
 //! compose.yaml  config/{nginx.conf,registry.yml}  install.sh …
 //! resources/images/<name>-<tag>.tar            loadable image archives
 //! resources/nginx/files/<host>/<url path>      files, laid out by URL
@@ -22,6 +22,10 @@ pub const LOCK_TARGET: &str = "lock";
 pub const LOCK_FILE: &str = "kubeplay.lock.json";
 /// The manifest's signature beside it (minisign's format: `kpbuild sign`, `export --sign`).
 pub const LOCK_SIGNATURE: &str = "kubeplay.lock.json.minisig";
+/// The bundle's SBOM in SPDX 2.3 JSON, beside the manifest (made from it).
+pub const SPDX_FILE: &str = "kubeplay.spdx.json";
+/// The bundle's SBOM in CycloneDX 1.6 JSON, beside the manifest (made from it).
+pub const CYCLONEDX_FILE: &str = "kubeplay.cdx.json";
 /// What nginx serves (on the deploy node: `download_url`, package repositories).
 pub const NGINX_ROOT: &str = "resources/nginx";
 /// What the registry serves: the root a `registry:2` mounts as `/var/lib/registry`.
@@ -95,6 +99,13 @@ pub fn file_path_of_url(raw: &str) -> Result<String, String> {
             "the URL's host `{host}` is not a host name usable as a directory"
         )),
     }
+}
+
+/// Whether a path from the bundle root is one of [`IMAGES_DIR`]'s image archives.
+pub fn is_image_archive(path: &str) -> bool {
+    path.strip_prefix(IMAGES_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|name| !name.contains('/') && name.ends_with(".tar"))
 }
 
 /// `resources/images/<name>-<tag>.tar` for an image reference.
@@ -179,6 +190,10 @@ mod tests {
             image_archive_path("127.0.0.1:5000/registry"),
             "resources/images/registry-latest.tar"
         );
+        assert!(is_image_archive("resources/images/registry-2.8.1.tar"));
+        assert!(!is_image_archive("resources/images/a/b.tar"));
+        assert!(!is_image_archive("resources/imagesx/b.tar"));
+        assert!(!is_image_archive("install.sh"));
         assert_eq!(
             module_image("kubeplay", "files", "v0.1.0", &Platform::linux(Arch::Arm64)),
             "kubeplay/files:v0.1.0-arm64"

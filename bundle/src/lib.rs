@@ -11,12 +11,15 @@
 //! - [`spec`] reads `Dockerfile.bundle`, [`plan`] runs every kind's planning per platform,
 //!   [`jobs`] is the contract between an LLB exec op and the worker it runs;
 //! - [`layout`] is the one home of bundle paths, ports, target names and module image names;
-//! - [`lock`] writes and reads `kubeplay.lock.json`; [`verify`] checks a bundle against it.
+//! - [`lock`] writes and reads `kubeplay.lock.json`; [`verify`] checks a bundle against it;
+//! - [`sbom`] makes the bundle's SBOMs from the lock (each kind maps its own entries to
+//!   components; `kpbuild-sbom` writes the documents).
 
 pub mod jobs;
 pub mod kinds;
 pub mod layout;
 pub mod lock;
 pub mod plan;
+pub mod sbom;
 pub mod spec;
 pub mod verify;

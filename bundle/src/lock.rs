@@ -2,7 +2,9 @@
 //! sha256, every image with its source, stored name and digests per platform, every OS package
 //! with version and sha256, every image archive, the kpbuild version and the spec's digest.
 //! It is written inside the build (from the module trees, by `kpbuild worker bundle-manifest`)
-//! and is what `kpbuild verify` checks and a security review reads.
+//! and is what `kpbuild verify` checks, the bundle's SBOMs are made from ([`crate::sbom`]) and
+//! a security review reads. Every entry a module adds names that module (`module`, the last
+//! key of the entry; absent in manifests made before it was recorded).
 
 use std::io::Read;
 use std::marker::PhantomData;
@@ -16,13 +18,18 @@ use sha2::Digest as _;
 
 use crate::kinds::SECTIONS;
 use crate::plan::PlatformPlan;
+use crate::sbom::SbomCx;
 use crate::verify::Check;
+use kpbuild_sbom::{Component, Digest, Kind, Purl};
 
 pub use crate::layout::LOCK_FILE;
 /// Its format tag.
 pub const FORMAT: &str = "kpbuild.lock/v1";
 /// The manifest's keys before its sections, in order (`Lock`'s fields; a test holds them equal).
 pub const HEADER_KEYS: [&str; 4] = ["format", "kpbuild", "bundle", "spec"];
+/// The key of an entry naming the module that added it (written by [`Lock::push`] after the
+/// entry's own fields; not a field of any [`Entry`] type).
+pub const MODULE_KEY: &str = "module";
 
 /// The manifest. Its header is typed here; its sections (`files`, `images`, …) belong to the
 /// module kinds: each is a list of entries of one [`Entry`] type, kept in the document's order
@@ -36,6 +43,9 @@ pub struct Lock {
     pub spec: SpecInfo,
     #[serde(flatten)]
     sections: IndexMap<String, Vec<Value>>,
+    /// The module whose entries [`Lock::push`] is adding (while [`build`] runs).
+    #[serde(skip)]
+    module: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -45,6 +55,10 @@ pub struct BundleInfo {
     pub version: String,
     pub platform: String,
     pub modules: Vec<String>,
+    /// The build's `SOURCE_DATE_EPOCH` (or the spec's `source-date-epoch`): the creation
+    /// time of the bundle's SBOMs; absent, they name the epoch ([`crate::sbom`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -52,6 +66,10 @@ pub struct BundleInfo {
 pub struct SpecInfo {
     pub file: String,
     pub sha256: String,
+    /// The kubespray checkout the spec reads its lists from (`vars.kubespray`, a directory of
+    /// the build context), when it names one: the source the SBOMs name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubespray: Option<String>,
 }
 
 /// An entry of one section of the manifest, and what the section answers: its key, its order,
@@ -72,6 +90,10 @@ pub trait Entry: Serialize + DeserializeOwned + 'static {
     /// Checks the section's entries against the bundle `check` reads, adding a fault for
     /// everything wrong, and returns how many were checked and the detail's count.
     fn verify(entries: &[Self], check: &mut Check<'_>) -> (usize, usize);
+    /// What the entry is in the bundle's SBOMs: the components it maps to (none for an entry
+    /// that names nothing the bundle carries), with their digests, package URLs and origin.
+    /// The module that brought it is set by the caller.
+    fn components(&self, cx: &SbomCx<'_>) -> Vec<Component>;
 }
 
 /// A file the bundle carries that no other section describes (image archives, compose files,
@@ -90,6 +112,32 @@ impl Entry for Artifact {
     type SortKey = String;
     fn sort_key(&self) -> String {
         self.path.clone()
+    }
+    /// An image archive (`resources/images/*.tar`) is what it is, an image saved for `docker
+    /// load`; every other artifact is a file of the bundle itself. Both are made for this
+    /// bundle: its name supplies them, its version versions them.
+    fn components(&self, cx: &SbomCx<'_>) -> Vec<Component> {
+        let file_name = self.path.rsplit('/').next().unwrap_or(&self.path);
+        let kind = if crate::layout::is_image_archive(&self.path) {
+            Kind::ImageArchive
+        } else {
+            Kind::Artifact
+        };
+        let mut c = Component::new(kind, self.path.clone(), cx.bundle.version.clone());
+        c.purl = Some(
+            Purl::new("generic", file_name)
+                .namespace(&cx.bundle.name)
+                .version(cx.bundle.version.clone())
+                .qualifier("checksum", format!("sha256:{}", self.sha256))
+                .to_string(),
+        );
+        c.digests = vec![Digest::sha256(self.sha256.clone())];
+        c.supplier = Some(cx.bundle.name.clone());
+        c.path = Some(self.path.clone());
+        if kind == Kind::ImageArchive {
+            c.description = Some("an image archive for `docker load`".into());
+        }
+        vec![c]
     }
     fn verify(entries: &[Self], check: &mut Check<'_>) -> (usize, usize) {
         for a in entries {
@@ -161,6 +209,10 @@ pub struct LockInput<'a> {
     pub version: &'a str,
     pub spec_file: &'a str,
     pub spec_sha256: &'a str,
+    /// The spec's `vars.kubespray`, if any.
+    pub kubespray: Option<&'a str>,
+    /// `SOURCE_DATE_EPOCH` (the build's, else the spec's), if any.
+    pub source_date_epoch: Option<u64>,
     /// `(module name, root of its tree)`: every tree is laid out from the bundle root.
     pub trees: Vec<(String, PathBuf)>,
 }
@@ -176,20 +228,26 @@ pub fn build(input: &LockInput) -> Result<Lock, LockError> {
             version: input.version.into(),
             platform: input.plan.platform.to_string(),
             modules: input.plan.modules.iter().map(|m| m.name.clone()).collect(),
+            source_date_epoch: input.source_date_epoch,
         },
         spec: SpecInfo {
             file: input.spec_file.into(),
             sha256: input.spec_sha256.into(),
+            kubespray: input.kubespray.map(str::to_string),
         },
         sections: SECTIONS
             .iter()
             .map(|s| (s.key().to_string(), vec![]))
             .collect(),
+        module: None,
     };
     for m in &input.plan.modules {
         // The manifest op mounts every module's tree; a module without one is not built.
         if let Some((_, root)) = input.trees.iter().find(|(n, _)| *n == m.name) {
-            m.work.kind().lock(root, &mut lock)?;
+            lock.module = Some(m.name.clone());
+            let added = m.work.kind().lock(root, &mut lock);
+            lock.module = None;
+            added?;
         }
     }
     for s in SECTIONS {
@@ -201,12 +259,15 @@ pub fn build(input: &LockInput) -> Result<Lock, LockError> {
 }
 
 impl Lock {
-    /// Adds an entry to its section.
+    /// Adds an entry to its section, naming the module adding it (while [`build`] runs).
     pub fn push<E: Entry>(&mut self, entry: E) -> Result<(), LockError> {
-        let value = serde_json::to_value(entry).map_err(|e| LockError::Invalid {
+        let mut value = serde_json::to_value(entry).map_err(|e| LockError::Invalid {
             path: E::SECTION.into(),
             message: e.to_string(),
         })?;
+        if let (Some(m), Value::Object(fields)) = (&self.module, &mut value) {
+            fields.insert(MODULE_KEY.into(), Value::String(m.clone()));
+        }
         self.sections
             .entry(E::SECTION.to_string())
             .or_default()
@@ -248,6 +309,9 @@ pub trait Section: Sync {
     /// Checks the entries (as read from a bundle); `(checked, detail count)`, or why the
     /// entries cannot be read.
     fn verify(&self, entries: &[Value], check: &mut Check<'_>) -> Result<(usize, usize), String>;
+    /// The SBOM components of the entries, each with the module that brought it (when the
+    /// manifest names it), in the entries' order; or why the entries cannot be read.
+    fn components(&self, entries: &[Value], cx: &SbomCx<'_>) -> Result<Vec<Component>, String>;
 }
 
 /// The section of entries of type `E`.
@@ -265,11 +329,27 @@ impl<E> Default for SectionOf<E> {
     }
 }
 
+/// The module an entry names, if any.
+fn module_of(entry: &Value) -> Option<&str> {
+    entry.get(MODULE_KEY).and_then(Value::as_str)
+}
+
+/// The entries as their type, each without the module it names.
 fn typed<E: Entry>(entries: &[Value]) -> Result<Vec<E>, String> {
     entries
         .iter()
         .enumerate()
-        .map(|(i, v)| E::deserialize(v).map_err(|e| format!("{}[{i}]: {e}", E::SECTION)))
+        .map(|(i, v)| {
+            let entry = match v {
+                Value::Object(fields) if fields.contains_key(MODULE_KEY) => {
+                    let mut own = fields.clone();
+                    own.remove(MODULE_KEY);
+                    E::deserialize(Value::Object(own))
+                }
+                _ => E::deserialize(v),
+            };
+            entry.map_err(|e| format!("{}[{i}]: {e}", E::SECTION))
+        })
         .collect()
 }
 
@@ -284,23 +364,37 @@ impl<E: Entry> Section for SectionOf<E> {
         E::DETAIL
     }
     fn sort(&self, entries: &mut Vec<Value>) -> Result<(), LockError> {
-        let mut typed = typed::<E>(entries).map_err(|message| LockError::Invalid {
+        let typed = typed::<E>(entries).map_err(|message| LockError::Invalid {
             path: E::SECTION.into(),
             message,
         })?;
-        typed.sort_by_key(E::sort_key);
-        *entries = typed
-            .into_iter()
-            .map(serde_json::to_value)
-            .collect::<Result<_, _>>()
-            .map_err(|e| LockError::Invalid {
-                path: E::SECTION.into(),
-                message: e.to_string(),
-            })?;
+        // The entries as written (with their modules), in the order of their typed keys.
+        let mut keyed: Vec<(E::SortKey, Value)> = typed
+            .iter()
+            .map(E::sort_key)
+            .zip(std::mem::take(entries))
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        *entries = keyed.into_iter().map(|(_, v)| v).collect();
         Ok(())
     }
     fn verify(&self, entries: &[Value], check: &mut Check<'_>) -> Result<(usize, usize), String> {
         Ok(E::verify(&typed::<E>(entries)?, check))
+    }
+    fn components(&self, entries: &[Value], cx: &SbomCx<'_>) -> Result<Vec<Component>, String> {
+        let typed = typed::<E>(entries)?;
+        let mut out = Vec::new();
+        for (entry, value) in typed.iter().zip(entries) {
+            let module = module_of(value);
+            for mut c in entry.components(cx) {
+                c.module = module.map(str::to_string);
+                for child in &mut c.children {
+                    child.module = c.module.clone();
+                }
+                out.push(c);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -367,7 +461,8 @@ mod tests {
       "url": "https://h/a",
       "sha256": "cd",
       "size": 3,
-      "pin": null
+      "pin": null,
+      "module": "files"
     }
   ],
   "images": [],
@@ -405,24 +500,52 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sections_sort_their_entries_by_their_own_key() {
-        let mut lock: Lock = serde_json::from_str(WRITTEN).unwrap();
-        for path in ["z", "b"] {
+    /// Pushes an artifact of each path and sorts the section.
+    fn push_artifacts(lock: &mut Lock, paths: &[&str]) {
+        for path in paths {
             lock.push(Artifact {
-                path: path.into(),
+                path: path.to_string(),
                 sha256: "00".into(),
                 size: 1,
             })
             .unwrap();
         }
         let s = SECTIONS.iter().find(|s| s.key() == "artifacts").unwrap();
-        let entries = lock.sections.get_mut("artifacts").unwrap();
-        s.sort(entries).unwrap();
-        let paths: Vec<&str> = entries
+        s.sort(lock.sections.get_mut("artifacts").unwrap()).unwrap();
+    }
+
+    #[test]
+    fn sections_sort_their_entries_by_their_own_key() {
+        let mut lock: Lock = serde_json::from_str(WRITTEN).unwrap();
+        push_artifacts(&mut lock, &["z", "b"]);
+        let paths: Vec<&str> = lock
+            .section("artifacts")
             .iter()
             .map(|e| e["path"].as_str().unwrap())
             .collect();
         assert_eq!(paths, ["b", "z"]);
+    }
+
+    #[test]
+    fn entries_name_the_module_that_added_them_and_keep_it_through_sorting() {
+        let mut lock: Lock = serde_json::from_str(WRITTEN).unwrap();
+        lock.module = Some("compose".into());
+        push_artifacts(&mut lock, &["z", "b"]);
+        lock.module = None;
+        push_artifacts(&mut lock, &["a"]);
+        let entries = lock.section("artifacts");
+        let modules: Vec<Option<&str>> = entries.iter().map(module_of).collect();
+        assert_eq!(modules, [None, Some("compose"), Some("compose")]);
+        // The module is the entry's last key, and the typed entry does not see it.
+        let text = serde_json::to_string(&entries[1]).unwrap();
+        assert_eq!(
+            text,
+            r#"{"path":"b","sha256":"00","size":1,"module":"compose"}"#
+        );
+        let own = typed::<Artifact>(entries).unwrap();
+        assert_eq!(own[1].path, "b");
+        // Any other unknown key is still refused.
+        let bad = serde_json::json!([{"path": "b", "sha256": "00", "size": 1, "modul": "x"}]);
+        assert!(typed::<Artifact>(bad.as_array().unwrap()).is_err());
     }
 }

@@ -26,6 +26,10 @@ pub struct Spec {
     pub name: String,
     /// Bundle version, e.g. `v0.1.0`.
     pub version: String,
+    /// The creation time of the bundle's SBOMs, in seconds since the epoch, when the build
+    /// passes no `SOURCE_DATE_EPOCH` (default: the epoch itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<u64>,
     /// Target platforms; default `[linux/amd64]`.
     #[serde(
         default = "default_platforms",

@@ -1,14 +1,17 @@
 //! Checks an unpacked bundle against its manifest (`kubeplay.lock.json`): the manifest read,
 //! its format and sections checked, then every section's entries checked by the kind that owns
 //! it ([`crate::lock::Entry::verify`], in the order of [`crate::kinds::SECTIONS`]). [`Check`] is
-//! what a section checks with: the bundle's root, whether to hash, and the fault list. The
-//! report lists every fault with its path; nothing stops at the first.
+//! what a section checks with: the bundle's root, whether to hash, and the fault list. Last,
+//! the bundle's SBOMs must be exactly what the manifest gives ([`crate::sbom`]); a bundle made
+//! before kpbuild wrote them has neither, which is no fault. The report lists every fault with
+//! its path; nothing stops at the first.
 
 use std::fmt;
 use std::path::Path;
 
 use crate::kinds::SECTIONS;
 use crate::lock::{self, LOCK_FILE, Lock};
+use crate::sbom::Format;
 
 /// One thing wrong with a bundle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,10 +170,16 @@ impl Check<'_> {
     }
 }
 
-/// Reads the manifest: its header, and exactly the sections the kinds own.
-fn read_lock(root: &Path) -> Result<Lock, String> {
+/// Reads the manifest: its header, and exactly the sections the kinds own; with its bytes.
+pub fn read_lock(root: &Path) -> Result<(Lock, String), String> {
     let text = std::fs::read_to_string(root.join(LOCK_FILE)).map_err(|e| e.to_string())?;
-    let lock: Lock = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let lock = parse_lock(&text)?;
+    Ok((lock, text))
+}
+
+/// Parses a manifest's text: its header, and exactly the sections the kinds own.
+pub fn parse_lock(text: &str) -> Result<Lock, String> {
+    let lock: Lock = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let expected = || {
         let keys: Vec<String> = lock::HEADER_KEYS
             .into_iter()
@@ -200,7 +209,7 @@ fn read_lock(root: &Path) -> Result<Lock, String> {
 /// Verifies the bundle whose root is `root`, hashing or not: the loop over the sections.
 pub fn verify_bundle_with(root: &Path, opts: Options) -> Report {
     let mut r = Report::default();
-    let lock = match read_lock(root) {
+    let (lock, text) = match read_lock(root) {
         Ok(l) => l,
         Err(e) => {
             r.fault(LOCK_FILE, format!("cannot read the bundle manifest: {e}"));
@@ -235,6 +244,62 @@ pub fn verify_bundle_with(root: &Path, opts: Options) -> Report {
             });
         }
     }
+    // Counted when the bundle has them (a bundle made before SBOMs reads as it did).
+    let sboms = check_sboms(root, &lock, text.as_bytes(), &mut r);
+    if sboms > 0 {
+        tallies.push(Tally {
+            noun: "SBOMs",
+            count: sboms,
+            detail: None,
+        });
+    }
     r.checked = tallies;
     r
+}
+
+/// The SBOMs against what the manifest gives, byte for byte: a fault names each one that
+/// differs or is missing (when the other is there). Returns how many were checked.
+fn check_sboms(root: &Path, lock: &Lock, lock_bytes: &[u8], r: &mut Report) -> usize {
+    let present: Vec<(Format, Option<Vec<u8>>)> = Format::ALL
+        .into_iter()
+        .map(|f| (f, std::fs::read(root.join(f.file())).ok()))
+        .collect();
+    if present.iter().all(|(_, b)| b.is_none()) {
+        return 0;
+    }
+    let mut checked = 0;
+    for (format, bytes) in present {
+        let Some(bytes) = bytes else {
+            r.fault(
+                format.file(),
+                "missing (the bundle has its other SBOM; `kpbuild sbom` makes it from the manifest)",
+            );
+            continue;
+        };
+        checked += 1;
+        match crate::sbom::render(lock, lock_bytes, format) {
+            Err(e) => r.fault(
+                format.file(),
+                format!("cannot be made from {LOCK_FILE}: {e}"),
+            ),
+            Ok(want) if want != bytes => r.fault(
+                format.file(),
+                format!(
+                    "is not the SBOM {LOCK_FILE} gives ({} bytes, {} expected{})",
+                    bytes.len(),
+                    want.len(),
+                    first_difference(&bytes, &want)
+                        .map(|at| format!("; first difference at byte {at}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+    checked
+}
+
+/// The offset of the first byte where `a` and `b` differ, if any within both.
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
 }

@@ -258,6 +258,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.distro.is_empty() {
         extra.push(format!("KPBUILD_DISTROS={}", args.distro.join(",")));
     }
+    // As buildx does: the environment's SOURCE_DATE_EPOCH reaches the frontend (the creation
+    // time of the bundle's SBOMs), unless `-e SOURCE_DATE_EPOCH=…` says otherwise.
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH")
+        && !extra.iter().any(|e| e.starts_with("SOURCE_DATE_EPOCH="))
+    {
+        extra.push(format!("SOURCE_DATE_EPOCH={v}"));
+    }
     let frontend = args
         .frontend
         .clone()

@@ -12,6 +12,7 @@ mod interrupt;
 mod key_cmd;
 mod lists;
 mod plan_cmd;
+mod sbom;
 mod serve;
 mod sign;
 mod spec_arg;
@@ -49,14 +50,17 @@ enum Command {
     Export(export::Args),
     /// Manage the local content store of module results: ls, prune.
     Store(store_cmd::Args),
-    /// Check a bundle (directory or tarball) against its manifest: files, images, packages;
-    /// with --key PUB its signatures first.
+    /// Check a bundle (directory or tarball) against its manifest: files, images, packages,
+    /// and its SBOMs; with --key PUB its signatures first.
     Verify(verify::Args),
     /// Sign a bundle (directory or tarball): its lock inside, and a tarball beside it
     /// (minisign's format; Debian's `minisign -V` verifies both).
     Sign(sign::Args),
     /// Signing keys: generate a key pair in minisign's format.
     Key(key_cmd::Args),
+    /// Print a bundle's SBOM (SPDX 2.3 or CycloneDX 1.6 JSON): the one inside, or one made
+    /// from its manifest.
+    Sbom(sbom::Args),
     /// Serve an unpacked bundle: the registry (/v2/) and the files, as nginx and registry:2 do.
     Serve(serve::Args),
     /// Fetch images into a registry:2 storage tree (docker/registry/v2/…), every blob once.
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Key(args) => key_cmd::run(args),
+        Command::Sbom(args) => sbom::run(args),
         Command::Serve(args) => serve::run(args),
         Command::VerifyRegistry(args) => verify_registry::run(args),
         Command::Frontend => kpbuild_frontend::run::main_entry(FRONTEND_BINARY),

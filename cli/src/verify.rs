@@ -376,12 +376,18 @@ fn check_sha256_file(path: &Path, known: Option<String>) -> anyhow::Result<Vec<F
     })
 }
 
-fn unpack(path: &Path, dest: &Path) -> anyhow::Result<()> {
+/// A bundle tarball's tar stream, decompressed by its name (`.tar.zst`, `.tar.gz`, `.tgz`,
+/// else plain `.tar`).
+pub(crate) fn open_tarball(path: &Path) -> anyhow::Result<tar::Archive<Box<dyn Read>>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     // Anything not named .tar.zst or .tar.gz is read as a plain tar.
     let compression = archive::Compression::of_path(path).unwrap_or(archive::Compression::None);
     let reader: Box<dyn Read> = archive::decompressed(compression, f)?;
-    let mut archive = tar::Archive::new(reader);
+    Ok(tar::Archive::new(reader))
+}
+
+fn unpack(path: &Path, dest: &Path) -> anyhow::Result<()> {
+    let mut archive = open_tarball(path)?;
     // Names, link targets and writes through earlier links are checked before anything is
     // written: a crafted tarball cannot reach outside `dest`.
     let mut checker = TarEntryChecker::new();

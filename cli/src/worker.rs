@@ -288,17 +288,27 @@ fn bundle_manifest(j: BundleManifestJob) -> anyhow::Result<()> {
         version: &j.version,
         spec_file: &j.spec_file,
         spec_sha256: &j.spec_sha256,
+        kubespray: j.kubespray.as_deref(),
+        source_date_epoch: j.source_date_epoch,
         trees: j
             .trees
             .iter()
             .map(|t| (t.module.clone(), t.dir.clone()))
             .collect(),
     })?;
-    write_then_rename(
-        &j.out,
-        (serde_json::to_string_pretty(&lock)? + "\n").as_bytes(),
-    )?;
-    eprintln!("bundle manifest: {}", lock.summary());
+    let bytes = serde_json::to_string_pretty(&lock)? + "\n";
+    // The SBOMs first: a manifest on disk always has its SBOMs beside it.
+    let dir = j.out.parent().unwrap_or(Path::new("."));
+    for (file, sbom) in kpbuild_bundle::sbom::files(&lock, bytes.as_bytes())? {
+        write_then_rename(&dir.join(file), &sbom)?;
+    }
+    write_then_rename(&j.out, bytes.as_bytes())?;
+    eprintln!(
+        "bundle manifest: {}; SBOMs {} and {}",
+        lock.summary(),
+        kpbuild_bundle::sbom::SPDX_FILE,
+        kpbuild_bundle::sbom::CYCLONEDX_FILE
+    );
     Ok(())
 }
 

@@ -337,3 +337,71 @@ fn a_manifest_of_another_format_or_shape_is_refused() {
         "{faults:?}"
     );
 }
+
+/// `kpbuild sbom` of `path` with `args`: whether it passed, stdout, stderr.
+fn sbom(path: &Path, args: &[&str]) -> (bool, Vec<u8>, String) {
+    let mut all = vec!["sbom", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let o = kpbuild(&all);
+    (
+        o.status.success(),
+        o.stdout,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sboms_are_made_from_the_manifest_read_back_from_a_tarball_and_held_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("kubeplay");
+    bundle(&root);
+    // A bundle made before SBOMs: made from its manifest, and said so.
+    let (ok, spdx, err) = sbom(&root, &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("made from its kubeplay.lock.json"), "{err}");
+    let (ok, cdx, _) = sbom(&root, &["--format", "cyclonedx"]);
+    assert!(ok);
+    let spdx_text = String::from_utf8(spdx.clone()).unwrap();
+    assert!(spdx_text.contains("\"spdxVersion\": \"SPDX-2.3\""));
+    // `…/v1/tool` names no version: the file's sha256 versions it.
+    let f256 = sha256(FILE_BYTES);
+    assert!(spdx_text.contains(&format!(
+        "pkg:generic/tool@sha256:{f256}?checksum=sha256:{f256}"
+    )));
+    assert!(String::from_utf8_lossy(&cdx).contains("\"specVersion\": \"1.6\""));
+    // Put in the bundle, they are what `verify` expects, and what `sbom` prints.
+    put(&root.join("kubeplay.spdx.json"), &spdx);
+    put(&root.join("kubeplay.cdx.json"), &cdx);
+    let (ok, summary, faults) = verify(&root, false);
+    assert!(ok, "{faults:?}");
+    assert_eq!(summary, SUMMARY.replace(" checked", ", 2 SBOMs checked"));
+    let (_, again, err) = sbom(&root, &[]);
+    assert_eq!(again, spdx);
+    assert!(err.contains("the bundle's kubeplay.spdx.json"), "{err}");
+    // From a tarball (under kubeplay/, as exports lay it out), read as a stream.
+    let tarball = tmp.path().join("bundle.tar.gz");
+    let mut t = tar::Builder::new(flate2::write::GzEncoder::new(
+        fs::File::create(&tarball).unwrap(),
+        flate2::Compression::fast(),
+    ));
+    t.append_dir_all("kubeplay", &root).unwrap();
+    t.into_inner().unwrap().finish().unwrap();
+    let (ok, from_tar, err) = sbom(&tarball, &["--format", "cyclonedx"]);
+    assert!(ok, "{err}");
+    assert_eq!(from_tar, cdx);
+    // A changed SBOM is a fault naming it.
+    let changed = String::from_utf8(cdx)
+        .unwrap()
+        .replace("\"version\": 1,", "\"version\": 2,");
+    put(&root.join("kubeplay.cdx.json"), changed.as_bytes());
+    let (ok, _, faults) = verify(&root, true);
+    assert!(!ok);
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert!(
+        faults[0].starts_with("FAULT kubeplay.cdx.json: is not the SBOM kubeplay.lock.json gives"),
+        "{faults:?}"
+    );
+    let (ok, printed, err) = sbom(&root, &["--format", "cyclonedx"]);
+    assert!(ok && printed == changed.as_bytes());
+    assert!(err.contains("WARNING"), "{err}");
+}

@@ -191,11 +191,16 @@ pub struct LockParams {
     pub version: String,
     pub spec_file: String,
     pub spec_sha256: String,
+    /// The spec's `vars.kubespray`.
+    pub kubespray: Option<String>,
+    /// The SBOMs' creation time (`SOURCE_DATE_EPOCH`, else the spec's).
+    pub source_date_epoch: Option<u64>,
 }
 
 /// The bundle manifest (`kubeplay.lock.json`): a bundle-manifest job that reads every module's
 /// tree (mounted read-only, not merged) and the platform's plan, checks every file against its
-/// pin, and records files, images, packages and artifacts.
+/// pin, and records files, images, packages and artifacts; the bundle's SBOMs, made from the
+/// manifest, are written beside it (so every export carries them).
 pub fn lock_op(
     plan: &PlatformPlan,
     modules: &[(String, State)],
@@ -209,6 +214,8 @@ pub fn lock_op(
         version: params.version.clone(),
         spec_file: params.spec_file.clone(),
         spec_sha256: params.spec_sha256.clone(),
+        kubespray: params.kubespray.clone(),
+        source_date_epoch: params.source_date_epoch,
         trees: modules
             .iter()
             .map(|(name, _)| ModuleTree {

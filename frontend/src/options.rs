@@ -16,6 +16,8 @@
 //!     (default [`crate::pace::WINDOW`]; `0`: no pacing, every op at once as on newer
 //!     BuildKit);
 //!   - `KPBUILD_DEBUG=caps`: fail with what this BuildKit offers;
+//!   - `SOURCE_DATE_EPOCH=SECONDS` (what buildx passes from its environment): the creation
+//!     time of the bundle's SBOMs (not a variable);
 //! - `no-cache` (`docker build --no-cache`): no exec or file op is taken from BuildKit's cache
 //!   (sources still are; cache mounts keep their content);
 //! - `source`: the frontend image itself (BuildKit passes it).
@@ -38,6 +40,8 @@ pub const READ_TIMEOUT_ARG: &str = "KPBUILD_READ_TIMEOUT";
 pub const EXEC_WINDOW_ARG: &str = "KPBUILD_EXEC_WINDOW";
 /// The build argument asking for debug output.
 pub const DEBUG_ARG: &str = "KPBUILD_DEBUG";
+/// The build argument setting the SBOMs' creation time (seconds since the epoch).
+pub const SOURCE_DATE_EPOCH_ARG: &str = "SOURCE_DATE_EPOCH";
 
 /// What the build returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +71,8 @@ pub struct FrontendOptions {
     pub exec_window: Option<usize>,
     /// `KPBUILD_DEBUG=caps`.
     pub debug_caps: bool,
+    /// `SOURCE_DATE_EPOCH`, in seconds.
+    pub source_date_epoch: Option<u64>,
     /// The frontend image (exec ops run its kpbuild binary).
     pub source: Option<String>,
     /// `no-cache`: run every exec and file op again.
@@ -84,6 +90,10 @@ pub enum OptionsError {
         "--build-arg {EXEC_WINDOW_ARG}={0}: give a whole number of exec ops (0 runs them all at once)"
     )]
     ExecWindow(String),
+    #[error(
+        "--build-arg {SOURCE_DATE_EPOCH_ARG}={0}: give a whole number of seconds since the epoch"
+    )]
+    SourceDateEpoch(String),
 }
 
 impl FrontendOptions {
@@ -109,7 +119,7 @@ impl FrontendOptions {
         let extra_vars = opts
             .iter()
             .filter_map(|(k, v)| k.strip_prefix("build-arg:").map(|name| (name, v)))
-            .filter(|(name, _)| !name.starts_with("KPBUILD_"))
+            .filter(|(name, _)| !name.starts_with("KPBUILD_") && *name != SOURCE_DATE_EPOCH_ARG)
             .map(|(name, v)| format!("{name}={v}"))
             .collect();
         let distros = arg(DISTROS_ARG)
@@ -141,6 +151,13 @@ impl FrontendOptions {
                 })
                 .transpose()?,
             debug_caps: arg(DEBUG_ARG).as_deref() == Some("caps"),
+            source_date_epoch: arg(SOURCE_DATE_EPOCH_ARG)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .map_err(|_| OptionsError::SourceDateEpoch(v.clone()))
+                })
+                .transpose()?,
             source: get("source"),
             no_cache: opts.contains_key("no-cache"),
         })
@@ -192,10 +209,16 @@ mod tests {
             ("build-arg:KPBUILD_REGISTRY_SECRET", "auth"),
             ("build-arg:KPBUILD_DEBUG", "caps"),
             ("build-arg:KPBUILD_READ_TIMEOUT", "5"),
+            ("build-arg:SOURCE_DATE_EPOCH", "1700000000"),
             ("source", "kpbuild/frontend:dev"),
         ]))
         .unwrap();
         assert_eq!(o.read_timeout_secs, Some(5));
+        assert_eq!(o.source_date_epoch, Some(1_700_000_000));
+        assert_eq!(
+            FrontendOptions::parse(&opts(&[("build-arg:SOURCE_DATE_EPOCH", "yesterday")])),
+            Err(OptionsError::SourceDateEpoch("yesterday".into()))
+        );
         assert_eq!(o.exec_window, None);
         let w = |v: &str| {
             FrontendOptions::parse(&opts(&[("build-arg:KPBUILD_EXEC_WINDOW", v)]))

@@ -193,6 +193,8 @@ pub async fn build<B: Bridge>(gw: &mut B, tool_binary: &str) -> Result<Output, F
         version: spec.spec.version.clone(),
         spec_file: spec.path.display().to_string(),
         spec_sha256,
+        kubespray: spec.spec.vars.kubespray.clone(),
+        source_date_epoch: opts.source_date_epoch.or(spec.spec.source_date_epoch),
     };
     solve_targets(gw, &plan, &opts, &env, &lock).await
 }
@@ -797,6 +799,27 @@ modules:
         assert_eq!(lock.plan.platform.to_string(), "linux/arm64");
         assert_eq!(lock.trees.len(), 3);
         assert_eq!(lock.spec_sha256, hex::encode(sha2::Sha256::digest(SPEC)));
+        assert_eq!((lock.kubespray, lock.source_date_epoch), (None, None));
+    }
+
+    /// The manifest job carries the SBOMs' creation time: the build's SOURCE_DATE_EPOCH,
+    /// which is no variable.
+    #[test]
+    fn source_date_epoch_reaches_the_manifest_job() {
+        let mut f = fake(&[
+            ("target", "lock"),
+            ("platform", "linux/amd64"),
+            ("build-arg:SOURCE_DATE_EPOCH", "1700000000"),
+        ]);
+        run_build(&mut f).unwrap();
+        let last = ops_of(f.solved.last().unwrap());
+        let Some(Job::BundleManifest(lock)) = jobs(&last)
+            .into_iter()
+            .find(|j| matches!(j, Job::BundleManifest(_)))
+        else {
+            panic!()
+        };
+        assert_eq!(lock.source_date_epoch, Some(1_700_000_000));
     }
 
     #[test]

@@ -14,6 +14,9 @@ must be explained:
     config differs only in created, history and rootfs (the layer's diff_id), and in how the
     Dockerfile frontend writes empty fields;
   - `kubeplay.lock.json`: only in the artifact entries of the archives above;
+  - the SBOMs (`kubeplay.spdx.json`, `kubeplay.cdx.json`): when the manifest's difference is
+    explained (they are made from it alone, and `kpbuild verify` of each export holds them to
+    exactly what its manifest gives);
   - an os-packages repository: only if Debian's mirror moved between the builds (the package
     versions differ), which changes the inputs.
 Anything else fails, naming the entry.
@@ -108,6 +111,7 @@ def main():
         a, b = entries(a_path), entries(b_path)
         differ = sorted(n for n in set(a) | set(b) if a.get(n) != b.get(n))
         lock = [n for n in differ if n.endswith("kubeplay.lock.json")]
+        sboms = [n for n in differ if n.endswith(("kubeplay.spdx.json", "kubeplay.cdx.json"))]
         archives = [n for n in differ if n in archives_of_runs]
         packages = [n for n in differ if "/resources/nginx/" in n and ("/debian/" in n or "/repos/" in n)]
         report.append(f"{label}: {len(differ)} of {len(a)} entries differ: {differ[:20]}")
@@ -162,6 +166,9 @@ def main():
             else:
                 keys = [k for k in la if la[k] != lb.get(k)]
                 unexplained.append(f"{label}: {n} differs beyond those artifacts: in {keys}")
+        if sboms and lock and all(n in explained for n in lock):
+            explained.update(sboms)
+            print(f"  {', '.join(sboms)}: made from the manifest, whose difference is explained", file=sys.stderr)
         if packages:
             moved = []
             for n in [p for p in packages if p.endswith("/Packages")]:

@@ -12,11 +12,13 @@ use super::{ModuleSpec, ModuleWork, NestedBuild, PlanCx, Validator, Work, loopba
 use crate::layout;
 use crate::lock::{Entry, Lock, LockError, hash_file};
 use crate::plan::PlanError;
+use crate::sbom::{SbomCx, version_in_url};
 use crate::spec::{ListSelection, PerArch, SpecError, UrlMirror};
 use crate::verify::Check;
 use kpbuild_ansible::kubespray::{Item, Pin};
 use kpbuild_oci::image_ref::{FetchLocation, ImageRef, is_loopback_registry};
 use kpbuild_oci::platform::Platform;
+use kpbuild_sbom::{Algorithm, Component, Digest, Kind, Purl};
 
 /// The `files` block of a spec.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -313,6 +315,40 @@ impl Entry for FileEntry {
     type SortKey = String;
     fn sort_key(&self) -> String {
         self.path.clone()
+    }
+
+    /// A download: `pkg:generic/<file name>@<version>?checksum=sha256:…&download_url=<URL>`,
+    /// its version the one its URL names (else its sha256), downloaded from its upstream URL
+    /// (what the deploy side asks for; a mirror only served the same bytes), supplied by the
+    /// URL's host; a sha512 pin is a second digest.
+    fn components(&self, _: &SbomCx<'_>) -> Vec<Component> {
+        let url = url::Url::parse(&self.url).ok();
+        let name = url
+            .as_ref()
+            .and_then(|u| u.path_segments()?.next_back().map(str::to_string))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.path.rsplit('/').next().unwrap_or_default().to_string());
+        let version =
+            version_in_url(&self.url).unwrap_or_else(|| format!("sha256:{}", self.sha256));
+        let mut c = Component::new(Kind::File, name.clone(), version.clone());
+        c.purl = Some(
+            Purl::new("generic", name)
+                .version(version)
+                .qualifier("download_url", self.url.clone())
+                .qualifier("checksum", format!("sha256:{}", self.sha256))
+                .to_string(),
+        );
+        c.digests = vec![Digest::sha256(self.sha256.clone())];
+        if let Some(hex) = self.pin.as_deref().and_then(|p| p.strip_prefix("sha512:")) {
+            c.digests.push(Digest {
+                algorithm: Algorithm::Sha512,
+                hex: hex.to_string(),
+            });
+        }
+        c.download = Some(self.url.clone());
+        c.supplier = url.and_then(|u| u.host_str().map(str::to_string));
+        c.path = Some(self.path.clone());
+        vec![c]
     }
 
     /// Each file present with its size and sha256, and matching its pin.

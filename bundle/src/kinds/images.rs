@@ -13,12 +13,14 @@ use super::{ModuleSpec, ModuleWork, NestedBuild, PlanCx, Validator, Work, loopba
 use crate::layout;
 use crate::lock::{Entry, Lock, LockError};
 use crate::plan::PlanError;
+use crate::sbom::SbomCx;
 use crate::spec::{ListSelection, SpecError};
 use crate::verify::Check;
 use kpbuild_ansible::kubespray::Item;
 use kpbuild_oci::image_ref::{self, FetchLocation, ImageRef, NameMap, StoredRef};
 use kpbuild_oci::platform::Platform;
 use kpbuild_oci::registry_layout::{self, Digest};
+use kpbuild_sbom::{Component, Kind, Purl};
 
 /// The `images` block of a spec.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -273,6 +275,67 @@ impl Entry for ImageEntry {
     type SortKey = String;
     fn sort_key(&self) -> String {
         self.stored.clone()
+    }
+
+    /// The image as its tag names it (the index, or the one manifest), `pkg:oci/<name>@<tag
+    /// digest>?repository_url=<registry>/<repository>&tag=<tag>`, supplied by its registry,
+    /// containing one component per platform manifest the bundle keeps (its digest, `arch`
+    /// in its purl); an image of one manifest is that manifest, with its platform.
+    fn components(&self, _: &SbomCx<'_>) -> Vec<Component> {
+        let (registry, repository, tag) = match ImageRef::parse(&self.source) {
+            Ok(r) => (r.registry, r.repository, r.tag),
+            Err(_) => (String::new(), self.source.clone(), None),
+        };
+        let repository_url = if registry.is_empty() {
+            repository.clone()
+        } else {
+            format!("{registry}/{repository}")
+        };
+        let short = repository.rsplit('/').next().unwrap_or(&repository);
+        let version = tag.clone().unwrap_or_else(|| self.digest.clone());
+        let made = |kind: Kind, digest: &str, platform: Option<&str>| {
+            let arch = platform.and_then(|p| p.split('/').nth(1));
+            let mut c = Component::new(kind, repository_url.clone(), version.clone());
+            c.purl = Some(
+                Purl::new("oci", short)
+                    .version(digest)
+                    .qualifier("repository_url", repository_url.clone())
+                    .qualifier("tag", tag.clone().unwrap_or_default())
+                    .qualifier("arch", arch.unwrap_or_default())
+                    .to_string(),
+            );
+            if let Some(hex) = digest.strip_prefix("sha256:") {
+                c.digests = vec![kpbuild_sbom::Digest::sha256(hex)];
+            }
+            c.supplier = (!registry.is_empty()).then(|| registry.clone());
+            c.platform = platform.map(str::to_string);
+            c
+        };
+        let single =
+            self.platforms.len() == 1 && self.platforms.values().next() == Some(&self.digest);
+        let mut image = if single {
+            let platform = self.platforms.keys().next().map(String::as_str);
+            made(Kind::ImageIndex, self.digest.as_str(), platform)
+        } else {
+            made(Kind::ImageIndex, self.digest.as_str(), None)
+        };
+        image.description = Some(format!(
+            "stored as {} in the bundle's registry ({})",
+            self.stored,
+            layout::REGISTRY_ROOT
+        ));
+        if !single {
+            image.children = self
+                .platforms
+                .iter()
+                .map(|(p, d)| {
+                    let mut m = made(Kind::ImageManifest, d.as_str(), Some(p.as_str()));
+                    m.description = Some(format!("the {p} manifest of {}", self.stored));
+                    m
+                })
+                .collect();
+        }
+        vec![image]
     }
 
     /// The registry tree whole (blobs hash to their names, every link resolves), then each

@@ -9,7 +9,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::lock::{Entry, LockError, hash_file, walk_files};
+use crate::sbom::SbomCx;
 use crate::verify::Check;
+use kpbuild_sbom::{Component, Digest, Kind, Purl};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +41,41 @@ impl Entry for PackageEntry {
     type SortKey = (String, String);
     fn sort_key(&self) -> (String, String) {
         (self.repo.clone(), self.file.clone())
+    }
+
+    /// A package of its distro: `pkg:deb/<distro>/<name>@<version>?arch=…&distro=<distro>-<release>`
+    /// (`pkg:rpm/…` for an `.rpm`), supplied by the distro, at its file in the repository.
+    fn components(&self, _: &SbomCx<'_>) -> Vec<Component> {
+        let (family, release) = distro_parts(&self.distro);
+        let kind = if self.file.ends_with(".rpm") {
+            "rpm"
+        } else {
+            "deb"
+        };
+        let mut c = Component::new(Kind::OsPackage, self.name.clone(), self.version.clone());
+        c.purl = Some(
+            Purl::new(kind, self.name.clone())
+                .namespace(if family == "alma" {
+                    "almalinux"
+                } else {
+                    family
+                })
+                .version(self.version.clone())
+                .qualifier("arch", self.architecture.clone())
+                .qualifier(
+                    "distro",
+                    if release.is_empty() {
+                        family.to_string()
+                    } else {
+                        format!("{family}-{release}")
+                    },
+                )
+                .to_string(),
+        );
+        c.digests = vec![Digest::sha256(self.sha256.clone())];
+        c.supplier = Some(supplier(family));
+        c.path = Some(format!("{}/{}", self.repo, self.file));
+        vec![c]
     }
 
     /// Each repository's index against its files (sha256 and size), each package of the
@@ -120,6 +157,30 @@ impl Entry for SkippedPackages {
     /// A record of what is not there: nothing to check.
     fn verify(_: &[Self], _: &mut Check<'_>) -> (usize, usize) {
         (0, 0)
+    }
+    /// What is not there is no component of the bundle.
+    fn components(&self, _: &SbomCx<'_>) -> Vec<Component> {
+        vec![]
+    }
+}
+
+/// A distro's name split into its family and release: `debian12` → (`debian`, `12`),
+/// `ubuntu2404` → (`ubuntu`, `2404`), `alma9` → (`alma`, `9`).
+fn distro_parts(distro: &str) -> (&str, &str) {
+    let at = distro
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(distro.len());
+    distro.split_at(at)
+}
+
+/// Who supplies a distro family's packages.
+fn supplier(family: &str) -> String {
+    match family {
+        "debian" => "Debian".into(),
+        "ubuntu" => "Canonical".into(),
+        "rocky" => "Rocky Enterprise Software Foundation".into(),
+        "alma" => "AlmaLinux OS Foundation".into(),
+        other => other.to_string(),
     }
 }
 
