@@ -24,6 +24,7 @@
 #   build         the optimised binaries (one cargo build) and the frontend image
 #   workflows     .github/workflows: GitHub's schema, zizmor, the matrix from the spec
 #   sync          kpbuild sync-images against fixture registries
+#   serve-api     kpbuild serve's referrers API and error table, oras-py and skopeo
 #   files         the files module through BuildKit
 #   images        the images module through BuildKit
 #   os-packages   the os-packages module through BuildKit (Debian 12, amd64 and arm64)
@@ -36,7 +37,7 @@
 #   distros       Debian 11, 12, 13 x amd64, arm64 through BuildKit, offline installs
 #   faults        reliability under faults, seeded
 #   fuzz          every fuzz target, KPBUILD_FUZZ_SECONDS (30) each
-STAGES=(fmt lint clippy cargo-test build workflows sync files images os-packages bundle arm64-install buildx
+STAGES=(fmt lint clippy cargo-test build workflows sync serve-api files images os-packages bundle arm64-install buildx
   bundle-v0.32 ospkg-script ospkg-dnf distros faults fuzz)
 # Mostly dpkg under QEMU on one core (minutes): alongside the stages after it, which mostly wait
 # on the network, BuildKit or the other core.

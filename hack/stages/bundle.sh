@@ -64,9 +64,20 @@ verified() { # TARBALL
 verified "$gz"
 verified "$out/keep/kubeplay-v0.1.0-linux-amd64.tar.zst"
 
+log "signatures with the real client: minisign both ways, install.sh --key, each refusal (hack/sign-check.sh)"
+hack/sign-check.sh "$out/keep/kubeplay-v0.1.0-linux-amd64.tar.zst" "$KPBUILD" "$out/sign-check" > "$out/sign-check.log" 2>&1 \
+  || { tail -30 "$out/sign-check.log" >&2; fail "hack/sign-check.sh (log: $out/sign-check.log)"; }
+tail -4 "$out/sign-check.log" >&2
+rm -rf "$out/sign-check"
+
 log "the amd64 bundle, untarred, with real servers and clients"
 tree=$out/untar kp=$out/untar/kubeplay
 mkdir -p "$tree" && tar -xzf "$gz" -C "$tree"
+log "the amd64 bundle's SBOMs: pyspdxtools, cyclonedx-python-lib (1.6, strict), ntia-conformance-checker, counts = the lock's"
+"$ROOT/target/pytools/bin/python3" hack/py/sbom_check.py "$kp" > "$out/sbom-check-amd64.log" 2>&1 \
+  || { cat "$out/sbom-check-amd64.log" >&2; fail "the amd64 bundle's SBOMs (hack/py/sbom_check.py)"; }
+tail -3 "$out/sbom-check-amd64.log" >&2
+"$KPBUILD" sbom "$gz" 2>/dev/null | cmp - "$kp/kubeplay.spdx.json" || fail "kpbuild sbom $gz is not the bundle's kubeplay.spdx.json"
 for a in "$kp"/resources/images/*.tar; do
   "$DOCKER" load -i "$a" > "$out/load-$(basename "$a").log" || fail "docker load $a"
   say "docker load $(basename "$a"): $(tail -1 "$out/load-$(basename "$a").log")"
@@ -105,6 +116,13 @@ log "kpbuild export of arm64 (.tar.zst) and of both platforms as an OCI archive,
 kpx -f "$ctx/Dockerfile.bundle" --platform linux/arm64 -o "$out/keep/" --format tar.zst 2>&1 | tail -1 >&2
 kpx -f "$ctx/Dockerfile.bundle" -o "oci-archive:$out/kubeplay-v0.1.0.oci.tar" 2>&1 | tail -1 >&2
 verified "$zst"
+mkdir -p "$out/arm64-sbom"
+tar --zstd -xf "$zst" -C "$out/arm64-sbom" kubeplay/kubeplay.lock.json kubeplay/kubeplay.spdx.json kubeplay/kubeplay.cdx.json \
+  || fail "no manifest or SBOMs in $zst"
+"$ROOT/target/pytools/bin/python3" hack/py/sbom_check.py "$out/arm64-sbom/kubeplay" > "$out/sbom-check-arm64.log" 2>&1 \
+  || { cat "$out/sbom-check-arm64.log" >&2; fail "the arm64 bundle's SBOMs (hack/py/sbom_check.py)"; }
+say "arm64 SBOMs: $(tail -1 "$out/sbom-check-arm64.log")"
+rm -rf "$out/arm64-sbom"
 # What the bundle-v0.32 stage must match to reuse these exports: the context (spec and inputs),
 # the fixtures' image list and the kpbuild binary (and so the frontend image) that built them.
 bundle_inputs "$ctx" "$out" > "$out/keep/inputs.sha256"
