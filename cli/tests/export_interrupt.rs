@@ -11,17 +11,8 @@ use std::time::{Duration, Instant};
 
 use kpbuild_store::store::{Access, Entry, Key, Store};
 
-use sha2::Digest as _;
-
-const SPEC: &str = "# syntax=kpbuild/frontend:dev
-name: kubeplay
-version: v0.1.0
-platforms: [linux/amd64]
-modules:
-  files:
-    kind: files
-    from-kubespray: none
-";
+mod common;
+use common::{SPEC, sha256_hex};
 
 const TARBALL: &str = "kubeplay-v0.1.0-linux-amd64.tar.gz";
 
@@ -64,10 +55,6 @@ fn images() -> BTreeMap<String, Vec<u8>> {
         ("kubeplay/files:v0.1.0-amd64".to_string(), files),
         ("kubeplay/lock:v0.1.0-amd64".to_string(), lock),
     ])
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(data))
 }
 
 /// A store holding the module results of SPEC for linux/amd64 ([`images`]), as `kpbuild

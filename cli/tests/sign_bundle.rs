@@ -10,14 +10,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use sha2::Digest as _;
+mod common;
+use common::{SPEC, sha256_hex};
 
 const BLOB: &str = "resources/images/app.tar";
 const BLOB_BYTES: &[u8] = b"an image archive, as docker save writes one";
-
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
 
 /// A bundle's lock: one artifact, every other section empty.
 fn lock(version: &str) -> String {
@@ -34,8 +31,8 @@ fn lock(version: &str) -> String {
   "artifacts": [{{"path": "{BLOB}", "sha256": "{a}", "size": {n}}}]
 }}
 "#,
-        spec = sha256(b"spec"),
-        a = sha256(BLOB_BYTES),
+        spec = sha256_hex(b"spec"),
+        a = sha256_hex(BLOB_BYTES),
         n = BLOB_BYTES.len()
     )
 }
@@ -150,7 +147,7 @@ fn a_signed_directory_verifies_and_each_change_is_refused_by_name() {
     ok(&kpbuild(&["sign", s(&dir), "--key", s(&secret)]));
     let sig = dir.join("kubeplay.lock.json.minisig");
     let comment = trusted_comment(&sig);
-    let lock_sha = sha256(&std::fs::read(dir.join("kubeplay.lock.json")).unwrap());
+    let lock_sha = sha256_hex(&std::fs::read(dir.join("kubeplay.lock.json")).unwrap());
     assert!(comment.starts_with("timestamp:"), "{comment}");
     assert!(
         comment.ends_with(&format!(
@@ -202,7 +199,7 @@ fn a_signed_directory_verifies_and_each_change_is_refused_by_name() {
         e.contains(&format!(
             "FAULT kubeplay.lock.json: does not match its signature kubeplay.lock.json.minisig: \
              changed after it was signed (sha256 {} now, {lock_sha} signed)",
-            sha256(changed.as_bytes())
+            sha256_hex(changed.as_bytes())
         )),
         "{e}"
     );
@@ -255,7 +252,7 @@ fn tarball(dir: &Path, out: &Path) {
     let name = out.file_name().unwrap().to_str().unwrap();
     std::fs::write(
         format!("{}.sha256", out.display()),
-        format!("{}  {name}\n", sha256(&bytes)),
+        format!("{}  {name}\n", sha256_hex(&bytes)),
     )
     .unwrap();
 }
@@ -322,9 +319,9 @@ fn a_signed_archive_carries_both_signatures_and_a_truncated_one_is_refused() {
         // The .sha256 is the new archive's; the archive's signature names it and the lock.
         let bytes = std::fs::read(&archive).unwrap();
         let sum = std::fs::read_to_string(format!("{}.sha256", archive.display())).unwrap();
-        assert!(sum.starts_with(&sha256(&bytes)), "{sum}");
+        assert!(sum.starts_with(&sha256_hex(&bytes)), "{sum}");
         let sig = PathBuf::from(format!("{}.minisig", archive.display()));
-        let lock_sha = sha256(lock("v0.1.0").as_bytes());
+        let lock_sha = sha256_hex(lock("v0.1.0").as_bytes());
         assert!(
             trusted_comment(&sig).ends_with(&format!(
                 " file:kubeplay-v0.1.0-linux-amd64.{ext} bundle:kubeplay version:v0.1.0 \
@@ -422,16 +419,6 @@ fn an_encrypted_key_takes_its_password_from_the_environment_only() {
         s(&t.path().join("k.pub")),
     ]));
 }
-
-const SPEC: &str = "# syntax=kpbuild/frontend:dev
-name: kubeplay
-version: v0.1.0
-platforms: [linux/amd64]
-modules:
-  files:
-    kind: files
-    from-kubespray: none
-";
 
 /// A layer tar of files (in path order, as `kpbuild build` stores them).
 fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
